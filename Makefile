@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` (the main job on the embedded default) and `make test`.
+# Each creates .venv and installs what it needs (torch and triton pinned by constraints.txt).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip --disable-pip-version-check
+# DeepSpeed is pure Python here: no op is prebuilt (we pass torch's AdamW in, so none is needed).
+export DS_BUILD_OPS := 0
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: setup.py requirements.txt requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt -r requirements-dev.txt
+	$(PIP) install -q -c constraints.txt --no-build-isolation --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/vlbert-fast demo
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -n 2 tests
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check vlbert_fast kernels tests setup.py
+	$(BIN)/ruff format --check vlbert_fast kernels tests setup.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

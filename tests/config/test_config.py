@@ -1,0 +1,112 @@
+"""Typed configs: YAML + overrides round trip, unknown keys, wrong types, `_base_` chains, documentation."""
+
+from pathlib import Path
+
+import pytest
+
+from vlbert_fast.config import ConfigError, ModelConfig, RunConfig, describe, load_config, save_config, to_dict
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_tiny_model():
+    cfg = load_config(RunConfig)
+    assert cfg.model == ModelConfig()
+    tiny = load_config(RunConfig, ["configs/model/tiny.yaml"])
+    assert tiny == cfg
+
+
+def test_presets_have_the_papers_sizes():
+    base = load_config(RunConfig, ["configs/model/base.yaml"]).model
+    large = load_config(RunConfig, ["configs/model/large.yaml"]).model
+    assert (base.hidden_size, base.num_hidden_layers, base.num_attention_heads, base.intermediate_size) == (
+        768,
+        12,
+        12,
+        3072,
+    )
+    assert (large.hidden_size, large.num_hidden_layers, large.num_attention_heads, large.intermediate_size) == (
+        1024,
+        24,
+        16,
+        4096,
+    )
+    for m in (base, large):
+        assert (m.vocab_size, m.max_position_embeddings, m.type_vocab_size, m.layer_norm_eps) == (30522, 512, 3, 1e-12)
+        assert (m.hidden_dropout_prob, m.attention_probs_dropout_prob, m.visual_dropout) == (0.1, 0.1, 0.1)
+        assert (m.visual_scale_text_init, m.visual_scale_object_init, m.num_roi_classes) == (0.0, 0.0, 1601)
+
+
+def test_yaml_and_overrides_round_trip(tmp_path):
+    f = write(tmp_path / "a.yaml", "model:\n  hidden_size: 256\n  num_attention_heads: 8\nseed: 3\n")
+    cfg = load_config(RunConfig, [f], ["model.num_hidden_layers=5", "model.hidden_dropout_prob=0", "seed=7"])
+    assert (cfg.model.hidden_size, cfg.model.num_attention_heads, cfg.model.num_hidden_layers, cfg.seed) == (
+        256,
+        8,
+        5,
+        7,
+    )
+    assert cfg.model.hidden_dropout_prob == 0.0 and isinstance(cfg.model.hidden_dropout_prob, float)
+    saved = tmp_path / "resolved.yaml"
+    save_config(cfg, saved)
+    assert load_config(RunConfig, [saved]) == cfg
+    assert to_dict(load_config(RunConfig, [saved])) == to_dict(cfg)
+
+
+def test_base_chain_and_interpolation(tmp_path):
+    write(tmp_path / "parent.yaml", "model:\n  hidden_size: 96\n  num_attention_heads: 3\n")
+    child = write(tmp_path / "child.yaml", "_base_: parent.yaml\nmodel:\n  intermediate_size: ${model.hidden_size}\n")
+    cfg = load_config(RunConfig, [child])
+    assert (cfg.model.hidden_size, cfg.model.num_attention_heads, cfg.model.intermediate_size) == (96, 3, 96)
+
+
+def test_base_cycle_is_reported(tmp_path):
+    write(tmp_path / "a.yaml", "_base_: b.yaml\n")
+    write(tmp_path / "b.yaml", "_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(RunConfig, [tmp_path / "a.yaml"])
+
+
+def test_unknown_key_suggests_the_closest_name(tmp_path):
+    f = write(tmp_path / "typo.yaml", "model:\n  hiden_size: 256\n")
+    with pytest.raises(
+        ConfigError, match=r"typo.yaml: unknown key 'model.hiden_size'; did you mean 'model.hidden_size'"
+    ):
+        load_config(RunConfig, [f])
+    with pytest.raises(ConfigError, match=r"command line: unknown key 'modl'; did you mean 'model'"):
+        load_config(RunConfig, overrides=["modl.hidden_size=3"])
+
+
+def test_wrong_type_names_expected_and_found(tmp_path):
+    with pytest.raises(ConfigError, match=r"model.hidden_size: expected int, found str 'big'"):
+        load_config(RunConfig, overrides=["model.hidden_size=big"])
+    with pytest.raises(ConfigError, match=r"model.check_inputs: expected bool .* found int 1"):
+        load_config(RunConfig, overrides=["model.check_inputs=1"])
+    with pytest.raises(ConfigError, match=r"model.hidden_size: expected int, found float 1.5"):
+        load_config(RunConfig, [write(tmp_path / "f.yaml", "model:\n  hidden_size: 1.5\n")])
+
+
+def test_validation_errors_name_the_section():
+    with pytest.raises(ConfigError, match="model: hidden_size 100 is not divisible by num_attention_heads 3"):
+        load_config(RunConfig, overrides=["model.hidden_size=100", "model.num_attention_heads=3"])
+    with pytest.raises(ConfigError, match="model: hidden_dropout_prob must be in"):
+        load_config(RunConfig, overrides=["model.hidden_dropout_prob=1.5"])
+
+
+def test_bad_files_and_overrides(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(RunConfig, [tmp_path / "nope.yaml"])
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        load_config(RunConfig, [write(tmp_path / "list.yaml", "- 1\n- 2\n")])
+    with pytest.raises(ConfigError, match="not of the form key.path=value"):
+        load_config(RunConfig, overrides=["model.hidden_size"])
+
+
+def test_every_field_is_documented():
+    rows = describe(RunConfig)
+    assert len(rows) > 20
+    undocumented = [key for key, _, _, doc in rows if not doc]
+    assert undocumented == []

@@ -1,0 +1,38 @@
+"""The command line: `vlbert-fast` and `python -m vlbert_fast`, config printing and errors, the demo, env."""
+
+import subprocess
+import sys
+
+import yaml
+
+from vlbert_fast.cli import main
+
+
+def test_print_config_resolves_files_and_overrides(capsys):
+    assert main(["config", "--config", "configs/model/base.yaml", "model.num_hidden_layers=3"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["hidden_size"] == 768 and printed["model"]["num_hidden_layers"] == 3
+
+
+def test_config_error_is_a_message_and_exit_code_2(capsys):
+    assert main(["demo", "model.hiddn_size=4"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'model.hiddn_size'; did you mean 'model.hidden_size'" in err
+
+
+def test_help_config_lists_documented_fields(capsys):
+    assert main(["demo", "--help-config"]) == 0
+    out = capsys.readouterr().out
+    assert "model.hidden_size: int = 128" in out and "Width H of the transformer" in out
+
+
+def test_demo_trains_and_the_loss_falls(capsys):
+    assert main(["demo", "--steps", "6", "--batch-size", "4", "model.num_hidden_layers=1"]) == 0
+    out = capsys.readouterr().out
+    assert "step   6 loss=" in out and "mlm_image=" in out
+
+
+def test_module_entry_point_and_env():
+    result = subprocess.run([sys.executable, "-m", "vlbert_fast", "env"], capture_output=True, text=True, check=True)
+    assert "box_geometry_embedding: auto -> reference" in result.stdout
+    assert "torch" in result.stdout

@@ -1,0 +1,1 @@
+"""One module per `vlbert-fast` subcommand; cli.py only parses and delegates."""

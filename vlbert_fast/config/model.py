@@ -1,0 +1,113 @@
+"""The model's configuration. Defaults are the embedded tiny model; configs/model/{base,large}.yaml set the paper's
+sizes (BERT-Base 768/12/12/3072 and BERT-Large 1024/24/16/4096)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 30522
+    """Word-piece vocabulary size; must equal the tokenizer's (BERT uncased: 30522)."""
+
+    hidden_size: int = 128
+    """Width H of the transformer (Base 768, Large 1024)."""
+
+    num_hidden_layers: int = 2
+    """Number of post-LN transformer layers (Base 12, Large 24)."""
+
+    num_attention_heads: int = 4
+    """Attention heads per layer; must divide hidden_size (Base 12, Large 16)."""
+
+    intermediate_size: int = 512
+    """Width of the feed-forward block (Base 3072, Large 4096)."""
+
+    hidden_act: str = "gelu"
+    """Feed-forward activation. Only BERT's exact erf GELU, "gelu", is supported."""
+
+    hidden_dropout_prob: float = 0.1
+    """Dropout after the embedding, attention output and feed-forward output."""
+
+    attention_probs_dropout_prob: float = 0.1
+    """Dropout on the attention probabilities."""
+
+    max_position_embeddings: int = 512
+    """Rows of the position table; a sample may hold at most this many text tokens + 2."""
+
+    type_vocab_size: int = 3
+    """Token types: 0 sentence A, 1 sentence B, 2 every RoI and [END]."""
+
+    layer_norm_eps: float = 1e-12
+    """Epsilon of every LayerNorm (BERT's 1e-12)."""
+
+    initializer_range: float = 0.02
+    """Standard deviation of the normal initialisation of weights and embeddings."""
+
+    visual_feature_dim: int = 2048
+    """Width of a region's appearance feature (ResNet res5 output: 2048)."""
+
+    geometry_dim: int = 2048
+    """Width of the sinusoidal box-geometry encoding: 4 coordinates x (sin, cos) x geometry_dim/8 frequencies."""
+
+    geometry_wave_length: float = 1000.0
+    """Base of the geometry frequencies: value / wave_length**(k / (geometry_dim/8))."""
+
+    geometry_scale: float = 100.0
+    """Box coordinates are divided by the image width or height and multiplied by this before the encoding."""
+
+    visual_dropout: float = 0.1
+    """Dropout on concat(appearance, geometry) before the 4096 -> H projection."""
+
+    visual_scale_text_init: float = 0.0
+    """Initial gain of the LayerNorm on text tokens' visual features (0: the image adds nothing at first)."""
+
+    visual_scale_object_init: float = 0.0
+    """Initial gain of the LayerNorm on RoI tokens' visual features."""
+
+    num_roi_classes: int = 1601
+    """Classes of the detector's soft labels for masked-RoI classification (Visual Genome: 1600 + background)."""
+
+    check_inputs: bool = True
+    """Validate every batch (id ranges, box order, finite features, matching shapes) with a clear error. The
+    checks that read values synchronise a GPU once per step; turn off for the last percent of speed."""
+
+    def __post_init__(self) -> None:
+        positive = (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "visual_feature_dim",
+            "geometry_dim",
+            "num_roi_classes",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, found {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
+            )
+        if self.hidden_act != "gelu":
+            raise ValueError(f"hidden_act must be 'gelu' (BERT's erf GELU), found {self.hidden_act!r}")
+        if self.type_vocab_size != 3:
+            raise ValueError(
+                f"type_vocab_size must be 3 (sentence A, sentence B, visual), found {self.type_vocab_size}"
+            )
+        if self.geometry_dim % 8:
+            raise ValueError(
+                f"geometry_dim must be a multiple of 8 (4 coordinates x sin/cos), found {self.geometry_dim}"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "visual_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), found {getattr(self, name)}")
+        for name in ("layer_norm_eps", "initializer_range", "geometry_wave_length", "geometry_scale"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, found {getattr(self, name)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads

@@ -1,0 +1,256 @@
+"""`Batch`: the one typed container a batch travels in from collation to the loss.
+
+Legend: B samples, L the longest sample in tokens, K regions over the whole batch, Dv appearance width,
+C detector classes.
+
+Tokens are stored per sample, padded at the end only: each row is `[CLS] text [SEP] [RoI ...] [END]` with no gaps
+between the parts, so the packed stream for varlen attention is `x[attention_mask]` with `cu_seqlens` from the row
+lengths. Regions are flattened over the batch (`region_sample` says whose) and sorted by sample; each image's first
+region is its whole-image box. A token finds its visual feature through `visual_index`, an index into the K regions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import IntEnum
+
+import torch
+
+IGNORE_INDEX = -100
+"""Label value of positions without a target (the cross-entropy ignore index)."""
+
+
+class TokenKind(IntEnum):
+    """What a token position holds; decides which embeddings it sums (DESIGN.md, "The model, exactly")."""
+
+    TEXT = 0
+    """Text token of a row with an image: word + visual_ln_text(visual feature of its tagged region)."""
+    TEXT_ONLY = 1
+    """Text token of a text-only row: word + the learned text-visual embedding."""
+    ROI = 2
+    """Region: [IMG] (or the masked-RoI word embedding) + visual_ln_object(its own visual feature)."""
+    END = 3
+    """The learned [END] token closing every sample."""
+    PAD = 4
+    """Padding after the sample; excluded by attention_mask."""
+
+
+class InvalidBatchError(ValueError):
+    """A batch that breaks the model's contract; the message names the tensor, the position and the problem."""
+
+
+@dataclass
+class Batch:
+    # tokens, [B, L]
+    input_ids: torch.Tensor
+    """[B, L] int64 word-piece ids on text tokens (0 elsewhere)."""
+    token_type_ids: torch.Tensor
+    """[B, L] int64: 0 sentence A, 1 sentence B, 2 RoIs and [END]."""
+    position_ids: torch.Tensor
+    """[B, L] int64: text token i -> i, every RoI -> text length, [END] -> text length + 1."""
+    token_kind: torch.Tensor
+    """[B, L] int64 `TokenKind` values."""
+    visual_index: torch.Tensor
+    """[B, L] int64 index into the K regions of the region whose visual feature the token adds; -1 for none."""
+    attention_mask: torch.Tensor
+    """[B, L] bool, True on the tokens of the sample (a prefix of each row)."""
+
+    # regions, [K] (flattened over the batch, sorted by sample)
+    boxes: torch.Tensor
+    """[K, 4] float (x1, y1, x2, y2) in image pixels; each image's first region is [0, 0, W-1, H-1]."""
+    region_sample: torch.Tensor
+    """[K] int64 row of the sample each region belongs to, non-decreasing."""
+    region_masked: torch.Tensor
+    """[K] bool: the region's appearance is hidden from the model (masked-RoI modelling)."""
+    image_size: torch.Tensor
+    """[B, 2] float (W, H) of each sample's image; (1, 1) for text-only rows."""
+    region_features: torch.Tensor | None = None
+    """[K, Dv] float precomputed appearance features (precomputed mode)."""
+
+    # targets
+    mlm_labels: torch.Tensor | None = None
+    """[B, L] int64 target word of each masked text token, IGNORE_INDEX elsewhere."""
+    region_predict: torch.Tensor | None = None
+    """[K] bool regions whose class the masked-RoI head predicts (masked ones and the kept 10% of the chosen)."""
+    roi_targets: torch.Tensor | None = None
+    """[K, C] float soft class distribution of each region from the detector."""
+
+    # ---------------------------------------------------------------------------------------------------------------
+    @property
+    def num_samples(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def num_regions(self) -> int:
+        return self.boxes.shape[0]
+
+    @property
+    def seq_lens(self) -> torch.Tensor:
+        """[B] int64 tokens per sample."""
+        return self.attention_mask.sum(1)
+
+    @property
+    def cu_seqlens(self) -> torch.Tensor:
+        """[B+1] int32 cumulative sample lengths of the packed stream, as varlen attention takes them."""
+        return torch.nn.functional.pad(self.seq_lens.cumsum(0), (1, 0)).to(torch.int32)
+
+    @property
+    def has_image(self) -> torch.Tensor:
+        """[B] bool: the sample has regions (False for text-only rows)."""
+        counts = torch.bincount(self.region_sample, minlength=self.num_samples)
+        return counts > 0
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        moved = {
+            f.name: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v)
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        }
+        return Batch(**moved)
+
+    def pin_memory(self) -> Batch:
+        """Called by DataLoader(pin_memory=True)."""
+        pinned = {
+            f.name: (v.pin_memory() if isinstance(v, torch.Tensor) else v)
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        }
+        return Batch(**pinned)
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def validate(
+        self,
+        vocab_size: int,
+        max_positions: int,
+        type_vocab_size: int = 3,
+        feature_dim: int | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        """Raises InvalidBatchError naming the tensor and the first bad position when the batch breaks the contract."""
+        _check_shapes(self, feature_dim, num_classes)
+        _check_values(self, vocab_size, max_positions, type_vocab_size)
+
+
+def _fail(message: str) -> None:
+    raise InvalidBatchError(message)
+
+
+def _first(mask: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(i) for i in mask.nonzero()[0])
+
+
+def _check_shapes(b: Batch, feature_dim: int | None, num_classes: int | None) -> None:
+    if b.input_ids.dim() != 2:
+        _fail(f"input_ids: expected shape [B, L], found {tuple(b.input_ids.shape)}")
+    bl = tuple(b.input_ids.shape)
+    for name in ("token_type_ids", "position_ids", "token_kind", "visual_index", "attention_mask", "mlm_labels"):
+        t = getattr(b, name)
+        if t is None:
+            continue
+        if tuple(t.shape) != bl:
+            _fail(f"{name}: shape {tuple(t.shape)} does not match input_ids {bl}")
+        if name == "attention_mask":
+            if t.dtype != torch.bool:
+                _fail(f"attention_mask: expected dtype torch.bool, found {t.dtype}")
+        elif t.dtype not in (torch.int64, torch.int32):
+            _fail(f"{name}: expected an integer dtype (int64), found {t.dtype}")
+    if b.boxes.dim() != 2 or b.boxes.shape[1] != 4:
+        _fail(f"boxes: expected shape [K, 4], found {tuple(b.boxes.shape)}")
+    if not b.boxes.is_floating_point():
+        _fail(f"boxes: expected a floating dtype, found {b.boxes.dtype}")
+    k = b.boxes.shape[0]
+    for name, want_dtype in (("region_sample", None), ("region_masked", torch.bool), ("region_predict", torch.bool)):
+        t = getattr(b, name)
+        if t is None:
+            continue
+        if tuple(t.shape) != (k,):
+            _fail(f"{name}: expected shape [K] = ({k},) to match boxes, found {tuple(t.shape)}")
+        if want_dtype is not None and t.dtype != want_dtype:
+            _fail(f"{name}: expected dtype {want_dtype}, found {t.dtype}")
+    if b.region_features is not None:
+        f = b.region_features
+        if f.dim() != 2 or f.shape[0] != k:
+            _fail(f"region_features: expected shape [K, Dv] with K = {k} (boxes), found {tuple(f.shape)}")
+        if feature_dim is not None and f.shape[1] != feature_dim:
+            _fail(f"region_features: expected width {feature_dim} (model.visual_feature_dim), found {f.shape[1]}")
+    if b.roi_targets is not None:
+        t = b.roi_targets
+        if t.dim() != 2 or t.shape[0] != k:
+            _fail(f"roi_targets: expected shape [K, C] with K = {k} (boxes), found {tuple(t.shape)}")
+        if num_classes is not None and t.shape[1] != num_classes:
+            _fail(f"roi_targets: expected {num_classes} classes (model.num_roi_classes), found {t.shape[1]}")
+    if tuple(b.image_size.shape) != (bl[0], 2):
+        _fail(f"image_size: expected shape [B, 2] = ({bl[0]}, 2), found {tuple(b.image_size.shape)}")
+
+
+def _check_values(b: Batch, vocab_size: int, max_positions: int, type_vocab_size: int) -> None:
+    mask = b.attention_mask
+    if bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+        _fail(f"attention_mask: row {_first(mask[:, 1:] & ~mask[:, :-1])[0]} has a gap; samples must be a prefix")
+    if bool((~mask[:, 0]).any()):
+        _fail(f"attention_mask: row {_first(~mask[:, 0])[0]} is empty")
+    kind = b.token_kind
+    valid_kinds = (kind >= 0) & (kind <= int(TokenKind.PAD))
+    if not bool(valid_kinds.all()):
+        _fail(f"token_kind: value {int(kind[~valid_kinds][0])} at {_first(~valid_kinds)} is not a TokenKind")
+    if bool((mask & (kind == TokenKind.PAD)).any()) or bool((~mask & (kind != TokenKind.PAD)).any()):
+        _fail("token_kind: PAD must mark exactly the positions outside attention_mask")
+    text = (kind == TokenKind.TEXT) | (kind == TokenKind.TEXT_ONLY)
+    ids = b.input_ids
+    bad = text & ((ids < 0) | (ids >= vocab_size))
+    if bool(bad.any()):
+        _fail(f"input_ids: id {int(ids[bad][0])} at {_first(bad)} is outside the vocabulary [0, {vocab_size})")
+    types = b.token_type_ids
+    bad = mask & ((types < 0) | (types >= type_vocab_size))
+    if bool(bad.any()):
+        _fail(f"token_type_ids: {int(types[bad][0])} at {_first(bad)} is outside [0, {type_vocab_size})")
+    pos = b.position_ids
+    bad = mask & ((pos < 0) | (pos >= max_positions))
+    if bool(bad.any()):
+        _fail(
+            f"position_ids: {int(pos[bad][0])} at {_first(bad)} is outside [0, {max_positions}) "
+            f"(text longer than model.max_position_embeddings - 2?)"
+        )
+    if b.mlm_labels is not None:
+        labels = b.mlm_labels
+        labelled = labels != IGNORE_INDEX
+        bad = labelled & (~text | (labels < 0) | (labels >= vocab_size))
+        if bool(bad.any()):
+            _fail(
+                f"mlm_labels: {int(labels[bad][0])} at {_first(bad)} is not a vocabulary id on a text token "
+                f"(use {IGNORE_INDEX} for positions without a target)"
+            )
+    k = b.num_regions
+    vi = b.visual_index
+    needs_region = (kind == TokenKind.TEXT) | (kind == TokenKind.ROI)
+    bad = (needs_region & ((vi < 0) | (vi >= k))) | (~needs_region & (vi != -1))
+    if bool(bad.any()):
+        _fail(
+            f"visual_index: {int(vi[bad][0])} at {_first(bad)} is wrong for a {TokenKind(int(kind[bad][0])).name} "
+            f"token (text and RoI tokens need a region in [0, {k}), others -1)"
+        )
+    rows = torch.arange(b.num_samples, device=vi.device)[:, None].expand_as(vi)
+    if k:
+        owner = b.region_sample[vi.clamp(min=0)]
+        bad = needs_region & (owner != rows)
+        if bool(bad.any()):
+            _fail(f"visual_index: token at {_first(bad)} points to region {int(vi[bad][0])} of another sample")
+        rs = b.region_sample
+        if bool(((rs < 0) | (rs >= b.num_samples)).any()):
+            _fail(f"region_sample: values must be sample rows in [0, {b.num_samples}), found {rs.min()}..{rs.max()}")
+        if bool((rs[1:] < rs[:-1]).any()):
+            _fail("region_sample: regions must be sorted by sample (non-decreasing)")
+    boxes = b.boxes
+    if not bool(torch.isfinite(boxes).all()):
+        _fail(f"boxes: non-finite coordinate in region {_first(~torch.isfinite(boxes))[0]}")
+    bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if bool(bad.any()):
+        i = _first(bad)[0]
+        _fail(f"boxes: region {i} has x2 < x1 or y2 < y1: {boxes[i].tolist()} (expected x1, y1, x2, y2)")
+    if not bool(torch.isfinite(b.image_size).all()) or bool((b.image_size <= 0).any()):
+        _fail(f"image_size: every (W, H) must be positive and finite, found {b.image_size.tolist()}")
+    if b.region_features is not None and not bool(torch.isfinite(b.region_features).all()):
+        _fail(f"region_features: NaN or inf in region {_first(~torch.isfinite(b.region_features))[0]}")
+    if b.roi_targets is not None and not bool(torch.isfinite(b.roi_targets).all()):
+        _fail(f"roi_targets: NaN or inf in region {_first(~torch.isfinite(b.roi_targets))[0]}")

@@ -1,0 +1,138 @@
+"""VL-BERT, plain PyTorch (the reference model). Legend: B samples, L tokens per row, K regions, H hidden,
+M positions with a target.
+
+VLBertModel: region features -> embeddings -> post-LN encoder -> hidden states [B, L, H].
+VLBertForPretraining adds the MLM head (tied to the word embeddings) and the masked-RoI classification head, run
+only on the positions that have targets, and the original's loss: MLM cross-entropy averaged over the masked words
+of image-text rows, plus the same over text-only rows, plus soft cross-entropy averaged over the predicted regions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..data.batch import IGNORE_INDEX, Batch, TokenKind
+from .embeddings import VLBertEmbeddings
+from .encoder import Encoder
+from .heads import MLMHead, RoIClassificationHead, soft_cross_entropy
+from .visual import RegionEncoder
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT's initialisation: normal(0, std) weights and embeddings, zero biases, LayerNorm 1 and 0."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class VLBertModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.region_encoder = RegionEncoder(cfg)
+        self.embeddings = VLBertEmbeddings(cfg)
+        self.encoder = Encoder(cfg)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        cfg = self.cfg
+        self.apply(lambda m: init_weights(m, cfg.initializer_range))
+        emb = self.embeddings
+        for p in (emb.object_word_embedding, emb.object_mask_word_embedding, emb.end_embedding):
+            nn.init.normal_(p, mean=0.0, std=cfg.initializer_range)
+        # Zero at initialisation: text-only rows then embed exactly as BERT does, and a masked region shows nothing.
+        nn.init.zeros_(emb.text_visual_embedding)
+        nn.init.zeros_(self.region_encoder.mask_appearance)
+        nn.init.constant_(emb.visual_ln_text.weight, cfg.visual_scale_text_init)
+        nn.init.constant_(emb.visual_ln_object.weight, cfg.visual_scale_object_init)
+        # The original leaves the 4096 -> H projection at PyTorch's default initialisation.
+        self.region_encoder.projection.reset_parameters()
+
+    def region_features(self, batch: Batch) -> torch.Tensor:  # [K, H]
+        h = self.cfg.hidden_size
+        if batch.num_regions == 0:
+            return torch.zeros(0, h, dtype=self.embeddings.word_embeddings.weight.dtype, device=batch.boxes.device)
+        if batch.region_features is None:
+            raise ValueError("batch has regions but no region_features (precomputed mode needs appearance features)")
+        return self.region_encoder(
+            batch.region_features,
+            batch.boxes,
+            batch.image_size[batch.region_sample],
+            batch.region_masked,
+        )
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # [B, L, H]
+        if self.cfg.check_inputs:
+            batch.validate(
+                vocab_size=self.cfg.vocab_size,
+                max_positions=self.cfg.max_position_embeddings,
+                type_vocab_size=self.cfg.type_vocab_size,
+                feature_dim=self.cfg.visual_feature_dim,
+                num_classes=self.cfg.num_roi_classes,
+            )
+        embedded_BLH = self.embeddings(batch, self.region_features(batch))
+        return self.encoder(embedded_BLH, batch.attention_mask)
+
+
+@dataclass
+class PretrainOutput:
+    loss: torch.Tensor
+    """Sum of the parts present in the batch (a zero that still has a graph when none is)."""
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Each part: mlm_image (image-text rows), mlm_text (text-only rows), roi (masked-RoI classification)."""
+    mlm_logits: torch.Tensor | None = None
+    """[M, V] logits at the masked text positions, in row-major order."""
+    mlm_labels: torch.Tensor | None = None
+    """[M] their targets."""
+    mlm_has_image: torch.Tensor | None = None
+    """[M] bool: the position belongs to an image-text row."""
+    roi_logits: torch.Tensor | None = None
+    """[P, C] logits of the predicted regions, in region order."""
+
+
+class VLBertForPretraining(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vlbert = VLBertModel(cfg)
+        self.mlm_head = MLMHead(cfg)
+        self.roi_head = RoIClassificationHead(cfg)
+        for head in (self.mlm_head, self.roi_head):
+            head.apply(lambda m: init_weights(m, cfg.initializer_range))
+
+    def forward(self, batch: Batch) -> PretrainOutput:
+        hidden_BLH = self.vlbert(batch)
+        losses: dict[str, torch.Tensor] = {}
+        out = PretrainOutput(loss=hidden_BLH.sum() * 0.0, losses=losses)
+
+        if batch.mlm_labels is not None:
+            masked_BL = batch.mlm_labels != IGNORE_INDEX
+            labels_M = batch.mlm_labels[masked_BL]
+            logits_MV = self.mlm_head(hidden_BLH[masked_BL], self.vlbert.embeddings.word_embeddings.weight)
+            has_image_M = (batch.token_kind == TokenKind.TEXT)[masked_BL]
+            out.mlm_logits, out.mlm_labels, out.mlm_has_image = logits_MV, labels_M, has_image_M
+            for name, rows in (("mlm_image", has_image_M), ("mlm_text", ~has_image_M)):
+                if bool(rows.any()):
+                    losses[name] = F.cross_entropy(logits_MV[rows].float(), labels_M[rows])
+
+        if batch.region_predict is not None and batch.roi_targets is not None and bool(batch.region_predict.any()):
+            # The token of region k: the ROI position whose visual_index is k.
+            roi_tokens_BL = (batch.token_kind == TokenKind.ROI) & batch.region_predict[batch.visual_index.clamp(min=0)]
+            order = torch.argsort(batch.visual_index[roi_tokens_BL])
+            hidden_PH = hidden_BLH[roi_tokens_BL][order]
+            targets_PC = batch.roi_targets[batch.region_predict]
+            out.roi_logits = self.roi_head(hidden_PH)
+            losses["roi"] = soft_cross_entropy(out.roi_logits, targets_PC)
+
+        if losses:
+            out.loss = torch.stack(list(losses.values())).sum()
+        return out

@@ -1,0 +1,7 @@
+"""Public ops. Each has a plain-PyTorch `<op>_reference` (the specification) and a `backend=` argument
+("auto" | "reference" | "triton" | "native"); see dispatch.py."""
+
+from .dispatch import REGISTRY, BackendNotSupported
+from .geometry import box_geometry_embedding, box_geometry_embedding_reference
+
+__all__ = ["REGISTRY", "BackendNotSupported", "box_geometry_embedding", "box_geometry_embedding_reference"]
