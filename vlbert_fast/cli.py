@@ -1,5 +1,8 @@
 """`vlbert-fast ...` and `python -m vlbert_fast ...`: parse, resolve the config, delegate to vlbert_fast/commands.
 
+Each command is a module in vlbert_fast/commands with `HELP`, `CONFIG` (the root config dataclass it takes, or
+None), `add_arguments(parser)` and `main(args, cfg) -> int`; adding a command is one line in COMMANDS.
+
 Commands that take a config accept `--config FILE` (repeatable; YAML that overrides the defaults), dotlist
 overrides as positional arguments (`model.hidden_size=256`), `--print-config` (print the resolved config and
 exit) and `--help-config` (every field with its type, default and documentation).
@@ -8,11 +11,14 @@ exit) and `--help-config` (every field with its type, default and documentation)
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-from .config import ConfigError, RunConfig, describe, load_config, to_yaml
+from .config import ConfigError, describe, load_config, to_yaml
 from .version import __version__
+
+COMMANDS = ["env", "config", "demo"]
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -34,49 +40,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlbert-fast", description="Fast VL-BERT pretraining and fine-tuning.")
     parser.add_argument("--version", action="version", version=f"vlbert_fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    env = sub.add_parser("env", help="versions, devices, built extensions and the backend each op picks")
-    env.set_defaults(handler="env")
-
-    demo = sub.add_parser("demo", help="train the configured model a few steps on random batches")
-    _add_config_args(demo)
-    demo.add_argument("--steps", type=int, default=10, help="optimizer steps (default 10)")
-    demo.add_argument("--batch-size", type=int, default=8, help="samples per batch (default 8)")
-    demo.set_defaults(handler="demo")
-
-    config = sub.add_parser("config", help="print the resolved config (same options as every command)")
-    _add_config_args(config)
-    config.set_defaults(handler="config")
+    for name in COMMANDS:
+        module = importlib.import_module(f".commands.{name.replace('-', '_')}", __package__)
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        if module.CONFIG is not None:
+            _add_config_args(cmd)
+        module.add_arguments(cmd)
+        cmd.set_defaults(module=module)
     return parser
-
-
-def resolve_config(args: argparse.Namespace) -> RunConfig:
-    return load_config(RunConfig, args.config, args.overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.handler == "env":
-        from .commands import env
-
-        return env.main(args)
-    if getattr(args, "help_config", False):
-        for key, type_name, default, doc in describe(RunConfig):
-            print(f"{key}: {type_name} = {default}\n    {doc}")
-        return 0
-    try:
-        cfg = resolve_config(args)
-    except ConfigError as exc:
-        print(f"vlbert-fast: config error: {exc}", file=sys.stderr)
-        return 2
-    if args.print_config or args.handler == "config":
-        print(to_yaml(cfg), end="")
-        return 0
-    if args.handler == "demo":
-        from .commands import demo
-
-        return demo.main(cfg, args)
-    raise AssertionError(f"unhandled command {args.handler}")
+    module = args.module
+    cfg = None
+    if module.CONFIG is not None:
+        if args.help_config:
+            for key, type_name, default, doc in describe(module.CONFIG):
+                print(f"{key}: {type_name} = {default}\n    {doc}")
+            return 0
+        try:
+            cfg = load_config(module.CONFIG, args.config, args.overrides)
+        except ConfigError as exc:
+            print(f"vlbert-fast {args.command}: config error: {exc}", file=sys.stderr)
+            return 2
+        if args.print_config:
+            print(to_yaml(cfg), end="")
+            return 0
+    return module.main(args, cfg)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,15 @@ def run(cfg: RunConfig, steps: int, batch_size: int) -> list[float]:
     return history
 
 
-def main(cfg: RunConfig, args) -> int:
+HELP = "train the configured model a few steps on random batches"
+CONFIG = RunConfig
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps (default 10)")
+    parser.add_argument("--batch-size", type=int, default=8, help="samples per batch (default 8)")
+
+
+def main(args, cfg: RunConfig) -> int:
     history = run(cfg, args.steps, args.batch_size)
     return 0 if history[-1] < history[0] else 1

@@ -59,6 +59,14 @@ def report() -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
+HELP = "versions, devices, built extensions and the backend each op picks"
+CONFIG = None
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def main(args, cfg=None) -> int:
     print(report())
     return 0
