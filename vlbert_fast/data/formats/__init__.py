@@ -4,7 +4,7 @@
 - bua_tsv: the bottom-up-attention TSV of region features;
 - cc_jsonl: Conceptual Captions annotations (JSON Lines) with `archive.zip@/member` path specs (paths);
 - text_corpus: the text-only corpus, one unit per line;
-
+- shards: our fixed-shape, memory-mapped feature shards, and the converter into them.
 
 Every reader raises FormatError (file, record, field, expected, found) on a malformed record, or, given a
 SkipCounter in "skip" mode, counts it and moves on.
@@ -16,15 +16,19 @@ from .errors import FormatError, SkipCounter
 from .paths import ResolvedPath, close_archives, path_exists, read_bytes, resolve_path
 from .region_json import decode_array, encode_array, read_region_json, write_region_json
 from .regions import RegionRecord, validate
+from .shards import FeatureShards, ShardWriter, convert_to_shards
 from .text_corpus import iter_text_corpus, read_text_corpus
 
 __all__ = [
     "CaptionRecord",
+    "FeatureShards",
     "FormatError",
     "RegionRecord",
     "ResolvedPath",
+    "ShardWriter",
     "SkipCounter",
     "close_archives",
+    "convert_to_shards",
     "decode_array",
     "encode_array",
     "iter_bua_tsv",
