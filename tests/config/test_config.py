@@ -56,6 +56,15 @@ def test_yaml_and_overrides_round_trip(tmp_path):
     assert to_dict(load_config(RunConfig, [saved])) == to_dict(cfg)
 
 
+def test_exponent_floats_without_a_dot(tmp_path):
+    """YAML 1.1 reads `1e-4` as a string; a float field takes it (and still rejects words)."""
+    f = write(tmp_path / "lr.yaml", "model:\n  layer_norm_eps: 1e-6\n")
+    cfg = load_config(RunConfig, [f], ["train.lr=3e-3"])
+    assert cfg.model.layer_norm_eps == 1e-6 and cfg.train.lr == 3e-3
+    with pytest.raises(ConfigError, match="train.lr: expected float, found str 'fast'"):
+        load_config(RunConfig, overrides=["train.lr=fast"])
+
+
 def test_base_chain_and_interpolation(tmp_path):
     write(tmp_path / "parent.yaml", "model:\n  hidden_size: 96\n  num_attention_heads: 3\n")
     child = write(tmp_path / "child.yaml", "_base_: parent.yaml\nmodel:\n  intermediate_size: ${model.hidden_size}\n")

@@ -1,11 +1,17 @@
 """Typed configuration: dataclasses per component, YAML overrides, dotlist overrides (see loader.py)."""
 
+from .data import DataConfig
 from .loader import ConfigError, describe, field_docs, load_config, parse_dotlist, save_config, to_dict, to_yaml
 from .model import ModelConfig
 from .run import RunConfig
+from .synth import SynthConfig
+from .train import TrainConfig
 
 __all__ = [
     "ConfigError",
+    "DataConfig",
+    "SynthConfig",
+    "TrainConfig",
     "ModelConfig",
     "RunConfig",
     "describe",

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = 30522
-    """Word-piece vocabulary size; must equal the tokenizer's (BERT uncased: 30522)."""
+    vocab_size: int = 1024
+    """Word-piece vocabulary size; must equal the tokenizer's (the synthetic world: 1024; BERT uncased: 30522)."""
 
     hidden_size: int = 128
     """Width H of the transformer (Base 768, Large 1024)."""
@@ -44,8 +44,8 @@ class ModelConfig:
     initializer_range: float = 0.02
     """Standard deviation of the normal initialisation of weights and embeddings."""
 
-    visual_feature_dim: int = 2048
-    """Width of a region's appearance feature (ResNet res5 output: 2048)."""
+    visual_feature_dim: int = 128
+    """Width of a region's appearance feature (ResNet res5 output: 2048; the synthetic world's extractor: 128)."""
 
     geometry_dim: int = 2048
     """Width of the sinusoidal box-geometry encoding: 4 coordinates x (sin, cos) x geometry_dim/8 frequencies."""
@@ -65,8 +65,9 @@ class ModelConfig:
     visual_scale_object_init: float = 0.0
     """Initial gain of the LayerNorm on RoI tokens' visual features."""
 
-    num_roi_classes: int = 1601
-    """Classes of the detector's soft labels for masked-RoI classification (Visual Genome: 1600 + background)."""
+    num_roi_classes: int = 25
+    """Classes of the detector's soft labels for masked-RoI classification (Visual Genome: 1600 + background =
+    1601; the synthetic world: 6 colours x 4 shapes + background = 25)."""
 
     check_inputs: bool = True
     """Validate every batch (id ranges, box order, finite features, matching shapes) with a clear error. The

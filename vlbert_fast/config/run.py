@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .data import DataConfig
 from .model import ModelConfig
+from .train import TrainConfig
 
 
 @dataclass
@@ -12,8 +14,17 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     """The VL-BERT model (sizes, dropout, visual path)."""
 
+    data: DataConfig = field(default_factory=DataConfig)
+    """Pretraining data, masking and batching."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation and the training loop."""
+
+    run_dir: str = "runs/pretrain"
+    """Where the run writes config.yaml, metrics.jsonl, TensorBoard events and checkpoints/."""
+
     seed: int = 0
-    """Seed for parameters, data order and dropout."""
+    """Seed for parameters, data order, masking and dropout."""
 
     def __post_init__(self) -> None:
         if self.seed < 0:

@@ -101,12 +101,16 @@ class Batch:
         counts = torch.bincount(self.region_sample, minlength=self.num_samples)
         return counts > 0
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        moved = {
-            f.name: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v)
-            for f in dataclasses.fields(self)
-            for v in [getattr(self, f.name)]
-        }
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None, non_blocking: bool = False) -> Batch:
+        """Moves every tensor to `device`; `dtype` casts the appearance features (the compute precision). Boxes and
+        image sizes stay fp32: pixel coordinates need the mantissa (bf16 cannot tell 999 from 1000)."""
+        moved = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, torch.Tensor):
+                cast = dtype if (dtype is not None and f.name == "region_features") else None
+                v = v.to(device=device, dtype=cast, non_blocking=non_blocking)
+            moved[f.name] = v
         return Batch(**moved)
 
     def pin_memory(self) -> Batch:

@@ -14,7 +14,7 @@ from .bua_tsv import iter_bua_tsv, read_bua_tsv, write_bua_tsv
 from .cc_jsonl import CaptionRecord, iter_cc_jsonl, read_cc_jsonl, write_cc_jsonl
 from .errors import FormatError, SkipCounter
 from .paths import ResolvedPath, close_archives, path_exists, read_bytes, resolve_path
-from .region_json import decode_array, encode_array, read_region_json, write_region_json
+from .region_json import decode_array, encode_array, read_region_json, region_json_bytes, write_region_json
 from .regions import RegionRecord, validate
 from .shards import FeatureShards, ShardWriter, convert_to_shards
 from .text_corpus import iter_text_corpus, read_text_corpus
@@ -40,6 +40,7 @@ __all__ = [
     "read_cc_jsonl",
     "read_region_json",
     "read_text_corpus",
+    "region_json_bytes",
     "resolve_path",
     "validate",
     "write_bua_tsv",

@@ -157,5 +157,10 @@ def region_object(record: RegionRecord) -> dict:
     return obj
 
 
+def region_json_bytes(record: RegionRecord) -> bytes:
+    """The file's bytes, e.g. for a member of a zip archive."""
+    return json.dumps(region_object(record)).encode("utf-8")
+
+
 def write_region_json(path: str | os.PathLike, record: RegionRecord) -> None:
-    Path(path).write_text(json.dumps(region_object(record)), encoding="utf-8")
+    Path(path).write_bytes(region_json_bytes(record))

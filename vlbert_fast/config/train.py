@@ -1,0 +1,72 @@
+"""Optimisation and the training loop. Defaults are the embedded tiny run; configs/pretrain/*.yaml carry the
+original's Base and Large settings (AdamW, lr 2.56e-5 at batch 256, 16k warmup steps then linear decay, weight
+decay 1e-4, clipping at 10)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 600
+    """Optimizer steps of the run."""
+
+    global_batch_size: int = 64
+    """Rows per optimizer step over all ranks (image-text and text-only rows together)."""
+
+    micro_batch_size: int = 64
+    """Rows per forward/backward on one rank; accumulation = global / (micro x world size)."""
+
+    lr: float = 1e-3
+    """Peak learning rate, reached after warmup (no hidden scaling by batch size)."""
+
+    warmup_steps: int = 60
+    """Linear warmup from 0 to lr over these steps, then linear decay to 0 at max_steps."""
+
+    weight_decay: float = 1e-4
+    """Decoupled AdamW weight decay; never applied to biases, LayerNorm parameters or embedding vectors of
+    shape [H] (the learned [IMG]/[END]/mask vectors)."""
+
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+
+    adam_beta2: float = 0.999
+    """AdamW beta2."""
+
+    adam_eps: float = 1e-6
+    """AdamW epsilon (the original's 1e-6)."""
+
+    grad_clip: float = 10.0
+    """Clip the global gradient norm to this (0: no clipping)."""
+
+    precision: str = "fp32"
+    """Parameter/compute precision: fp32 or bf16."""
+
+    log_every: int = 20
+    """Write a log line, metrics.jsonl row and TensorBoard scalars every this many steps."""
+
+    peak_tflops: float = 0.0
+    """Peak TFLOP/s of one device for MFU; 0: from the table of known GPUs (engine/flops.py), no MFU on a CPU."""
+
+    eval_batches: int = 16
+    """Batches of held-out captions in the end-of-run evaluation (0: no evaluation)."""
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, found {self.max_steps}")
+        if self.micro_batch_size < 1 or self.global_batch_size < 1:
+            raise ValueError("global_batch_size and micro_batch_size must be >= 1")
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size "
+                f"{self.micro_batch_size}"
+            )
+        if self.lr <= 0 or self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("lr must be > 0; warmup_steps, weight_decay and grad_clip >= 0")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', found {self.precision!r}")
+        if self.peak_tflops < 0:
+            raise ValueError(f"peak_tflops must be >= 0, found {self.peak_tflops}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, found {self.log_every}")

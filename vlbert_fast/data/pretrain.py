@@ -1,0 +1,245 @@
+"""Pretraining datasets: image-text samples from Conceptual Captions records and text-only rows from a corpus,
+each turned into a masked `Example` (DESIGN.md, "The path of one batch").
+
+Image-text sample: caption word pieces and the image's detections (highest confidence first, at most
+`max_regions`, clipped to the image), the whole-image region 0 = [0, 0, W-1, H-1] in front with the file's
+`image_box_feature` or the mean of the detections, then truncation to `max_seq_len` (text + regions; the longer part
+gives way: the lowest-confidence region, or the last word piece before [SEP]), then masking (data/masking.py).
+
+Text-only row (the original's general corpus): following corpus lines joined until `text_only_seq_len - 2` word
+pieces are filled, wrapped in [CLS] ... [SEP], whole-word masked.
+
+Every draw comes from a Generator seeded by (seed, epoch, index): the same sample masks the same way on any worker,
+rank or resumed run. A malformed record raises FormatError naming the file and record, or — with
+`on_bad_record: skip` — comes back as `Skipped`, which the collate function passes on for counting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import DataConfig
+from ..tokenization import Tokenizer
+from .batch import IGNORE_INDEX, Batch
+from .collate import Example, collate
+from .formats import CaptionRecord, FeatureShards, FormatError, RegionRecord, read_bytes, read_region_json
+from .masking import RegionMaskConfig, WordMaskConfig, WordMasker, mask_regions, recompute_whole_image
+
+
+@dataclass
+class Skipped:
+    """A record skipped under `on_bad_record: skip`; the message names the file and the record."""
+
+    source: str
+    message: str
+
+
+def image_id_of(record: CaptionRecord) -> str:
+    """The id under which an image's regions are stored: the file stem of its image path (`a.zip@/x/12.jpg` -> 12)."""
+    member = record.image.split("@", 1)[-1]
+    return PurePosixPath(member.replace("\\", "/")).stem
+
+
+class RegionSource:
+    """Where region features come from: feature shards (looked up by the record's frcnn spec, then by its image id,
+    the stem of its image path), or each record's `frcnn` region JSON."""
+
+    def __init__(self, root: Path, features: str):
+        self.root = root
+        self.shards_dir = root / features if features else None
+        self.shards = FeatureShards(self.shards_dir) if features else None
+
+    def get(self, record: CaptionRecord, source: str) -> RegionRecord:
+        if self.shards is not None:
+            # Shards converted from caption files are keyed by the frcnn spec; from TSVs and region JSONs, by image id.
+            keys = [k for k in (record.feature_key, image_id_of(record)) if k]
+            for key in keys:
+                if key in self.shards:
+                    return self.shards[key]
+            raise FormatError(
+                f"{source}: none of the keys {keys} (frcnn spec, image id) is in the feature shards at "
+                f"{self.shards_dir}",
+                reason="not in shards",
+            )
+        if not record.frcnn:
+            raise FormatError(f"{source}: record has no 'frcnn' field and data.features is empty")
+        return read_region_json(read_bytes(record.frcnn, self.root), source=f"{self.root / record.frcnn}")
+
+
+class CaptionDataset(Dataset):
+    def __init__(
+        self,
+        records: list[CaptionRecord],
+        regions: RegionSource,
+        tokenizer: Tokenizer,
+        cfg: DataConfig,
+        source: str,
+        seed: int = 0,
+        masking: bool = True,
+        feature_dim: int | None = None,
+        num_classes: int | None = None,
+    ):
+        self.records = records
+        self.regions = regions
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.source = source
+        self.seed = seed
+        self.masking = masking
+        self.feature_dim = feature_dim
+        self.num_classes = num_classes
+        self.epoch = 0
+        self.masker = WordMasker(
+            tokenizer.mask_id,
+            tokenizer.vocab_size,
+            tokenizer.special_ids(),
+            WordMaskConfig(cfg.mlm_probability, cfg.mlm_mask_fraction, cfg.mlm_random_fraction),
+        )
+        self.region_masking = RegionMaskConfig(cfg.roi_probability, cfg.roi_mask_fraction)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def lengths(self) -> np.ndarray:
+        """Approximate sample lengths for length grouping (caption words + [CLS]/[SEP] + regions + [END])."""
+        max_len = self.cfg.max_seq_len
+        return np.array([min(len(r.caption) + 2, max_len) for r in self.records], dtype=np.int64)
+
+    def __getitem__(self, index: int) -> Example | Skipped:
+        where = f"{self.source}, record {index}"
+        try:
+            return self.build(self.records[index], self.regions.get(self.records[index], where), index, where)
+        except FormatError as err:
+            if self.cfg.on_bad_record == "skip":
+                return Skipped(self.source, str(err))
+            raise
+
+    def build(self, record: CaptionRecord, region: RegionRecord, index: int, where: str) -> Example:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        tok = self.tokenizer
+        enc = tok.encode(record.caption)
+        if not enc.ids:
+            raise FormatError(f"{where}: caption {record.caption!r} has no word pieces")
+        boxes, features, classes = self._regions(region, where)
+        # truncation: text pieces T0 (+ [CLS], [SEP]) and regions R (the whole image included)
+        t0, r = len(enc.ids), boxes.shape[0]
+        while t0 + 2 + r > self.cfg.max_seq_len:
+            if t0 + 2 >= r and t0 > 1:
+                t0 -= 1
+            elif r > 1:
+                r -= 1
+            else:
+                break
+        ids, word_ids = enc.ids[:t0], enc.word_ids[:t0]
+        boxes, features = boxes[:r], features[:r]
+        classes = classes[:r] if classes is not None else None
+        if self.masking:
+            masked_ids, labels = self.masker(ids, word_ids, rng)
+        else:
+            masked_ids, labels = np.asarray(ids, dtype=np.int64), np.full(t0, IGNORE_INDEX, dtype=np.int64)
+        predict, masked = np.zeros(r, dtype=bool), np.zeros(r, dtype=bool)
+        if self.masking and classes is not None:
+            predict, masked = mask_regions(r, rng, self.region_masking)
+            features = recompute_whole_image(features, masked)
+        return Example(
+            input_ids=torch.as_tensor(np.concatenate([[tok.cls_id], masked_ids, [tok.sep_id]]), dtype=torch.long),
+            mlm_labels=torch.as_tensor(np.concatenate([[IGNORE_INDEX], labels, [IGNORE_INDEX]]), dtype=torch.long),
+            boxes=torch.from_numpy(boxes),
+            image_size=(float(region.image_w), float(region.image_h)),
+            region_features=torch.from_numpy(features),
+            region_masked=torch.from_numpy(masked),
+            region_predict=torch.from_numpy(predict),
+            roi_targets=torch.from_numpy(classes) if classes is not None else None,
+        )
+
+    def _regions(self, region: RegionRecord, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(boxes, features, classes) with the whole-image region in front; detections by confidence, clipped."""
+        feats, cls = region.features, region.classes
+        if self.feature_dim is not None and feats.shape[1] != self.feature_dim:
+            raise FormatError(
+                f"{where}: region features are {feats.shape[1]}-d, model.visual_feature_dim is {self.feature_dim}"
+            )
+        if cls is not None and self.num_classes is not None and cls.shape[1] != self.num_classes:
+            raise FormatError(
+                f"{where}: soft labels have {cls.shape[1]} classes, model.num_roi_classes is {self.num_classes}"
+            )
+        order = np.argsort(-cls.max(axis=1), kind="stable") if cls is not None else np.arange(len(feats))
+        order = order[: self.cfg.max_regions]
+        w, h = float(region.image_w), float(region.image_h)
+        det_boxes = np.clip(region.boxes[order], 0.0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
+        det_feats = feats[order].astype(np.float32)
+        if region.image_box_feature is not None:
+            whole = region.image_box_feature.astype(np.float32)
+        else:
+            whole = feats.mean(axis=0) if len(feats) else np.zeros(feats.shape[1], dtype=np.float32)
+        boxes = np.concatenate([np.array([[0.0, 0.0, w - 1, h - 1]], dtype=np.float32), det_boxes])
+        features = np.concatenate([whole[None].astype(np.float32), det_feats])
+        classes = None
+        if cls is not None:
+            classes = np.concatenate([np.zeros((1, cls.shape[1]), dtype=np.float32), cls[order].astype(np.float32)])
+        return boxes, features, classes
+
+
+class TextOnlyDataset(Dataset):
+    def __init__(self, lines: list[str], tokenizer: Tokenizer, cfg: DataConfig, seed: int = 0):
+        if not lines:
+            raise ValueError("text-only corpus is empty")
+        self.lines = lines
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.seed = seed
+        self.epoch = 0
+        self.masker = WordMasker(
+            tokenizer.mask_id,
+            tokenizer.vocab_size,
+            tokenizer.special_ids(),
+            WordMaskConfig(cfg.mlm_probability, cfg.mlm_mask_fraction, cfg.mlm_random_fraction),
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, index: int) -> Example:
+        rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        budget = self.cfg.text_only_seq_len - 2
+        ids: list[int] = []
+        word_ids: list[int] = []
+        line = index
+        while len(ids) < budget and line < index + len(self.lines):
+            enc = self.tokenizer.encode(self.lines[line % len(self.lines)])
+            offset = (max(word_ids) + 1) if word_ids else 0
+            ids += enc.ids
+            word_ids += [w + offset for w in enc.word_ids]
+            line += 1
+        ids, word_ids = ids[:budget], word_ids[:budget]
+        masked_ids, labels = self.masker(ids, word_ids, rng)
+        tok = self.tokenizer
+        return Example(
+            input_ids=torch.as_tensor(np.concatenate([[tok.cls_id], masked_ids, [tok.sep_id]]), dtype=torch.long),
+            mlm_labels=torch.as_tensor(np.concatenate([[IGNORE_INDEX], labels, [IGNORE_INDEX]]), dtype=torch.long),
+        )
+
+
+@dataclass
+class LoadedBatch:
+    """What the pretraining DataLoader yields: the batch (None if every record was skipped) and the skips."""
+
+    batch: Batch | None
+    skipped: list[Skipped]
+
+
+def collate_pretrain(items: list[Example | Skipped]) -> LoadedBatch:
+    examples = [x for x in items if isinstance(x, Example)]
+    skipped = [x for x in items if isinstance(x, Skipped)]
+    return LoadedBatch(collate(examples) if examples else None, skipped)

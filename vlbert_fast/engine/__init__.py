@@ -1,0 +1,1 @@
+"""The training engine: DeepSpeed setup, optimisation, the loop, metrics, evaluation and checkpoints."""

@@ -1,0 +1,87 @@
+"""Metrics of a run: one log line every N steps, a row in metrics.jsonl and TensorBoard scalars (main rank only).
+
+A progress bar is shown only when stdout is a terminal; log lines are plain text otherwise (CI logs, files).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def memory_gb(device: torch.device) -> float:
+    """Peak memory: CUDA allocator peak on a GPU, the process's peak resident set on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def format_line(step: int, max_steps: int, m: dict) -> str:
+    parts = ", ".join(f"{k} {v:.4f}" for k, v in m.get("losses", {}).items())
+    grad = m.get("grad_norm")
+    mfu = "" if m.get("mfu") is None else f" ({100 * m['mfu']:.1f}% MFU)"
+    return (
+        f"step {step}/{max_steps} | loss {m['loss']:.4f} ({parts}) | lr {m['lr']:.2e} | "
+        f"grad {'n/a' if grad is None else f'{grad:.3f}'} | {m['samples_per_s']:.1f} samples/s | "
+        f"{m['tokens_per_s'] / 1e3:.1f}k tok/s | {m['tflops']:.3g} TFLOP/s"
+        f"{mfu} | data wait {100 * m['data_wait_share']:.0f}% | "
+        f"mem {m['memory_gb']:.2f} GB"
+    )
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, enabled: bool, max_steps: int):
+        self.enabled = enabled
+        self.max_steps = max_steps
+        self.jsonl = None
+        self.tb = None
+        self.progress = None
+        if not enabled:
+            return
+        self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        if sys.stdout.isatty():
+            from rich.progress import Progress
+
+            self.progress = Progress(transient=True)
+            self.task = self.progress.add_task("training", total=max_steps)
+            self.progress.start()
+
+    def print(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, flush=True)
+
+    def advance(self, step: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step)
+
+    def log(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, "time": time.time(), **{k: v for k, v in metrics.items() if k != "losses"}}
+        row.update({f"loss/{k}": v for k, v in metrics.get("losses", {}).items()})
+        self.jsonl.write(json.dumps(row) + "\n")
+        self.jsonl.flush()
+        for key, value in row.items():
+            if key not in ("step", "time") and isinstance(value, (int, float)):
+                self.tb.add_scalar(key if "/" in key else f"train/{key}", value, step)
+        self.print(format_line(step, self.max_steps, metrics))
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        if self.jsonl is not None:
+            self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,49 @@
+"""AdamW with no decay on biases, LayerNorms and learned vectors, and warmup + linear decay."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Matrices and embedding tables decay; everything of one dimension (biases, LayerNorm gains and shifts, the
+    [IMG]/[END]/mask/text-visual vectors) does not."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    kwargs = {}
+    if next(model.parameters()).is_cuda:
+        kwargs["fused"] = True  # one kernel for all parameters on the GPU
+    return torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay),
+        lr=cfg.lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_eps,
+        **kwargs,
+    )
+
+
+def warmup_linear(step: int, warmup_steps: int, max_steps: int) -> float:
+    """Multiplier of the peak lr at `step`: 0 -> 1 over warmup, then 1 -> 0 at max_steps (the original's
+    'triangle' schedule, WarmupLinearSchedule)."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    return max(0.0, (max_steps - step) / max(1, max_steps - warmup_steps))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_linear(step, cfg.warmup_steps, cfg.max_steps)
+    )
