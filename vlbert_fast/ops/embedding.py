@@ -99,21 +99,31 @@ def _mul_hi_lo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (hi_part + (lo_part >> 16)) >> 16, (((hi_part & 0xFFFF) << 16) + lo_part) & _MASK32
 
 
-def philox_uniform(seed: int, counters: torch.Tensor) -> torch.Tensor:
-    """fp32 uniform draws in [0, 1) of `tl.rand(seed, counters)` for int32 counters: Philox-4x32-10 (Salmon et al.,
-    SC 2011) keyed by (seed low, seed high word) on the counter (c, 0, 0, 0); the first output word, read as int32,
-    folded to non-negative (x < 0 -> -x - 1) and scaled by 4.6566127342e-10 in fp32."""
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"seed: expected an integer in [0, 2**63), found {seed}")
-    c0 = counters.to(torch.int64) & _MASK32
-    c1, c2, c3 = torch.zeros_like(c0), torch.zeros_like(c0), torch.zeros_like(c0)
-    k0, k1 = seed & _MASK32, (seed >> 32) & _MASK32
-    for _ in range(10):
+def philox_4x32(
+    counter: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], key: tuple[int, int], rounds: int = 10
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Philox-4x32 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011) on int64 tensors holding
+    32-bit words: the bijection of `counter` under `key`, as Random123 and Triton's tl.randint4x define it."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for _ in range(rounds):
         hi_b, lo_b = _mul_hi_lo(_PHILOX_ROUND[1], c2)
         hi_a, lo_a = _mul_hi_lo(_PHILOX_ROUND[0], c0)
         c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
         k0, k1 = (k0 + _PHILOX_KEY[0]) & _MASK32, (k1 + _PHILOX_KEY[1]) & _MASK32
-    signed = torch.where(c0 >= 2**31, c0 - 2**32, c0)
+    return c0, c1, c2, c3
+
+
+def philox_uniform(seed: int, counters: torch.Tensor) -> torch.Tensor:
+    """fp32 uniform draws in [0, 1) equal to `tl.rand(seed, counters)` for int32 counters: Philox-4x32-10 keyed by
+    (seed low word, seed high word) on the counter (c, 0, 0, 0); the first output word, read as int32, folded to
+    non-negative (x < 0 -> -x - 1) and scaled by 4.6566127342e-10 in fp32."""
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed: expected an integer in [0, 2**63), found {seed}")
+    c0 = counters.to(torch.int64) & _MASK32
+    zero = torch.zeros_like(c0)
+    word, _, _, _ = philox_4x32((c0, zero, zero, zero), (seed & _MASK32, (seed >> 32) & _MASK32))
+    signed = torch.where(word >= 2**31, word - 2**32, word)
     folded = torch.where(signed < 0, -signed - 1, signed)
     return folded.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32, device=counters.device)
 
