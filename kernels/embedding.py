@@ -30,7 +30,7 @@ import triton.language as tl
 
 from ..data.batch import TokenKind
 from .scatter import segment_sum
-from .utils import persistent_programs, row_block, row_warps
+from .utils import accumulating_row_warps, persistent_programs, row_block, row_warps
 
 KIND_TEXT: tl.constexpr = tl.constexpr(int(TokenKind.TEXT))
 KIND_TEXT_ONLY: tl.constexpr = tl.constexpr(int(TokenKind.TEXT_ONLY))
@@ -370,7 +370,7 @@ def fused_embedding_backward(
             grad_out, *pointers, grad_word, grad_position, grad_visual, grad_sum, grad_region, partial,
             n, hidden, num_types, triton.cdiv(n, programs), grad_out.stride(0), *strides, eps, p, scale, seed, offset,
             BLOCK_H=block, TYPE_ROWS=triton.next_power_of_2(num_types), HAS_DROPOUT=has_dropout,
-            DETERMINISTIC=deterministic, num_warps=row_warps(block),
+            DETERMINISTIC=deterministic, num_warps=accumulating_row_warps(block),
         )  # fmt: skip
         if deterministic:
             word_ids, position_ids, _, kind, visual_index = (t.long() for t in ops[:5])

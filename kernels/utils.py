@@ -52,8 +52,9 @@ def persistent_programs(rows: int, device: torch.device, per_sm: int = 2) -> int
 
 MAX_FUSED_HIDDEN = 8192
 """Largest hidden size a row kernel holds in registers. The embedding backward keeps about 20 fp32 vectors of
-BLOCK_H live (the row, its gradient, the visual row and the per-program sums of the small tables); at 8192 with
-16 warps that is 40 registers per thread per vector group and already spills; beyond it, use the reference."""
+BLOCK_H live (the row, its gradients, the region row and the per-program sums of the small tables); ptxas for sm_90
+reports no spills up to BLOCK_H = 1024, a few bytes at 2048, about 1.5 KB per thread at 4096 and 3 KB at 8192 (slow
+but correct); beyond 8192, use the reference."""
 
 
 def row_block(hidden: int) -> int:
@@ -76,6 +77,13 @@ def row_warps(block: int) -> int:
     if block >= 512:
         return 4
     return 2
+
+
+def accumulating_row_warps(block: int) -> int:
+    """Warps for a row kernel that also keeps per-program sums in registers (the embedding backward): 4 elements
+    per thread. ptxas for sm_90: 153 registers at 4 elements per thread and no spills; at 8 per thread it hits
+    the 255-register cap (BLOCK_H 1024 with 4 warps), and spills beyond."""
+    return max(2, min(16, block // 128))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
