@@ -222,6 +222,9 @@ def _fused_embedding_bwd_kernel(
     HAS_DROPOUT: tl.constexpr,
     DETERMINISTIC: tl.constexpr,
 ):
+    """Each program walks `rows_per_program` consecutive tokens: recompute, LayerNorm backward (Ba et al. 2016,
+    the gradient through the normalisation), the visual LayerNorm backward for text and RoI tokens; small-table
+    sums stay in registers until the end (module docstring)."""
     pid = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_H)
     hmask = cols < hidden
