@@ -25,8 +25,8 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -n 2 tests
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check vlbert_fast kernels tests setup.py
-	$(BIN)/ruff format --check vlbert_fast kernels tests setup.py
+	$(BIN)/ruff check vlbert_fast kernels benchmarks tests setup.py
+	$(BIN)/ruff format --check vlbert_fast kernels benchmarks tests setup.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

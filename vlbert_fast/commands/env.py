@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import platform
 
 import torch
 
-from ..ops import REGISTRY
+from ..data.batch import TokenKind
+from ..ops import REGISTRY, EmbeddingWeights
+from ..ops.dispatch import interpreter_on
 from ..version import __version__
 
 
@@ -21,12 +24,31 @@ def _version(module: str) -> str:
 def example_inputs() -> dict[str, tuple[tuple, dict]]:
     """Small representative inputs per op, on the default device, to ask each backend whether it would run."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32  # what training runs in
+    h = 64
+    table = lambda rows: torch.zeros(rows, h, dtype=dtype, device=device)  # noqa: E731
+    vector = lambda: torch.zeros(h, dtype=dtype, device=device)  # noqa: E731
+    ids = torch.zeros(4, dtype=torch.long, device=device)
+    kinds = torch.tensor([TokenKind.TEXT, TokenKind.ROI, TokenKind.END, TokenKind.PAD], device=device)
+    weights = EmbeddingWeights(table(8), table(8), table(3), *(vector() for _ in range(10)))
+    visual_index = torch.tensor([0, 0, -1, -1], device=device)
+    region_masked = torch.zeros(1, dtype=torch.bool, device=device)
     return {
         "box_geometry_embedding": (
             (torch.tensor([[0.0, 0.0, 9.0, 9.0]], device=device), torch.tensor([[10.0, 10.0]], device=device)),
             {},
         ),
+        "fused_embedding": ((ids, ids, ids, kinds, visual_index, table(1), region_masked, weights), {}),
     }
+
+
+def extensions() -> list[str]:
+    """Built extensions and kernel modes: the csrc extension, and how Triton kernels would run here."""
+    native = "built" if importlib.util.find_spec("vlbert_fast._C") is not None else "not built"
+    triton = (
+        "CUDA" if torch.cuda.is_available() else ("interpreter (TRITON_INTERPRET=1)" if interpreter_on() else "no GPU")
+    )
+    return [f"  vlbert_fast._C (csrc) {native}", f"  triton kernels        {triton}"]
 
 
 def report() -> str:
@@ -47,15 +69,22 @@ def report() -> str:
     lines.append(
         f"cuda: {'yes, ' + torch.cuda.get_device_name(0) if cuda else 'no'} (torch built with {torch.version.cuda})"
     )
+    lines.append("extensions:")
+    lines.extend(extensions())
     lines.append("ops (backend that `auto` picks; why the others cannot run here):")
     inputs = example_inputs()
     for name, op in sorted(REGISTRY.items()):
         args, kwargs = inputs.get(name, ((), {}))
         reasons = op.not_supported_reasons(*args, **kwargs)
-        pick = next((b for b, r in reasons.items() if not r), "none")
+        try:
+            pick = op.select("auto", *args, **kwargs).name
+        except Exception as exc:  # no backend runs the example: say so, and why, below
+            pick = f"none ({type(exc).__name__})"
         lines.append(f"  {name}: auto -> {pick}")
         for backend, why in reasons.items():
-            lines.append(f"    {backend:<10} {'ok' if not why else '; '.join(why)}")
+            skip = op.backends[backend].skip_reasons(*args, **kwargs) if not why else []
+            state = "; ".join(why) if why else ("ok, but auto passes over it: " + "; ".join(skip) if skip else "ok")
+            lines.append(f"    {backend:<10} {state}")
     return "\n".join(lines)
 
 

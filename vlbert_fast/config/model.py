@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+KERNEL_CHOICES = ("auto", "reference", "triton")
+
 
 @dataclass
 class ModelConfig:
@@ -73,6 +75,11 @@ class ModelConfig:
     """Validate every batch (id ranges, box order, finite features, matching shapes) with a clear error. The
     checks that read values synchronise a GPU once per step; turn off for the last percent of speed."""
 
+    kernels: str = "auto"
+    """Implementation of the fused ops (embedding, box geometry): "auto" (Triton kernels on a GPU, the plain-PyTorch
+    reference elsewhere), "reference", or "triton" (an error listing why where Triton cannot run the inputs).
+    `vlbert-fast env` shows what "auto" picks on this machine."""
+
     def __post_init__(self) -> None:
         positive = (
             "vocab_size",
@@ -108,6 +115,8 @@ class ModelConfig:
         for name in ("layer_norm_eps", "initializer_range", "geometry_wave_length", "geometry_scale"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, found {getattr(self, name)}")
+        if self.kernels not in KERNEL_CHOICES:
+            raise ValueError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}, found {self.kernels!r}")
 
     @property
     def head_dim(self) -> int:

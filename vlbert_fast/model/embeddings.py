@@ -1,5 +1,5 @@
-"""VL-BERT's input embedding (DESIGN.md, "The model, exactly"), plain PyTorch: the reference the fused kernel
-is tested against.
+"""VL-BERT's input embedding (DESIGN.md, "The model, exactly"): the module that owns the parameters and calls the
+`fused_embedding` op, whose plain-PyTorch reference (vlbert_fast/ops/embedding.py) is the one definition.
 
 Legend: B samples, L tokens per row (padded), K regions in the batch, H hidden size.
 
@@ -11,6 +11,10 @@ Every token sums word + position + token type + a visual part, then LayerNorm (e
 - END: end_embedding, no visual part.
 Both visual LayerNorm gains start at `visual_scale_*_init` (0): at initialisation the image adds nothing and every
 text token's embedding is exactly BERT's.
+
+The padded batch goes to the op as one flat stream of B*L tokens; `cfg.kernels` picks the op's backend. Dropout is
+the op's seeded one: each training call draws its seed from torch's CPU generator, so `torch.manual_seed` makes a
+run reproducible, and the reference and Triton backends draw the same mask.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..data.batch import Batch, TokenKind
+from ..data.batch import Batch
+from ..ops import EmbeddingWeights, fused_embedding
 
 
 class VLBertEmbeddings(nn.Module):
@@ -36,24 +41,42 @@ class VLBertEmbeddings(nn.Module):
         self.end_embedding = nn.Parameter(torch.zeros(h))
         self.text_visual_embedding = nn.Parameter(torch.zeros(h))
         self.layer_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.eps = cfg.layer_norm_eps
+        self.dropout_p = cfg.hidden_dropout_prob
+        self.backend = cfg.kernels
+
+    def weights(self) -> EmbeddingWeights:
+        return EmbeddingWeights(
+            word=self.word_embeddings.weight,
+            position=self.position_embeddings.weight,
+            token_type=self.token_type_embeddings.weight,
+            object_word=self.object_word_embedding,
+            object_mask_word=self.object_mask_word_embedding,
+            end=self.end_embedding,
+            text_visual=self.text_visual_embedding,
+            visual_ln_text_weight=self.visual_ln_text.weight,
+            visual_ln_text_bias=self.visual_ln_text.bias,
+            visual_ln_object_weight=self.visual_ln_object.weight,
+            visual_ln_object_bias=self.visual_ln_object.bias,
+            ln_weight=self.layer_norm.weight,
+            ln_bias=self.layer_norm.bias,
+        )
 
     def forward(self, batch: Batch, region_visual_KH: torch.Tensor) -> torch.Tensor:  # [B, L, H]
-        kind_BL = batch.token_kind
-        word_BLH = self.word_embeddings(batch.input_ids)
-        is_word = (kind_BL == TokenKind.TEXT) | (kind_BL == TokenKind.TEXT_ONLY) | (kind_BL == TokenKind.PAD)
-        x_BLH = torch.where(is_word[..., None], word_BLH, torch.zeros_like(word_BLH))
-        if region_visual_KH.shape[0]:
-            index_BL = batch.visual_index.clamp(min=0)
-            text_vis_BLH = self.visual_ln_text(region_visual_KH)[index_BL]
-            object_vis_BLH = self.visual_ln_object(region_visual_KH)[index_BL]
-            masked_BL = batch.region_masked[index_BL]
-            object_word_BLH = torch.where(
-                masked_BL[..., None], self.object_mask_word_embedding, self.object_word_embedding
-            )
-            x_BLH = x_BLH + torch.where((kind_BL == TokenKind.TEXT)[..., None], text_vis_BLH, 0.0)
-            x_BLH = x_BLH + torch.where((kind_BL == TokenKind.ROI)[..., None], object_word_BLH + object_vis_BLH, 0.0)
-        x_BLH = x_BLH + torch.where((kind_BL == TokenKind.TEXT_ONLY)[..., None], self.text_visual_embedding, 0.0)
-        x_BLH = x_BLH + torch.where((kind_BL == TokenKind.END)[..., None], self.end_embedding, 0.0)
-        x_BLH = x_BLH + self.position_embeddings(batch.position_ids) + self.token_type_embeddings(batch.token_type_ids)
-        return self.dropout(self.layer_norm(x_BLH))
+        dropout_p = self.dropout_p if self.training else 0.0
+        seed = int(torch.randint(0, 2**62, ())) if dropout_p > 0 else 0
+        x_NH = fused_embedding(
+            batch.input_ids.reshape(-1),
+            batch.position_ids.reshape(-1),
+            batch.token_type_ids.reshape(-1),
+            batch.token_kind.reshape(-1),
+            batch.visual_index.reshape(-1),
+            region_visual_KH,
+            batch.region_masked,
+            self.weights(),
+            eps=self.eps,
+            dropout_p=dropout_p,
+            seed=seed,
+            backend=self.backend,
+        )
+        return x_NH.view(*batch.input_ids.shape, -1)

@@ -3,7 +3,9 @@
 Legend: K regions, Dv appearance width (2048), Dg geometry width (2048), H hidden size.
 
 feature = ReLU(Linear(Dropout(concat(appearance, geometry)))), with geometry the sinusoidal box encoding of
-`vlbert_fast.ops.box_geometry_embedding`. A masked region's appearance is replaced by a learned vector
+`vlbert_fast.ops.box_geometry_embedding`. The concatenation is one preallocated [K, Dv + Dg] buffer: the geometry op
+writes its columns in place (backend from `cfg.kernels`) and the appearance is copied next to it, so the geometry
+is never materialised on its own. A masked region's appearance is replaced by a learned vector
 (zero at initialisation); the whole-image region's appearance is recomputed from the unmasked regions by the data
 pipeline before it gets here, as the original does.
 
@@ -35,14 +37,18 @@ class RegionEncoder(nn.Module):
         image_size_K2: torch.Tensor,  # [K, 2] (W, H) of each region's image
         masked_K: torch.Tensor | None = None,  # [K] bool, appearance hidden
     ) -> torch.Tensor:  # [K, H]
-        if masked_K is not None:
-            appearance_KD = torch.where(masked_K[:, None], self.mask_appearance.to(appearance_KD.dtype), appearance_KD)
-        geometry_KG = box_geometry_embedding(
+        k, dv = appearance_KD.shape
+        features_KF = appearance_KD.new_empty(k, dv + self.cfg.geometry_dim)
+        box_geometry_embedding(
             boxes_K4,
             image_size_K2,
             dim=self.cfg.geometry_dim,
             wave_length=self.cfg.geometry_wave_length,
             scale=self.cfg.geometry_scale,
+            backend=self.cfg.kernels,
+            out=features_KF[:, dv:],
         )
-        features = torch.cat([appearance_KD, geometry_KG.to(appearance_KD.dtype)], dim=-1)
-        return torch.relu(self.projection(self.dropout(features)))
+        if masked_K is not None:
+            appearance_KD = torch.where(masked_K[:, None], self.mask_appearance.to(appearance_KD.dtype), appearance_KD)
+        features_KF[:, :dv] = appearance_KD  # autograd routes the gradient of these columns to the appearance
+        return torch.relu(self.projection(self.dropout(features_KF)))

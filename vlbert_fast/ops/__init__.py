@@ -2,6 +2,15 @@
 ("auto" | "reference" | "triton" | "native"); see dispatch.py."""
 
 from .dispatch import REGISTRY, BackendNotSupported
+from .embedding import EmbeddingWeights, fused_embedding, fused_embedding_reference
 from .geometry import box_geometry_embedding, box_geometry_embedding_reference
 
-__all__ = ["REGISTRY", "BackendNotSupported", "box_geometry_embedding", "box_geometry_embedding_reference"]
+__all__ = [
+    "REGISTRY",
+    "BackendNotSupported",
+    "EmbeddingWeights",
+    "box_geometry_embedding",
+    "box_geometry_embedding_reference",
+    "fused_embedding",
+    "fused_embedding_reference",
+]

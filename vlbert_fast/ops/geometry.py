@@ -6,14 +6,34 @@ image width W and the y-terms by the height H, then multiplied by `scale` (100).
 of the 4 values p gives sin(p / wave_length**(k/F)) for k = 0..F-1, then cos(...) for the same k: 4 x 2F = dim
 values, coordinate-major. Widths are x2 - x1 (no +1), as in the original.
 
-Backends: `reference` (plain PyTorch; the specification) and, where Triton is present, `triton`.
+Backends: `reference` (plain PyTorch; the specification) and `triton` (kernels/geometry.py; computes in fp32,
+rejects fp64). `out=` writes the encoding into a given tensor, e.g. the geometry columns of the visual projection's
+input buffer [K, Dv + Dg], so no concatenation pass is needed; that path is not differentiable (boxes are data).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .dispatch import Backend, Op, register
+from .dispatch import Backend, Op, interpreted, register, triton_reasons
+
+
+def box_values(boxes: torch.Tensor, image_size: torch.Tensor, scale: float, compute: torch.dtype) -> torch.Tensor:
+    """[..., 4] in `compute`: centre x / W, centre y / H, width / W, height / H, times `scale`."""
+    b = boxes.to(compute)
+    size = image_size.to(compute)
+    x1, y1, x2, y2 = b.unbind(-1)
+    w_img, h_img = size.unbind(-1)
+    return (
+        torch.stack([(x1 + x2) / 2 / w_img, (y1 + y2) / 2 / h_img, (x2 - x1) / w_img, (y2 - y1) / h_img], dim=-1)
+        * scale
+    )
+
+
+def frequencies(dim: int, wave_length: float, compute: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[dim / 8] divisors wave_length ** (k / F)."""
+    freqs = dim // 8
+    return wave_length ** (torch.arange(freqs, dtype=compute, device=device) / freqs)
 
 
 def box_geometry_embedding_reference(
@@ -26,16 +46,8 @@ def box_geometry_embedding_reference(
     """Plain-PyTorch specification. Computes in fp32 (fp64 for fp64 input) and returns boxes' dtype."""
     _check_inputs(boxes, image_size, dim)
     compute = torch.float64 if boxes.dtype == torch.float64 else torch.float32
-    b = boxes.to(compute)
-    size = image_size.to(compute)
-    x1, y1, x2, y2 = b.unbind(-1)
-    w_img, h_img = size.unbind(-1)
-    pos = (
-        torch.stack([(x1 + x2) / 2 / w_img, (y1 + y2) / 2 / h_img, (x2 - x1) / w_img, (y2 - y1) / h_img], dim=-1)
-        * scale
-    )  # [..., 4]
-    freqs = dim // 8
-    dim_mat = wave_length ** (torch.arange(freqs, dtype=compute, device=boxes.device) / freqs)  # [F]
+    pos = box_values(boxes, image_size, scale, compute)  # [..., 4]
+    dim_mat = frequencies(dim, wave_length, compute, boxes.device)  # [F]
     angles = pos.unsqueeze(-1) / dim_mat  # [..., 4, F]
     out = torch.cat([angles.sin(), angles.cos()], dim=-1)  # [..., 4, 2F]
     return out.flatten(-2).to(boxes.dtype)
@@ -61,12 +73,55 @@ def _check_inputs(boxes: torch.Tensor, image_size: torch.Tensor, dim: int) -> No
         raise ValueError(f"dim: expected a positive multiple of 8 (4 coordinates x sin/cos), found {dim}")
 
 
-def _reference_reasons(boxes, image_size, dim=2048, wave_length=1000.0, scale=100.0) -> list[str]:
-    return []
+def _check_out(boxes: torch.Tensor, image_size: torch.Tensor, dim: int, out: torch.Tensor) -> None:
+    want = (*torch.broadcast_shapes(boxes.shape[:-1], image_size.shape[:-1]), dim)
+    if tuple(out.shape) != want or not out.is_floating_point():
+        raise ValueError(f"out: expected a floating tensor of shape {want}, found {out.dtype} {tuple(out.shape)}")
+    if out.device != boxes.device:
+        raise ValueError(f"out is on {out.device} but boxes is on {boxes.device}")
+    if out.stride(-1) != 1:
+        raise ValueError(f"out: the last dimension must be contiguous (stride 1), found strides {out.stride()}")
+    if torch.is_grad_enabled() and (boxes.requires_grad or image_size.requires_grad):
+        raise ValueError("out= is not differentiable: boxes or image_size require grad; pass out=None")
+
+
+def _run_reference(boxes, image_size, dim=2048, wave_length=1000.0, scale=100.0, out=None) -> torch.Tensor:
+    result = box_geometry_embedding_reference(boxes, image_size, dim, wave_length, scale)
+    return result if out is None else out.copy_(result)
+
+
+def _run_triton(boxes, image_size, dim=2048, wave_length=1000.0, scale=100.0, out=None) -> torch.Tensor:
+    from ..kernels.geometry import BoxGeometryFunction, box_geometry_forward
+
+    lead = torch.broadcast_shapes(boxes.shape[:-1], image_size.shape[:-1])
+    values = box_values(boxes, image_size, scale, torch.float32).expand(*lead, 4).reshape(-1, 4)
+    dim_mat = frequencies(dim, wave_length, torch.float32, boxes.device)
+    if out is not None:
+        box_geometry_forward(values, dim_mat, out.view(-1, dim))
+        return out
+    return BoxGeometryFunction.apply(values, dim_mat, boxes.dtype).view(*lead, dim)
+
+
+def _triton_reasons(boxes, image_size, dim=2048, wave_length=1000.0, scale=100.0, out=None) -> list[str]:
+    reasons = triton_reasons({"boxes": boxes, "image_size": image_size, "out": out})
+    if not reasons:
+        from ..kernels.geometry import MAX_FREQUENCIES
+
+        if dim // 8 > MAX_FREQUENCIES:
+            reasons.append(f"dim {dim} is above the kernel's maximum {8 * MAX_FREQUENCIES}")
+    if out is not None and out.dim() > 2 and not out.is_contiguous():
+        reasons.append("out: a strided view with more than 2 dimensions (the kernel takes rows with one stride)")
+    return reasons
 
 
 GEOMETRY = register(
-    Op("box_geometry_embedding", [Backend("reference", box_geometry_embedding_reference, _reference_reasons)])
+    Op(
+        "box_geometry_embedding",
+        [
+            Backend("triton", _run_triton, _triton_reasons, auto_skip=lambda boxes, *a, **k: interpreted(boxes.device)),
+            Backend("reference", _run_reference, lambda *a, **k: []),
+        ],
+    )
 )
 
 
@@ -77,7 +132,10 @@ def box_geometry_embedding(
     wave_length: float = 1000.0,
     scale: float = 100.0,
     backend: str = "auto",
-) -> torch.Tensor:  # [..., dim]
+    out: torch.Tensor | None = None,  # [..., dim] to write into (e.g. a column slice of a wider buffer)
+) -> torch.Tensor:  # [..., dim] in boxes' dtype, or `out`
     """The geometry encoding of boxes (module docstring); `backend` picks the implementation."""
     _check_inputs(boxes, image_size, dim)
-    return GEOMETRY(boxes, image_size, dim, wave_length, scale, backend=backend)
+    if out is not None:
+        _check_out(boxes, image_size, dim, out)
+    return GEOMETRY(boxes, image_size, dim, wave_length, scale, out, backend=backend)

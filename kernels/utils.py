@@ -1,0 +1,98 @@
+"""Launch heuristics shared by the Triton kernels: block sizes, warp counts, the largest fused row, persistent grid
+sizes, and the autotune reduction the interpreter needs. Every choice carries its reason.
+
+Import from `vlbert_fast.ops`, not directly: the ops check first that Triton can run the inputs at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+
+# ---------------------------------------------------------------------------------------------------------------------
+# environment
+
+
+def interpreter_on() -> bool:
+    """TRITON_INTERPRET=1: kernels run in NumPy on the CPU (tests). Read when a kernel module is imported, so set it
+    before importing any; tests/conftest.py does."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:
+    """All configs on a GPU; the first only under the interpreter, where autotuning more than one config fails
+    ("0 active drivers") and timing NumPy would pick nothing meaningful anyway."""
+    return configs[:1] if interpreter_on() else configs
+
+
+@functools.lru_cache(maxsize=8)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def persistent_programs(rows: int, device: torch.device, per_sm: int = 2) -> int:
+    """Programs for a kernel that loops over rows and keeps per-program partial sums (the embedding backward).
+
+    On a GPU: `per_sm` programs per SM, so every SM is busy and the partial-sum buffers ([programs, H] per small
+    table) stay a few MB at most. Under the interpreter: 3, so tests still exercise the partial-sum reduction across
+    programs while paying the per-program overhead only a few times.
+    """
+    if rows <= 0:
+        return 0
+    if device.type == "cuda":
+        return max(1, min(rows, per_sm * _sm_count(device.index if device.index is not None else 0)))
+    return min(rows, 3)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# row kernels (one hidden vector per program step)
+
+MAX_FUSED_HIDDEN = 8192
+"""Largest hidden size a row kernel holds in registers. The embedding backward keeps about 20 fp32 vectors of
+BLOCK_H live (the row, its gradients, the region row and the per-program sums of the small tables); ptxas for sm_90
+reports no spills up to BLOCK_H = 1024, a few bytes at 2048, about 1.5 KB per thread at 4096 and 3 KB at 8192 (slow
+but correct); beyond 8192, use the reference."""
+
+
+def row_block(hidden: int) -> int:
+    """BLOCK_H for a row kernel: the whole row in one block (power of two for tl.arange)."""
+    if hidden > MAX_FUSED_HIDDEN:
+        raise ValueError(
+            f"hidden size {hidden} is larger than the fused kernels' maximum {MAX_FUSED_HIDDEN}; "
+            "use backend='reference'"
+        )
+    return triton.next_power_of_2(max(hidden, 16))
+
+
+def row_warps(block: int) -> int:
+    """Warps for a row of `block` elements: at least 4 elements per thread so loads vectorise (16 bytes of fp32),
+    at most 16 warps so a program's reductions stay within one SM's fast shared memory."""
+    if block >= 8192:
+        return 16
+    if block >= 2048:
+        return 8
+    if block >= 512:
+        return 4
+    return 2
+
+
+def accumulating_row_warps(block: int) -> int:
+    """Warps for a row kernel that also keeps per-program sums in registers (the embedding backward): 4 elements
+    per thread. ptxas for sm_90: 153 registers at 4 elements per thread and no spills; at 8 per thread it hits
+    the 255-register cap (BLOCK_H 1024 with 4 warps), and spills beyond."""
+    return max(2, min(16, block // 128))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tile kernels (a block of rows x a block of columns)
+
+
+def tile_rows(columns: int, elements: int = 4096) -> int:
+    """Rows per program for a tile of `columns` columns: the largest power of two (for tl.arange) that keeps a tile
+    near `elements` elements, enough work per program to hide memory latency without leaving the last program mostly
+    masked. Under the interpreter the cost is per program, so the same rule keeps the program count low there too."""
+    quotient = max(1, elements // max(columns, 1))
+    return 1 << (quotient.bit_length() - 1)

@@ -1,0 +1,301 @@
+"""VL-BERT's input embedding as one op over a flat token stream (DESIGN.md, "The model, exactly").
+
+    fused_embedding(word_ids, position_ids, token_type_ids, token_kind, visual_index,   # [N] int each
+                    visual, region_masked, weights,                                    # [K, H], [K] bool
+                    eps=1e-12, dropout_p=0.0, seed=0, offset=0, deterministic=False,
+                    backend="auto") -> [N, H]
+
+The stream is any flat view of tokens: the padded batch flattened to [B*L] or a packed one. Per token n, with
+kind = token_kind[n] (`TokenKind`) and r = visual_index[n] (an index into the K regions, -1 for none):
+
+    sum[n] = position[position_ids[n]] + token_type[token_type_ids[n]]
+             + word[word_ids[n]]                            if kind in (TEXT, TEXT_ONLY, PAD)
+             + object_mask_word if region_masked[r] else object_word      if kind == ROI
+             + end                                                        if kind == END
+             + text_visual                                                if kind == TEXT_ONLY
+             + LayerNorm_text(visual[r])                                  if kind == TEXT
+             + LayerNorm_object(visual[r])                                if kind == ROI
+    out[n] = Dropout(LayerNorm(sum[n]))
+
+`visual` holds the regions' visual features (the RegionEncoder output), `weights` (`EmbeddingWeights`) the tables,
+the four learned rows and the three LayerNorms' parameters. All LayerNorms use `eps`. Indices are not range-checked
+here (that needs a GPU synchronisation; the model's `Batch.validate` does it): out-of-range ids are an error in the
+reference and undefined in the kernel.
+
+Precision: low-precision inputs are read as they are, everything is computed in fp32 (fp64 for fp64 tables,
+reference only) and the result is rounded once to the word table's dtype. Gradients come back in each input's dtype.
+
+Dropout (inverted, scale 1/(1-p)): element (n, h) is kept when `philox_uniform(seed, offset + n*H + h) >= p`, the
+uniform draw of Triton's `tl.rand` (Philox-4x32, 10 rounds, first output word). Both backends draw exactly these
+numbers, so a seed gives the same mask on both. The counters must stay below 2**31 (offset + N*H), seeds in
+[0, 2**63). The model draws a fresh seed per call from torch's CPU generator, so `torch.manual_seed` governs it.
+
+Backends: `triton` (kernels/embedding.py; `deterministic=True` trades speed for bitwise-reproducible table
+gradients) and `reference` (plain PyTorch, the specification; its backward is autograd's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+from ..data.batch import TokenKind
+from .dispatch import Backend, Op, interpreted, register, triton_reasons
+
+MAX_COUNTER = 2**31
+"""Dropout counters (offset + N*H) stay below this: tl.rand takes the 32-bit Philox path for int32 counters."""
+
+
+@dataclass(frozen=True)
+class EmbeddingWeights:
+    """The learned tensors of the embedding; H the hidden size."""
+
+    word: torch.Tensor
+    """[V, H] word-piece table."""
+    position: torch.Tensor
+    """[P, H] position table."""
+    token_type: torch.Tensor
+    """[T, H] token-type table (sentence A, sentence B, visual)."""
+    object_word: torch.Tensor
+    """[H] the [IMG] word embedding of a RoI."""
+    object_mask_word: torch.Tensor
+    """[H] the word embedding of a masked RoI."""
+    end: torch.Tensor
+    """[H] the [END] token."""
+    text_visual: torch.Tensor
+    """[H] what a text-only row's token adds in place of a visual feature."""
+    visual_ln_text_weight: torch.Tensor
+    """[H] gain of the LayerNorm on text tokens' visual features."""
+    visual_ln_text_bias: torch.Tensor
+    """[H]"""
+    visual_ln_object_weight: torch.Tensor
+    """[H] gain of the LayerNorm on RoI tokens' visual features."""
+    visual_ln_object_bias: torch.Tensor
+    """[H]"""
+    ln_weight: torch.Tensor
+    """[H] gain of the output LayerNorm."""
+    ln_bias: torch.Tensor
+    """[H]"""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# dropout random numbers: Triton's tl.rand, spelled in PyTorch
+
+_PHILOX_KEY = (0x9E3779B9, 0xBB67AE85)
+_PHILOX_ROUND = (0xD2511F53, 0xCD9E8D57)
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul_hi_lo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32 bits of a * b for a 32-bit constant a and 32-bit values b in int64, without overflowing int64
+    (b split into 16-bit halves, so every partial product stays below 2**49)."""
+    lo_part = a * (b & 0xFFFF)
+    hi_part = a * (b >> 16)
+    return (hi_part + (lo_part >> 16)) >> 16, (((hi_part & 0xFFFF) << 16) + lo_part) & _MASK32
+
+
+def philox_4x32(
+    counter: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], key: tuple[int, int], rounds: int = 10
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Philox-4x32 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011) on int64 tensors holding
+    32-bit words: the bijection of `counter` under `key`, as Random123 and Triton's tl.randint4x define it."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for _ in range(rounds):
+        hi_b, lo_b = _mul_hi_lo(_PHILOX_ROUND[1], c2)
+        hi_a, lo_a = _mul_hi_lo(_PHILOX_ROUND[0], c0)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        k0, k1 = (k0 + _PHILOX_KEY[0]) & _MASK32, (k1 + _PHILOX_KEY[1]) & _MASK32
+    return c0, c1, c2, c3
+
+
+def philox_uniform(seed: int, counters: torch.Tensor) -> torch.Tensor:
+    """fp32 uniform draws in [0, 1) equal to `tl.rand(seed, counters)` for int32 counters: Philox-4x32-10 keyed by
+    (seed low word, seed high word) on the counter (c, 0, 0, 0); the first output word, read as int32, folded to
+    non-negative (x < 0 -> -x - 1) and scaled by 4.6566127342e-10 in fp32."""
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed: expected an integer in [0, 2**63), found {seed}")
+    c0 = counters.to(torch.int64) & _MASK32
+    zero = torch.zeros_like(c0)
+    word, _, _, _ = philox_4x32((c0, zero, zero, zero), (seed & _MASK32, (seed >> 32) & _MASK32))
+    signed = torch.where(word >= 2**31, word - 2**32, word)
+    folded = torch.where(signed < 0, -signed - 1, signed)
+    return folded.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32, device=counters.device)
+
+
+def dropout_counters(offset: int, n: int, hidden: int, device: torch.device) -> torch.Tensor:
+    """[N, H] int64 Philox counter of each element: offset + n * H + h."""
+    return offset + torch.arange(n * hidden, device=device, dtype=torch.int64).view(n, hidden)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the specification
+
+
+def fused_embedding_reference(
+    word_ids: torch.Tensor,  # [N] int
+    position_ids: torch.Tensor,  # [N] int
+    token_type_ids: torch.Tensor,  # [N] int
+    token_kind: torch.Tensor,  # [N] int TokenKind
+    visual_index: torch.Tensor,  # [N] int, -1 none
+    visual: torch.Tensor,  # [K, H]
+    region_masked: torch.Tensor,  # [K] bool
+    weights: EmbeddingWeights,
+    eps: float = 1e-12,
+    dropout_p: float = 0.0,
+    seed: int = 0,
+    offset: int = 0,
+    deterministic: bool = False,
+) -> torch.Tensor:  # [N, H] in weights.word's dtype
+    """Plain PyTorch, the specification (module docstring). `deterministic` is accepted for the common signature;
+    the reference's backward is autograd's (torch.use_deterministic_algorithms governs it)."""
+    w = weights
+    compute = torch.float64 if w.word.dtype == torch.float64 else torch.float32
+    hidden = w.word.shape[1]
+    kind = token_kind
+    is_word = (kind == TokenKind.TEXT) | (kind == TokenKind.TEXT_ONLY) | (kind == TokenKind.PAD)
+
+    def rows(flag: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return torch.where(flag[:, None], values.to(compute), 0.0)
+
+    x = F.embedding(position_ids, w.position).to(compute) + F.embedding(token_type_ids, w.token_type).to(compute)
+    x = x + rows(is_word, F.embedding(word_ids, w.word))
+    if visual.shape[0]:  # no region: no TEXT or ROI token either
+        region = visual_index.clamp(min=0)
+        object_word = torch.where(region_masked[region][:, None], w.object_mask_word, w.object_word)
+        x = x + rows(kind == TokenKind.ROI, object_word)
+    x = x + rows(kind == TokenKind.END, w.end.expand(kind.shape[0], hidden))
+    x = x + rows(kind == TokenKind.TEXT_ONLY, w.text_visual.expand(kind.shape[0], hidden))
+    if visual.shape[0]:
+        v = visual.to(compute)
+        for which, gain, bias in (
+            (TokenKind.TEXT, w.visual_ln_text_weight, w.visual_ln_text_bias),
+            (TokenKind.ROI, w.visual_ln_object_weight, w.visual_ln_object_bias),
+        ):
+            normed = F.layer_norm(v, (hidden,), gain.to(compute), bias.to(compute), eps)
+            x = x + rows(kind == which, normed[region])
+    y = F.layer_norm(x, (hidden,), w.ln_weight.to(compute), w.ln_bias.to(compute), eps)
+    if dropout_p > 0:
+        keep = philox_uniform(seed, dropout_counters(offset, kind.shape[0], hidden, kind.device)) >= dropout_p
+        y = torch.where(keep, y * (1.0 / (1.0 - dropout_p)), 0.0)
+    return y.to(w.word.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# checks and backends
+
+_INDEX_ARGS = ("word_ids", "position_ids", "token_type_ids", "token_kind", "visual_index")
+
+
+def _check_inputs(word_ids, position_ids, token_type_ids, token_kind, visual_index, visual, region_masked, weights,
+                  eps, dropout_p, seed, offset) -> None:  # fmt: skip
+    index_args = dict(zip(_INDEX_ARGS, (word_ids, position_ids, token_type_ids, token_kind, visual_index), strict=True))
+    for name, t in index_args.items():
+        if t.dim() != 1 or t.shape != word_ids.shape:
+            raise ValueError(f"{name}: expected shape [N] = {tuple(word_ids.shape)} (word_ids), found {tuple(t.shape)}")
+        if t.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"{name}: expected int64 or int32, found {t.dtype}")
+    if not isinstance(weights, EmbeddingWeights):
+        raise TypeError(f"weights: expected EmbeddingWeights, found {type(weights).__name__}")
+    hidden = weights.word.shape[-1]
+    for name, t in weights.tensors().items():
+        want = 2 if name in ("word", "position", "token_type") else 1
+        if t.dim() != want or t.shape[-1] != hidden:
+            shape = "[rows, H]" if want == 2 else "[H]"
+            raise ValueError(f"weights.{name}: expected shape {shape} with H = {hidden}, found {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"weights.{name}: expected a floating dtype, found {t.dtype}")
+    if visual.dim() != 2 or visual.shape[1] != hidden:
+        raise ValueError(f"visual: expected shape [K, H] with H = {hidden}, found {tuple(visual.shape)}")
+    if region_masked.shape != visual.shape[:1] or region_masked.dtype != torch.bool:
+        raise ValueError(
+            f"region_masked: expected a bool tensor of shape [K] = ({visual.shape[0]},), "
+            f"found {region_masked.dtype} {tuple(region_masked.shape)}"
+        )
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p: expected a probability in [0, 1), found {dropout_p}")
+    if eps <= 0:
+        raise ValueError(f"eps: expected a positive number, found {eps}")
+    if dropout_p > 0 and not (0 <= offset and offset + word_ids.shape[0] * hidden <= MAX_COUNTER):
+        raise ValueError(
+            f"offset: dropout counters offset + N*H = {offset} + {word_ids.shape[0] * hidden} must lie in "
+            f"[0, 2**31]; split the stream or lower the offset"
+        )
+    if dropout_p > 0 and not 0 <= seed < 2**63:
+        raise ValueError(f"seed: expected an integer in [0, 2**63), found {seed}")
+
+
+def _all_tensors(args: tuple) -> dict[str, torch.Tensor]:
+    word_ids, position_ids, token_type_ids, token_kind, visual_index, visual, region_masked, weights = args[:8]
+    named = dict(zip(_INDEX_ARGS, (word_ids, position_ids, token_type_ids, token_kind, visual_index), strict=True))
+    named.update(visual=visual, region_masked=region_masked)
+    named.update({f"weights.{k}": v for k, v in weights.tensors().items()})
+    return named
+
+
+def _triton_reasons(*args, **kwargs) -> list[str]:
+    reasons = triton_reasons(_all_tensors(args))
+    hidden = args[7].word.shape[-1]
+    if not reasons:
+        from ..kernels.utils import MAX_FUSED_HIDDEN
+
+        if hidden > MAX_FUSED_HIDDEN:
+            reasons.append(f"hidden size {hidden} is above the fused kernel's maximum {MAX_FUSED_HIDDEN}")
+    return reasons
+
+
+def _triton_auto_skip(*args, **kwargs) -> list[str]:
+    return interpreted(args[7].word.device)
+
+
+def _run_triton(word_ids, position_ids, token_type_ids, token_kind, visual_index, visual, region_masked, weights,
+                eps=1e-12, dropout_p=0.0, seed=0, offset=0, deterministic=False) -> torch.Tensor:  # fmt: skip
+    from ..kernels.embedding import FusedEmbeddingFunction
+
+    w = weights
+    special = torch.stack([w.object_word, w.object_mask_word, w.end, w.text_visual])  # rows as kernels/embedding.py
+    visual_ln_w = torch.stack([w.visual_ln_text_weight, w.visual_ln_object_weight])
+    visual_ln_b = torch.stack([w.visual_ln_text_bias, w.visual_ln_object_bias])
+    return FusedEmbeddingFunction.apply(  # arguments in the order of kernels/embedding.py's Operands
+        word_ids, position_ids, token_type_ids, token_kind, visual_index, region_masked, visual,
+        w.word, w.position, w.token_type, special, visual_ln_w, visual_ln_b, w.ln_weight, w.ln_bias,
+        float(eps), float(dropout_p), int(seed), int(offset), bool(deterministic),
+    )  # fmt: skip
+
+
+EMBEDDING = register(
+    Op(
+        "fused_embedding",
+        [
+            Backend("triton", _run_triton, _triton_reasons, auto_skip=_triton_auto_skip),
+            Backend("reference", fused_embedding_reference, lambda *a, **k: []),
+        ],
+    )
+)
+
+
+def fused_embedding(
+    word_ids: torch.Tensor,  # [N] int
+    position_ids: torch.Tensor,  # [N] int
+    token_type_ids: torch.Tensor,  # [N] int
+    token_kind: torch.Tensor,  # [N] int TokenKind
+    visual_index: torch.Tensor,  # [N] int, -1 none
+    visual: torch.Tensor,  # [K, H]
+    region_masked: torch.Tensor,  # [K] bool
+    weights: EmbeddingWeights,
+    eps: float = 1e-12,
+    dropout_p: float = 0.0,
+    seed: int = 0,
+    offset: int = 0,
+    deterministic: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:  # [N, H]
+    """The embedding of a flat token stream (module docstring); `backend` picks the implementation."""
+    args = (word_ids, position_ids, token_type_ids, token_kind, visual_index, visual, region_masked, weights)
+    _check_inputs(*args, eps, dropout_p, seed, offset)
+    return EMBEDDING(*args, eps, dropout_p, seed, offset, deterministic, backend=backend)
