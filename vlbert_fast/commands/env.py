@@ -7,6 +7,7 @@ import platform
 
 import torch
 
+from .. import _ext
 from ..ops import REGISTRY
 from ..version import __version__
 
@@ -24,6 +25,19 @@ def example_inputs() -> dict[str, tuple[tuple, dict]]:
     return {
         "box_geometry_embedding": (
             (torch.tensor([[0.0, 0.0, 9.0, 9.0]], device=device), torch.tensor([[10.0, 10.0]], device=device)),
+            {},
+        ),
+        # (features, rois, output_size, spatial_scale, sampling_ratio, aligned, deterministic), as dispatched
+        "roi_align": (
+            (
+                torch.zeros(1, 8, 4, 4, device=device),
+                torch.tensor([[0.0, 0.0, 0.0, 32.0, 32.0]], device=device),
+                (2, 2),
+                1 / 16,
+                1,
+                False,
+                False,
+            ),
             {},
         ),
     }
@@ -47,6 +61,7 @@ def report() -> str:
     lines.append(
         f"cuda: {'yes, ' + torch.cuda.get_device_name(0) if cuda else 'no'} (torch built with {torch.version.cuda})"
     )
+    lines.append(f"vlbert_fast._C: {_ext.describe()}")
     lines.append("ops (backend that `auto` picks; why the others cannot run here):")
     inputs = example_inputs()
     for name, op in sorted(REGISTRY.items()):

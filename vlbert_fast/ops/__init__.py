@@ -3,5 +3,13 @@
 
 from .dispatch import REGISTRY, BackendNotSupported
 from .geometry import box_geometry_embedding, box_geometry_embedding_reference
+from .roi_align import roi_align, roi_align_reference
 
-__all__ = ["REGISTRY", "BackendNotSupported", "box_geometry_embedding", "box_geometry_embedding_reference"]
+__all__ = [
+    "REGISTRY",
+    "BackendNotSupported",
+    "box_geometry_embedding",
+    "box_geometry_embedding_reference",
+    "roi_align",
+    "roi_align_reference",
+]
