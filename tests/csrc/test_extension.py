@@ -128,3 +128,13 @@ def test_cpp_backward_checks_rows_match():
         ext.roi_align_backward(torch.zeros(3, 2, 2, 2), torch.zeros(2, 5), 1, 4, 4, 1, 1.0, False, False, 0)
     with pytest.raises(RuntimeError, match="sampling_ratio must be >= 0"):
         ext.roi_align_backward(torch.zeros(2, 2, 2, 2), torch.zeros(2, 5), 1, 4, 4, -1, 1.0, False, False, 0)
+
+
+@requires_ext
+def test_env_reports_the_extension_and_the_backend_auto_picks():
+    from vlbert_fast.commands.env import report
+
+    text = report()
+    assert f"vlbert_fast._C: {_ext.describe()}" in text
+    pick = "native" if not torch.cuda.is_available() or _ext.load().with_cuda() else "triton"
+    assert f"roi_align: auto -> {pick}" in text
