@@ -7,6 +7,8 @@ installed torch (the C++/CUDA extension in csrc/ is built against it).
 The extension `vlbert_fast._C` (csrc/) is built with ninja: its C++ part everywhere, its CUDA part (the .cu files)
 where torch has CUDA and the CUDA toolkit is found (`VLBERT_FAST_CUDA=0` turns that off, `=1` forces it). Without
 torch at build time no extension is built; vlbert_fast/_ext.py then JIT-builds the C++ part on first use.
+With CUDA, TORCH_CUDA_ARCH_LIST (e.g. "9.0") limits the architectures compiled (default: the visible GPUs', else
+every architecture this torch supports, which is slow).
 """
 
 import os

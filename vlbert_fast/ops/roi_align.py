@@ -28,6 +28,7 @@ channels and always deterministic), `triton` (a per-feature-cell gather instead 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -175,6 +176,11 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _on_device(t: torch.Tensor):
+    """Make t's GPU the current device for the launch (csrc/ has no device guard of its own)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _stream(t: torch.Tensor) -> int:
     """The current CUDA stream of t's device as an integer (csrc/ takes it so it needs no ATen CUDA headers)."""
     return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
@@ -195,7 +201,7 @@ def _native_forward(
         raise RuntimeError(f"roi_align native backend: {_ext.unavailable_reason()}")
     channels_last = _memory_format(features) == torch.channels_last
     boxes = rois.to(_acc_dtype(features.dtype)).contiguous()
-    with torch.cuda.device(features.device) if features.is_cuda else torch.device("cpu"):
+    with _on_device(features):
         return ext.roi_align_forward(
             features,
             boxes,
@@ -231,7 +237,7 @@ def _native_backward(
     if ext is None:
         raise RuntimeError(f"roi_align native backend: {_ext.unavailable_reason()}")
     boxes = rois.to(_acc_dtype(grad_output.dtype)).contiguous()
-    with torch.cuda.device(grad_output.device) if grad_output.is_cuda else torch.device("cpu"):
+    with _on_device(grad_output):
         return ext.roi_align_backward(
             grad_output,
             boxes,
