@@ -11,6 +11,7 @@ from vlbert_fast.ops import roi_align, roi_align_reference
 from .test_roi_align_reference import OUT, SCALE, make_features, make_rois
 
 pytest.importorskip("triton")
+from vlbert_fast.kernels import roi_align as roi_align_kernels  # noqa: E402
 from vlbert_fast.kernels.roi_align import roi_align_backward  # noqa: E402
 
 
@@ -80,10 +81,12 @@ def test_triton_fp16_within_twice_pytorch_error(sampling_ratio, aligned):
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_layouts_and_a_channel_count_over_one_block(channels_last):
-    # 37 channels: not a power of two; the channel mask of the last block matters. Output and gradient keep the
-    # features' memory format.
-    x = make_features(channels=37, dtype=torch.float32, channels_last=channels_last)
+def test_layouts_and_several_channel_blocks(channels_last, monkeypatch):
+    # 7 channels in blocks of 4 (the cap lowered for the test, as 300+ channels would be under the default cap of
+    # 256): two programs per bin or cell, the second one partly masked. Output and gradient keep the features'
+    # memory format.
+    monkeypatch.setattr(roi_align_kernels, "MAX_BLOCK_C", 4)
+    x = make_features(channels=7, dtype=torch.float32, channels_last=channels_last)
     rois = make_rois(torch.float32)[::3]
     out, grad, grad_out = run(x, rois, 1, False)
     want, want_grad = reference(x, rois, 1, False, grad_out)
@@ -91,6 +94,9 @@ def test_layouts_and_a_channel_count_over_one_block(channels_last):
     assert out.is_contiguous(memory_format=fmt) and grad.is_contiguous(memory_format=fmt)
     torch.testing.assert_close(out.double(), want, atol=2e-6, rtol=2e-6)
     torch.testing.assert_close(grad.double(), want_grad, atol=2e-6, rtol=2e-6)
+    if channels_last:  # the gather kernel's channel blocks, once (its output layout does not depend on the input's)
+        grad_det = deterministic_grad(x, rois, 1, False, grad_out)
+        torch.testing.assert_close(grad_det.double(), want_grad, atol=2e-6, rtol=2e-6)
 
 
 def test_empty_rois_and_one_by_one_maps():
