@@ -8,9 +8,12 @@ PIP := $(BIN)/pip --disable-pip-version-check
 # DeepSpeed is pure Python here: no op is prebuilt (we pass torch's AdamW in, so none is needed).
 export DS_BUILD_OPS := 0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean check-cuda
 
-$(VENV)/.installed: setup.py requirements.txt requirements-dev.txt constraints.txt
+# The extension's sources (csrc/): editing one rebuilds vlbert_fast._C on the next `make install` / `make test`.
+CSRC := $(wildcard csrc/*.cpp csrc/*.cu csrc/*.h)
+
+$(VENV)/.installed: setup.py requirements.txt requirements-dev.txt constraints.txt $(CSRC)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt -r requirements-dev.txt
 	$(PIP) install -q -c constraints.txt --no-build-isolation --no-deps -e .
@@ -28,5 +31,9 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check vlbert_fast kernels benchmarks tests setup.py
 	$(BIN)/ruff format --check vlbert_fast kernels benchmarks tests setup.py
 
+# Compile-check the CUDA sources with nvcc (object files for sm_90 only; no GPU needed). CI runs it where nvcc is.
+check-cuda: $(VENV)/.installed
+	csrc/check_cuda_compile.sh $(BIN)/python
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache vlbert_fast/_C*.so

@@ -3,8 +3,16 @@
 `kernels/` (Triton) installs as the subpackage `vlbert_fast.kernels` through `package_dir`, which also works for
 editable installs. Install with `pip install -e . --no-build-isolation -c constraints.txt` so the build sees the
 installed torch (the C++/CUDA extension in csrc/ is built against it).
+
+The extension `vlbert_fast._C` (csrc/) is built with ninja: its C++ part everywhere, its CUDA part (the .cu files)
+where torch has CUDA and the CUDA toolkit is found (`VLBERT_FAST_CUDA=0` turns that off, `=1` forces it). Without
+torch at build time no extension is built; vlbert_fast/_ext.py then JIT-builds the C++ part on first use.
+With CUDA, TORCH_CUDA_ARCH_LIST (e.g. "9.0") limits the architectures compiled (default: the visible GPUs', else
+every architecture this torch supports, which is slow).
 """
 
+import os
+import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -24,6 +32,34 @@ def read_requirements() -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
+def extension_modules() -> tuple[list, dict]:
+    """(ext_modules, cmdclass) for vlbert_fast._C; empty when torch is not importable at build time."""
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    except ImportError as exc:
+        print(f"vlbert_fast: not building vlbert_fast._C ({exc}); it will be JIT-built on first use", file=sys.stderr)
+        return [], {}
+    # Relative paths: setuptools rejects absolute source paths in editable builds.
+    sources = ["csrc/vlbert_fast_api.cpp", "csrc/roi_align_cpu.cpp"]
+    cuda_sources = ["csrc/roi_align_cuda.cu"]
+    switch = os.environ.get("VLBERT_FAST_CUDA", "")
+    with_cuda = switch == "1" or (switch != "0" and torch.version.cuda is not None and CUDA_HOME is not None)
+    cxx = ["-O3"]  # the C++ standard is torch's choice (C++20 for torch 2.13, C++17 before)
+    if with_cuda:
+        ext = CUDAExtension(
+            "vlbert_fast._C",
+            sources + cuda_sources,
+            define_macros=[("WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
+        )
+    else:
+        ext = CppExtension("vlbert_fast._C", sources, extra_compile_args={"cxx": cxx})
+    print(f"vlbert_fast: building vlbert_fast._C ({'C++ + CUDA' if with_cuda else 'C++ only'})", file=sys.stderr)
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = extension_modules()
 packages = find_packages(include=["vlbert_fast", "vlbert_fast.*"]) + ["vlbert_fast.kernels"]
 
 setup(
@@ -41,6 +77,8 @@ setup(
         "flash-attn": ["flash-attn>=2.5"],
         "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.5", "pybind11>=2.12", "ninja>=1.11"],
     },
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
     entry_points={"console_scripts": ["vlbert-fast=vlbert_fast.cli:main"]},
     zip_safe=False,
 )

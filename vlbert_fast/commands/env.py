@@ -8,6 +8,7 @@ import platform
 
 import torch
 
+from .. import _ext
 from ..data.batch import TokenKind
 from ..ops import REGISTRY, EmbeddingWeights
 from ..ops.dispatch import interpreter_on
@@ -39,16 +40,28 @@ def example_inputs() -> dict[str, tuple[tuple, dict]]:
             {},
         ),
         "fused_embedding": ((ids, ids, ids, kinds, visual_index, table(1), region_masked, weights), {}),
+        # (features, rois, output_size, spatial_scale, sampling_ratio, aligned, deterministic), as dispatched
+        "roi_align": (
+            (
+                torch.zeros(1, 8, 4, 4, device=device),
+                torch.tensor([[0.0, 0.0, 0.0, 32.0, 32.0]], device=device),
+                (2, 2),
+                1 / 16,
+                1,
+                False,
+                False,
+            ),
+            {},
+        ),
     }
 
 
 def extensions() -> list[str]:
     """Built extensions and kernel modes: the csrc extension, and how Triton kernels would run here."""
-    native = "built" if importlib.util.find_spec("vlbert_fast._C") is not None else "not built"
     triton = (
         "CUDA" if torch.cuda.is_available() else ("interpreter (TRITON_INTERPRET=1)" if interpreter_on() else "no GPU")
     )
-    return [f"  vlbert_fast._C (csrc) {native}", f"  triton kernels        {triton}"]
+    return [f"  vlbert_fast._C (csrc) {_ext.describe()}", f"  triton kernels        {triton}"]
 
 
 def report() -> str:

@@ -4,6 +4,7 @@
 from .dispatch import REGISTRY, BackendNotSupported
 from .embedding import EmbeddingWeights, fused_embedding, fused_embedding_reference
 from .geometry import box_geometry_embedding, box_geometry_embedding_reference
+from .roi_align import roi_align, roi_align_reference
 
 __all__ = [
     "REGISTRY",
@@ -13,4 +14,6 @@ __all__ = [
     "box_geometry_embedding_reference",
     "fused_embedding",
     "fused_embedding_reference",
+    "roi_align",
+    "roi_align_reference",
 ]

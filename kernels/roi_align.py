@@ -1,0 +1,415 @@
+"""RoIAlign in Triton: forward, scatter backward (atomics) and a deterministic gather backward.
+
+Semantics of torchvision.ops.roi_align / Detectron's RoIAlign (He et al., "Mask R-CNN", 2017); the specification is
+`vlbert_fast.ops.roi_align.roi_align_reference`, and csrc/roi_align_common.h is the same geometry in C++.
+
+Layout: features are read as NHWC (channels-last) through explicit strides, one program per (box, bin) or per
+feature cell and a block of channels, so each load is BLOCK_C neighbouring values. fp16/bf16/fp32 in and out; the
+sums are fp32 and the result is cast once at the store. The scatter backward adds into an fp32 buffer with
+atomics (fast; the order of additions varies between runs on a GPU). The deterministic backward gathers instead:
+one program per feature cell visits the boxes of its image in index order and sums the samples that touch the cell,
+so every cell gets its additions in a fixed order and the gradient is bitwise reproducible.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# Launch heuristics for RoIAlign (they move to kernels/utils.py at merge, with the other ops' heuristics).
+# Channels per program: a ResNet C4 map (1024 channels) takes four programs per bin, and each load is 512 B to
+# 1 KiB of neighbouring bf16/fp32 values.
+MAX_BLOCK_C = 256
+# Samples x channels per step: at 4 warps that is 8 fp32 accumulators per thread, well inside the register budget.
+MAX_TILE = 1024
+# Samples per step of the forward/scatter: all of a bin's samples at fixed ratios up to 4 (16 samples) in one step;
+# adaptive bins of C4 boxes are mostly 1-2 cells, so 4 samples.
+MAX_BLOCK_S = 16
+ADAPTIVE_BLOCK_S = 4
+# (y-sample, x-sample) pairs per step of the deterministic gather: a cell's neighbourhood at about one sample per
+# cell is 3 x 3 to 4 x 4 pairs, one step per box.
+GATHER_BLOCK_S = 16
+
+
+def _launch_config(channels: int, block_s: int) -> tuple[int, int]:
+    """(BLOCK_C, num_warps) for a tile of block_s samples x BLOCK_C channels."""
+    block_c = min(triton.next_power_of_2(max(channels, 1)), MAX_BLOCK_C, max(16, MAX_TILE // block_s))
+    return block_c, max(1, min(4, block_s * block_c // 64))
+
+
+def _block_s(sampling_ratio: int) -> int:
+    if sampling_ratio > 0:
+        return min(triton.next_power_of_2(sampling_ratio * sampling_ratio), MAX_BLOCK_S)
+    return ADAPTIVE_BLOCK_S
+
+
+@triton.jit
+def _roi_geometry(
+    rois_ptr,  # in, [K, 5] fp32 (batch index, x1, y1, x2, y2)
+    k,  # box index
+    N,  # batch size
+    PH,
+    PW,
+    spatial_scale,
+    sampling_ratio,
+    ALIGNED: tl.constexpr,
+):
+    """Box k in feature cells: (batch or -1, start_y, start_x, bin_h, bin_w, grid_h, grid_w, 1/count)."""
+    roi = rois_ptr + k * 5
+    b = tl.load(roi).to(tl.float32)
+    # truncation toward zero maps (-1, N) onto 0..N-1, as torchvision's C cast does
+    batch = tl.where((b > -1.0) & (b < N), b, -1.0).to(tl.int64)
+    offset = 0.5 if ALIGNED else 0.0
+    start_x = tl.load(roi + 1).to(tl.float32) * spatial_scale - offset
+    start_y = tl.load(roi + 2).to(tl.float32) * spatial_scale - offset
+    roi_w = tl.load(roi + 3).to(tl.float32) * spatial_scale - offset - start_x
+    roi_h = tl.load(roi + 4).to(tl.float32) * spatial_scale - offset - start_y
+    if not ALIGNED:  # legacy: a box is at least one cell wide and high
+        roi_w = tl.maximum(roi_w, 1.0)
+        roi_h = tl.maximum(roi_h, 1.0)
+    bin_w = roi_w / PW
+    bin_h = roi_h / PH
+    # adaptive: ceil(bin) samples; a negative bin (aligned, x2 < x1) gives none; capped like the C++ code
+    grid_h = tl.where(sampling_ratio > 0, sampling_ratio, tl.minimum(tl.maximum(tl.ceil(bin_h), 0.0), 1048576.0))
+    grid_w = tl.where(sampling_ratio > 0, sampling_ratio, tl.minimum(tl.maximum(tl.ceil(bin_w), 0.0), 1048576.0))
+    grid_h = grid_h.to(tl.int32)
+    grid_w = grid_w.to(tl.int32)
+    inv_count = 1.0 / tl.maximum(grid_h * grid_w, 1).to(tl.float32)
+    return batch, start_y, start_x, bin_h, bin_w, grid_h, grid_w, inv_count
+
+
+@triton.jit
+def _axis_weights(v, size):
+    """Bilinear taps of coordinate v on an axis of `size` cells: (low, high, w_low, w_high, inside)."""
+    inside = (v >= -1.0) & (v <= size)  # False for NaN too
+    v = tl.minimum(tl.maximum(v, 0.0), size * 1.0)  # clamped before the cast, so the int is in range
+    low = v.to(tl.int32)
+    at_end = low >= size - 1  # at or beyond the last cell centre: all weight on the last cell
+    low = tl.where(at_end, size - 1, low)
+    high = tl.where(at_end, size - 1, low + 1)
+    frac = tl.where(at_end, 0.0, v - low.to(tl.float32))
+    w_low = tl.where(inside, 1.0 - frac, 0.0)
+    w_high = tl.where(inside, frac, 0.0)
+    return low, high, w_low, w_high, inside
+
+
+@triton.jit
+def _bin_samples(start_y, start_x, bin_h, bin_w, grid_h, grid_w, ph, pw, s):
+    """Coordinates of samples s (a vector; sample s is row s // grid_w, column s % grid_w) of bin (ph, pw)."""
+    iy = s // grid_w
+    ix = s % grid_w
+    y = start_y + ph * bin_h + (iy + 0.5) * bin_h / grid_h
+    x = start_x + pw * bin_w + (ix + 0.5) * bin_w / grid_w
+    return y, x
+
+
+@triton.jit
+def _roi_align_fwd_kernel(
+    feat_ptr,  # in, [N, C, H, W] through strides (channels-last: stride_fc == 1)
+    rois_ptr,  # in, [K, 5] fp32, contiguous
+    out_ptr,  # out, [K, C, PH, PW] through strides
+    N,
+    C,
+    H,
+    W,
+    PH,
+    PW,
+    stride_fn,
+    stride_fc,
+    stride_fh,
+    stride_fw,
+    stride_ok,
+    stride_oc,
+    stride_oh,
+    stride_ow,
+    spatial_scale,  # input pixels -> feature cells
+    sampling_ratio,  # samples per bin axis; 0 = adaptive
+    ALIGNED: tl.constexpr,
+    BLOCK_S: tl.constexpr,  # samples per step
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    """out[k, c, ph, pw] = mean over the bin's samples of the bilinear value of features[batch(k), c]."""
+    pid_bin = tl.program_id(0).to(tl.int64)  # k * PH * PW + ph * PW + pw
+    pid_c = tl.program_id(1).to(tl.int64)
+    k = pid_bin // (PH * PW)
+    ph = (pid_bin // PW) % PH
+    pw = pid_bin % PW
+    batch, start_y, start_x, bin_h, bin_w, grid_h, grid_w, inv_count = _roi_geometry(
+        rois_ptr, k, N, PH, PW, spatial_scale, sampling_ratio, ALIGNED
+    )
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    # `c < limit` with a scalar limit rather than `vector & scalar_bool`, which the Triton interpreter broadcasts
+    # wrongly; a box with an out-of-range image reads nothing and pools to 0
+    c_ok = c < tl.where(batch >= 0, C, 0)
+    plane = feat_ptr + tl.maximum(batch, 0) * stride_fn + c[None, :] * stride_fc  # [1, BLOCK_C]
+    n_samples = grid_h * grid_w
+    acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
+    for s0 in range(0, n_samples, BLOCK_S):
+        s = s0 + tl.arange(0, BLOCK_S)
+        y, x = _bin_samples(start_y, start_x, bin_h, bin_w, grid_h, grid_w, ph, pw, s)
+        y0, y1, wy0, wy1, y_in = _axis_weights(y, H)
+        x0, x1, wx0, wx1, x_in = _axis_weights(x, W)
+        m = ((s < n_samples) & y_in & x_in)[:, None] & c_ok[None, :]  # outside samples load nothing
+        r0 = plane + (y0 * stride_fh)[:, None]
+        r1 = plane + (y1 * stride_fh)[:, None]
+        v00 = tl.load(r0 + (x0 * stride_fw)[:, None], mask=m, other=0.0).to(tl.float32)
+        v01 = tl.load(r0 + (x1 * stride_fw)[:, None], mask=m, other=0.0).to(tl.float32)
+        v10 = tl.load(r1 + (x0 * stride_fw)[:, None], mask=m, other=0.0).to(tl.float32)
+        v11 = tl.load(r1 + (x1 * stride_fw)[:, None], mask=m, other=0.0).to(tl.float32)
+        acc += wy0[:, None] * (wx0[:, None] * v00 + wx1[:, None] * v01)
+        acc += wy1[:, None] * (wx0[:, None] * v10 + wx1[:, None] * v11)
+    out = out_ptr + k * stride_ok + c * stride_oc + ph * stride_oh + pw * stride_ow
+    tl.store(out, (tl.sum(acc, axis=0) * inv_count).to(out_ptr.dtype.element_ty), mask=c < C)
+
+
+@triton.jit
+def _roi_align_bwd_kernel(
+    grad_out_ptr,  # in, [K, C, PH, PW] through strides
+    rois_ptr,  # in, [K, 5] fp32, contiguous
+    grad_acc_ptr,  # in/out, [N, C, H, W] fp32 through strides, zero-filled; atomically accumulated
+    N,
+    C,
+    H,
+    W,
+    PH,
+    PW,
+    stride_gk,
+    stride_gc,
+    stride_gh,
+    stride_gw,
+    stride_an,
+    stride_ac,
+    stride_ah,
+    stride_aw,
+    spatial_scale,
+    sampling_ratio,
+    ALIGNED: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """Scatter: each (box, bin) adds grad_out * weight / count to the 4 cells of each of its samples."""
+    pid_bin = tl.program_id(0).to(tl.int64)
+    pid_c = tl.program_id(1).to(tl.int64)
+    k = pid_bin // (PH * PW)
+    ph = (pid_bin // PW) % PH
+    pw = pid_bin % PW
+    batch, start_y, start_x, bin_h, bin_w, grid_h, grid_w, inv_count = _roi_geometry(
+        rois_ptr, k, N, PH, PW, spatial_scale, sampling_ratio, ALIGNED
+    )
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < tl.where(batch >= 0, C, 0)
+    g_ptr = grad_out_ptr + k * stride_gk + c * stride_gc + ph * stride_gh + pw * stride_gw
+    g = (tl.load(g_ptr, mask=c_ok, other=0.0).to(tl.float32) * inv_count)[None, :]  # [1, BLOCK_C]
+    plane = grad_acc_ptr + tl.maximum(batch, 0) * stride_an + c[None, :] * stride_ac
+    n_samples = grid_h * grid_w
+    for s0 in range(0, n_samples, BLOCK_S):
+        s = s0 + tl.arange(0, BLOCK_S)
+        y, x = _bin_samples(start_y, start_x, bin_h, bin_w, grid_h, grid_w, ph, pw, s)
+        y0, y1, wy0, wy1, y_in = _axis_weights(y, H)
+        x0, x1, wx0, wx1, x_in = _axis_weights(x, W)
+        m = ((s < n_samples) & y_in & x_in)[:, None] & c_ok[None, :]
+        r0 = plane + (y0 * stride_ah)[:, None]
+        r1 = plane + (y1 * stride_ah)[:, None]
+        tl.atomic_add(r0 + (x0 * stride_aw)[:, None], g * (wy0 * wx0)[:, None], mask=m)
+        tl.atomic_add(r0 + (x1 * stride_aw)[:, None], g * (wy0 * wx1)[:, None], mask=m)
+        tl.atomic_add(r1 + (x0 * stride_aw)[:, None], g * (wy1 * wx0)[:, None], mask=m)
+        tl.atomic_add(r1 + (x1 * stride_aw)[:, None], g * (wy1 * wx1)[:, None], mask=m)
+
+
+@triton.jit
+def _sample_range(start, bin, grid, n_bins, cell, size):
+    """Sample indices [j0, j1) along one axis (sample j = bin * grid + i sits near start + (j + 0.5) * step) that
+    can touch `cell`: those within [cell - 1, cell + 1], widened to [-1, ...] / [..., size] at the borders where
+    samples are clamped onto the edge cell, plus one index of slack each side for rounding. The caller recomputes
+    each sample exactly as the forward does, so the range only needs to be a superset."""
+    n = n_bins * grid
+    step = bin / tl.maximum(grid, 1).to(tl.float32)
+    lo = tl.where(cell == 0, -1.0, cell - 1.0)
+    hi = tl.where(cell == size - 1, size * 1.0, cell + 1.0)
+    safe = tl.where(step != 0.0, step, 1.0)
+    ja = (lo - start) / safe - 0.5
+    jb = (hi - start) / safe - 0.5
+    nf = n.to(tl.float32)
+    f0 = tl.minimum(tl.maximum(tl.floor(tl.minimum(ja, jb)) - 1.0, 0.0), nf)
+    f1 = tl.minimum(tl.maximum(tl.floor(tl.maximum(ja, jb)) + 2.0, 0.0), nf)
+    # a zero-size box has every sample at `start`: visit them all (the exact test sorts them out)
+    j0 = tl.where(step != 0.0, f0, 0.0).to(tl.int32)
+    j1 = tl.where(step != 0.0, f1, nf).to(tl.int32)
+    return j0, j1
+
+
+@triton.jit
+def _cell_weight(start, bin, grid, j, cell, size):
+    """(bin, weight on `cell`) of samples j (bin j // grid, sub-sample j % grid), computed as the forward does."""
+    p = j // grid
+    i = j % grid
+    v = start + p * bin + (i + 0.5) * bin / grid
+    low, high, w_low, w_high, inside = _axis_weights(v, size)
+    return p, tl.where(low == cell, w_low, 0.0) + tl.where(high == cell, w_high, 0.0)
+
+
+@triton.jit
+def _roi_align_bwd_deterministic_kernel(
+    grad_out_ptr,  # in, [K, C, PH, PW] through strides
+    rois_ptr,  # in, [K, 5] fp32, contiguous
+    order_ptr,  # in, [K] int32: box indices sorted by image (stable, so index order within an image)
+    seg_ptr,  # in, [N + 1] int32: boxes of image n are order[seg[n]:seg[n + 1]]
+    grad_ptr,  # out, [N, C, H, W] through strides, features' dtype; every cell written once
+    N,
+    C,
+    H,
+    W,
+    PH,
+    PW,
+    stride_gk,
+    stride_gc,
+    stride_gh,
+    stride_gw,
+    stride_dn,
+    stride_dc,
+    stride_dh,
+    stride_dw,
+    spatial_scale,
+    sampling_ratio,
+    ALIGNED: tl.constexpr,
+    BLOCK_S: tl.constexpr,  # (y-sample, x-sample) pairs per step
+    BLOCK_C: tl.constexpr,
+):
+    """Gather: grad[n, c, h, w] = sum over the boxes of image n, in order, of the samples that touch (h, w)."""
+    pid_cell = tl.program_id(0).to(tl.int64)  # n * H * W + h * W + w
+    pid_c = tl.program_id(1).to(tl.int64)
+    n = pid_cell // (H * W)
+    h = ((pid_cell // W) % H).to(tl.int32)
+    w = (pid_cell % W).to(tl.int32)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
+    acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
+    for t in range(tl.load(seg_ptr + n), tl.load(seg_ptr + n + 1)):
+        k = tl.load(order_ptr + t).to(tl.int64)
+        # Cheap rejection of boxes far from this cell, from the raw corners: samples lie within
+        # [min * scale - 0.5, max * scale + 1] (aligned shift, legacy one-cell minimum) and touch the cells at most
+        # one below and one above; a margin of one more cell absorbs rounding.
+        bx1 = tl.load(rois_ptr + k * 5 + 1).to(tl.float32) * spatial_scale
+        by1 = tl.load(rois_ptr + k * 5 + 2).to(tl.float32) * spatial_scale
+        bx2 = tl.load(rois_ptr + k * 5 + 3).to(tl.float32) * spatial_scale
+        by2 = tl.load(rois_ptr + k * 5 + 4).to(tl.float32) * spatial_scale
+        near_y = (h >= tl.minimum(by1, by2) - 2.5) & (h <= tl.maximum(by1, by2) + 3.0)
+        near_x = (w >= tl.minimum(bx1, bx2) - 2.5) & (w <= tl.maximum(bx1, bx2) + 3.0)
+        if near_y & near_x:
+            batch, start_y, start_x, bin_h, bin_w, grid_h, grid_w, inv_count = _roi_geometry(
+                rois_ptr, k, N, PH, PW, spatial_scale, sampling_ratio, ALIGNED
+            )
+            jy0, jy1 = _sample_range(start_y, bin_h, grid_h, PH, h, H)
+            jx0, jx1 = _sample_range(start_x, bin_w, grid_w, PW, w, W)
+            nx = tl.maximum(jx1 - jx0, 1)
+            n_pairs = (jy1 - jy0) * (jx1 - jx0)
+            g_box = grad_out_ptr + k * stride_gk + c[None, :] * stride_gc
+            for p0 in range(0, n_pairs, BLOCK_S):
+                pair = p0 + tl.arange(0, BLOCK_S)
+                ph, wy = _cell_weight(start_y, bin_h, grid_h, jy0 + pair // nx, h, H)
+                pw, wx = _cell_weight(start_x, bin_w, grid_w, jx0 + pair % nx, w, W)
+                wgt = tl.where(pair < n_pairs, wy * wx, 0.0) * inv_count
+                m = (wgt != 0.0)[:, None] & c_ok[None, :]  # samples that do not touch this cell load nothing
+                g = tl.load(g_box + (ph * stride_gh + pw * stride_gw)[:, None], mask=m, other=0.0).to(tl.float32)
+                acc += g * wgt[:, None]
+    dst = grad_ptr + n * stride_dn + c * stride_dc + h * stride_dh + w * stride_dw
+    tl.store(dst, tl.sum(acc, axis=0).to(grad_ptr.dtype.element_ty), mask=c_ok)
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    """channels_last when t is stored NHWC (and not also plain-contiguous), else contiguous_format."""
+    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def roi_align_forward(
+    features: torch.Tensor,  # [N, C, H, W], fp16/bf16/fp32, any memory format
+    rois: torch.Tensor,  # [K, 5] (batch index, x1, y1, x2, y2), floating
+    output_size: tuple[int, int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> torch.Tensor:  # [K, C, PH, PW] in features' dtype and memory format
+    """Launch the forward kernel. Features are made channels-last first (a no-op when they already are): the
+    kernel's loads are then contiguous over channels, which repays the copy many times over for 14x14 bins."""
+    N, C, H, W = features.shape
+    PH, PW = output_size
+    K = rois.shape[0]
+    out = torch.empty((K, C, PH, PW), dtype=features.dtype, device=features.device)
+    out = out.contiguous(memory_format=_memory_format(features))
+    if out.numel() == 0:
+        return out
+    feat = features.contiguous(memory_format=torch.channels_last)
+    rois32 = rois.to(torch.float32).contiguous()
+    block_s = _block_s(sampling_ratio)
+    block_c, num_warps = _launch_config(C, block_s)
+    _roi_align_fwd_kernel[(K * PH * PW, triton.cdiv(C, block_c))](
+        feat, rois32, out, N, C, H, W, PH, PW, *feat.stride(), *out.stride(), float(spatial_scale), int(sampling_ratio),
+        ALIGNED=bool(aligned), BLOCK_S=block_s, BLOCK_C=block_c, num_warps=num_warps,
+    )  # fmt: skip
+    return out
+
+
+def roi_align_backward(
+    grad_out: torch.Tensor,  # [K, C, PH, PW], any strides
+    rois: torch.Tensor,  # [K, 5]
+    feature_shape: tuple[int, int, int, int],  # (N, C, H, W)
+    memory_format: torch.memory_format,  # of the features; the gradient gets the same
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+    deterministic: bool = False,
+) -> torch.Tensor:  # [N, C, H, W] in grad_out's dtype
+    """Gradient w.r.t. the features. Scatter with fp32 atomics, or (deterministic) gather per feature cell."""
+    N, C, H, W = feature_shape
+    K, _, PH, PW = grad_out.shape
+    device = grad_out.device
+    if K == 0 or grad_out.numel() == 0 or N * C * H * W == 0:
+        return torch.zeros(feature_shape, dtype=grad_out.dtype, device=device).contiguous(memory_format=memory_format)
+    rois32 = rois.to(torch.float32).contiguous()
+    sizes = (N, C, H, W, PH, PW)
+    params = (float(spatial_scale), int(sampling_ratio))
+    if deterministic:
+        # Boxes grouped by image, index order kept within an image (stable sort); boxes whose batch index is out
+        # of range (only reachable when the public checks were skipped under torch.compile) belong to no image.
+        batch = rois32[:, 0]
+        image = torch.where((batch > -1) & (batch < N), batch.to(torch.int64), N)
+        order = torch.argsort(image, stable=True).to(torch.int32)
+        seg = torch.zeros(N + 2, dtype=torch.int64, device=device)
+        seg[1:] = torch.cumsum(torch.bincount(image, minlength=N + 1), 0)
+        seg = seg[: N + 1].to(torch.int32)
+        grad = torch.empty((N, H, W, C), dtype=grad_out.dtype, device=device).permute(0, 3, 1, 2)  # channels-last
+        block_c, num_warps = _launch_config(C, GATHER_BLOCK_S)
+        _roi_align_bwd_deterministic_kernel[(N * H * W, triton.cdiv(C, block_c))](
+            grad_out, rois32, order, seg, grad, *sizes, *grad_out.stride(), *grad.stride(), *params,
+            ALIGNED=bool(aligned), BLOCK_S=GATHER_BLOCK_S, BLOCK_C=block_c, num_warps=num_warps,
+        )  # fmt: skip
+        return grad.contiguous(memory_format=memory_format)
+    grad_acc = torch.zeros((N, H, W, C), dtype=torch.float32, device=device).permute(0, 3, 1, 2)  # channels-last
+    block_s = _block_s(sampling_ratio)
+    block_c, num_warps = _launch_config(C, block_s)
+    _roi_align_bwd_kernel[(K * PH * PW, triton.cdiv(C, block_c))](
+        grad_out, rois32, grad_acc, *sizes, *grad_out.stride(), *grad_acc.stride(), *params,
+        ALIGNED=bool(aligned), BLOCK_S=block_s, BLOCK_C=block_c, num_warps=num_warps,
+    )  # fmt: skip
+    return grad_acc.to(dtype=grad_out.dtype, memory_format=memory_format)
+
+
+class RoIAlignFunction(torch.autograd.Function):
+    """Differentiable w.r.t. the features only (like torchvision: boxes get no gradient)."""
+
+    @staticmethod
+    def forward(ctx, features, rois, output_size, spatial_scale, sampling_ratio, aligned, deterministic):
+        ctx.save_for_backward(rois)
+        ctx.feature_shape = tuple(features.shape)
+        ctx.memory_format = _memory_format(features)
+        ctx.params = (spatial_scale, sampling_ratio, aligned, deterministic)
+        return roi_align_forward(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (rois,) = ctx.saved_tensors
+        grad = roi_align_backward(grad_out, rois, ctx.feature_shape, ctx.memory_format, *ctx.params)
+        return grad, None, None, None, None, None, None
