@@ -135,6 +135,6 @@ def test_env_reports_the_extension_and_the_backend_auto_picks():
     from vlbert_fast.commands.env import report
 
     text = report()
-    assert f"vlbert_fast._C: {_ext.describe()}" in text
+    assert f"vlbert_fast._C (csrc) {_ext.describe()}" in text
     pick = "native" if not torch.cuda.is_available() or _ext.load().with_cuda() else "triton"
     assert f"roi_align: auto -> {pick}" in text
