@@ -22,7 +22,7 @@ $(VENV)/.installed: setup.py requirements.txt requirements-dev.txt constraints.t
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/vlbert-fast demo
+	$(BIN)/vlbert-fast pretrain
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -n 2 tests

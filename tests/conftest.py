@@ -24,8 +24,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def tiny_cfg() -> ModelConfig:
-    """A small model with dropout off, so outputs are deterministic."""
+    """A small model with dropout off, so outputs are deterministic, and the original's zero visual gains."""
     return ModelConfig(
+        visual_scale_text_init=0.0,
+        visual_scale_object_init=0.0,
         vocab_size=211,
         hidden_size=48,
         num_hidden_layers=2,

@@ -1,4 +1,4 @@
-"""The command line: `vlbert-fast` and `python -m vlbert_fast`, config printing and errors, the demo, env."""
+"""The command line: `vlbert-fast` and `python -m vlbert_fast`, config printing and errors, synth, env."""
 
 import subprocess
 import sys
@@ -15,21 +15,23 @@ def test_print_config_resolves_files_and_overrides(capsys):
 
 
 def test_config_error_is_a_message_and_exit_code_2(capsys):
-    assert main(["demo", "model.hiddn_size=4"]) == 2
+    assert main(["pretrain", "model.hiddn_size=4"]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'model.hiddn_size'; did you mean 'model.hidden_size'" in err
 
 
 def test_help_config_lists_documented_fields(capsys):
-    assert main(["demo", "--help-config"]) == 0
+    assert main(["pretrain", "--help-config"]) == 0
     out = capsys.readouterr().out
     assert "model.hidden_size: int = 128" in out and "Width H of the transformer" in out
 
 
-def test_demo_trains_and_the_loss_falls(capsys):
-    assert main(["demo", "--steps", "6", "--batch-size", "4", "model.num_hidden_layers=1"]) == 0
-    out = capsys.readouterr().out
-    assert "step   6 loss=" in out and "mlm_image=" in out
+def test_synth_command_writes_a_world(tmp_path, capsys):
+    out = tmp_path / "world"
+    assert main(["synth", "--out", str(out), "train_images=6", "val_images=2", "corpus_lines=4"]) == 0
+    assert "wrote" in capsys.readouterr().out and (out / "world.json").is_file()
+    assert main(["synth", "--out", str(out)]) == 2  # never overwrites
+    assert "exists" in capsys.readouterr().err
 
 
 def test_module_entry_point_and_env():

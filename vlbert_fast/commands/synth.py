@@ -1,9 +1,10 @@
-"""`vlbert-fast synth OUT`: write the synthetic world (images, captions, region features in every supported format,
-a text corpus, a WordPiece vocabulary) into a new directory."""
+"""`vlbert-fast synth --out DIR [KEY=VALUE ...]`: write the synthetic world (images, captions, region features in
+every supported format, a text corpus, a WordPiece vocabulary) into a new directory."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -14,14 +15,18 @@ CONFIG = SynthConfig
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("out", help="directory to create (must not exist)")
+    parser.add_argument("--out", required=True, help="directory to create (must not exist)")
 
 
 def main(args, cfg: SynthConfig) -> int:
     from ..data.synth import generate
 
     start = time.perf_counter()
-    out = generate(cfg, Path(args.out))
+    try:
+        out = generate(cfg, Path(args.out))
+    except FileExistsError as exc:
+        print(f"vlbert-fast synth: {exc}", file=sys.stderr)
+        return 2
     world = json.loads((out / "world.json").read_text())
     counts = world["counts"]
     print(

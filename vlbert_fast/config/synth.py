@@ -19,9 +19,10 @@ class SynthConfig:
     image_size: int = 64
     """Side of the square images in pixels."""
 
-    max_objects: int = 4
+    max_objects: int = 2
     """Objects per image, drawn uniformly from 1..max_objects (at most 4: objects in one image have distinct
-    shapes, so every colour or shape word in a caption names exactly one object)."""
+    shapes, so every colour or shape word in a caption names exactly one object). With more objects per image the
+    model must bind words to regions, which takes the tiny model far more steps than the default run has."""
 
     corpus_lines: int = 2000
     """Lines of the text-only corpus."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 600
+    max_steps: int = 1200
     """Optimizer steps of the run."""
 
     global_batch_size: int = 64

@@ -33,10 +33,9 @@ from .masking import RegionMaskConfig, WordMaskConfig, WordMasker, mask_regions,
 
 @dataclass
 class Skipped:
-    """A record skipped under `on_bad_record: skip`; the message names the file and the record."""
+    """A record skipped under `on_bad_record: skip`; the error names the caption file, the record and the problem."""
 
-    source: str
-    message: str
+    error: FormatError
 
 
 def image_id_of(record: CaptionRecord) -> str:
@@ -118,9 +117,11 @@ class CaptionDataset(Dataset):
         try:
             return self.build(self.records[index], self.regions.get(self.records[index], where), index, where)
         except FormatError as err:
+            if not str(err).startswith(where):  # a region file's error: say which caption record led to it
+                err = FormatError(self.source, index, message=str(err), reason=err.reason)
             if self.cfg.on_bad_record == "skip":
-                return Skipped(self.source, str(err))
-            raise
+                return Skipped(err)
+            raise err from None
 
     def build(self, record: CaptionRecord, region: RegionRecord, index: int, where: str) -> Example:
         rng = np.random.default_rng([self.seed, self.epoch, index])

@@ -1,4 +1,4 @@
-"""Random examples that satisfy the model's contract: for the demo before real data, tests and benchmarks.
+"""Random examples that satisfy the model's contract, for tests and benchmarks.
 
 Each example has random word ids (ids 0-4 are left to the special tokens), 15% MLM labels, and either a whole-image
 box plus random detections with non-negative features, masked/predicted regions and soft class targets, or (with

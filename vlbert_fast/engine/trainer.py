@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig, save_config
-from ..data.formats import FormatError
 from ..data.loader import PretrainData, build_pretrain_data
 from ..model import VLBertForPretraining
 from ..version import __version__
@@ -41,6 +40,7 @@ class Window:
         self.loss_sum: dict[str, torch.Tensor] = {}
         self.loss_count: dict[str, int] = defaultdict(int)
         self.micro_steps = 0
+        self.grad_norm: float | None = None
 
     def add_losses(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         for name, value in {"loss": total, **parts}.items():
@@ -104,7 +104,8 @@ def _train(cfg: RunConfig, info: DistInfo, data: PretrainData, engine, dtype, lo
     history: dict = {"first": None, "last": None, "epochs": 0, "skipped": 0}
     begin = time.perf_counter()
     while step < cfg.train.max_steps:
-        for _ in range(accumulation):
+        log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.max_steps
+        for micro in range(accumulation):
             t0 = time.perf_counter()
             loaded = None
             while loaded is None or loaded.batch is None:
@@ -117,11 +118,13 @@ def _train(cfg: RunConfig, info: DistInfo, data: PretrainData, engine, dtype, lo
                     batches = iter(data.loader)
                     continue
                 for skipped in loaded.skipped:
-                    data.counter.handle(FormatError(skipped.message))
+                    data.counter.handle(skipped.error)
             window.wait += time.perf_counter() - t0
             batch = loaded.batch.to(info.device, dtype=dtype, non_blocking=True)
             out = engine(batch)
             engine.backward(out.loss)
+            if log_now and micro == accumulation - 1:
+                window.grad_norm = _local_grad_norm(engine.module)  # engine.step() zeroes the gradients
             engine.step()
             window.add_losses(out.loss, out.losses)
             window.samples += batch.num_samples
@@ -142,13 +145,21 @@ def _train(cfg: RunConfig, info: DistInfo, data: PretrainData, engine, dtype, lo
     return history
 
 
+def _local_grad_norm(module: torch.nn.Module) -> float | None:
+    """L2 norm of the gradients this rank holds, before clipping. Without ZeRO every rank holds all of them after
+    the all-reduce, so it is the global norm; with ZeRO DeepSpeed's own global norm is used instead."""
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else None
+
+
 def _window_metrics(window: Window, engine, info: DistInfo, peak: float | None) -> dict:
     elapsed = time.perf_counter() - window.start
     samples, tokens, flops = _sum_over_ranks([window.samples, window.tokens, window.flops], info.device)
     tflops = flops / elapsed / 1e12
     means = window.means()
     loss = means.pop("loss")
-    grad = engine.get_global_grad_norm()
+    grad = engine.get_global_grad_norm()  # None where DeepSpeed does not track it (fp32 without ZeRO)
+    grad = window.grad_norm if grad is None else grad
     return {
         "loss": loss,
         "losses": means,

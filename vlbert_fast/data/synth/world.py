@@ -43,6 +43,8 @@ from .extractor import RegionExtractor
 from .scene import COLOURS, NUM_CLASSES, SHAPES, SceneObject, caption, class_id, corpus_line, render, sample_scene
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+GENERATOR_VERSION = 1
+"""Part of the cache key: bump it whenever a change here changes the files, so no stale world is reused."""
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps keep the archives byte-identical across runs
 
 
@@ -81,10 +83,14 @@ def train_vocabulary(texts: list[str], vocab_size: int, out_dir: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
-    vocab = sorted(tok.get_vocab().items(), key=lambda item: item[1])
-    words = [w for w, _ in vocab]
-    if words[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
-        raise RuntimeError(f"WordPiece training put the special tokens at unexpected ids: {words[:5]}")
+    # The trainer breaks ties between equally frequent merges in a varying order, so the pieces it leaves half-way
+    # through words ("##iang" or "##iangle") differ from run to run. Whole words of the text and single
+    # characters do not: keeping only those, sorted, makes the vocabulary reproducible, and every word one piece.
+    whole = {w for text in texts for w, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))}
+    learned = [w for w in tok.get_vocab() if w not in SPECIAL_TOKENS and (w in whole or len(w.removeprefix("##")) == 1)]
+    if missing := sorted(whole - set(learned)):
+        raise ValueError(f"vocab_size={vocab_size} is too small for the synthetic text: no piece for {missing[:5]}")
+    words = SPECIAL_TOKENS + sorted(learned)
     words += [f"[unused{i}]" for i in range(vocab_size - len(words))]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
@@ -156,6 +162,7 @@ def _write(cfg: SynthConfig, root: Path) -> None:
     train_vocabulary(texts, cfg.vocab_size, root / "tokenizer")
     (root / "probe_words.txt").write_text("\n".join([*COLOURS, *SHAPES]) + "\n", encoding="utf-8")
     world = {
+        "generator_version": GENERATOR_VERSION,
         "config": asdict(cfg),
         "num_classes": NUM_CLASSES,
         "class_names": ["background"] + [f"{c} {s}" for c in COLOURS for s in SHAPES],
@@ -172,7 +179,7 @@ def default_cache_dir() -> Path:
 
 def cached_world(cfg: SynthConfig, cache_dir: str | Path | None = None) -> Path:
     """The world for `cfg` under the cache directory, generated on first use (keyed by the config's values)."""
-    key = "-".join(f"{k}{v}" for k, v in asdict(cfg).items())
+    key = f"v{GENERATOR_VERSION}-" + "-".join(f"{k}{v}" for k, v in asdict(cfg).items())
     path = Path(cache_dir or default_cache_dir()) / "synth" / key
     if not (path / "world.json").is_file():
         try:
