@@ -44,6 +44,15 @@ def image_id_of(record: CaptionRecord) -> str:
     return PurePosixPath(member.replace("\\", "/")).stem
 
 
+def word_masker(tokenizer: Tokenizer, cfg: DataConfig) -> WordMasker:
+    return WordMasker(
+        tokenizer.mask_id,
+        tokenizer.vocab_size,
+        tokenizer.special_ids(),
+        WordMaskConfig(cfg.mlm_probability, cfg.mlm_mask_fraction, cfg.mlm_random_fraction),
+    )
+
+
 class RegionSource:
     """Where region features come from: feature shards (looked up by the record's frcnn spec, then by its image id,
     the stem of its image path), or each record's `frcnn` region JSON."""
@@ -93,12 +102,7 @@ class CaptionDataset(Dataset):
         self.feature_dim = feature_dim
         self.num_classes = num_classes
         self.epoch = 0
-        self.masker = WordMasker(
-            tokenizer.mask_id,
-            tokenizer.vocab_size,
-            tokenizer.special_ids(),
-            WordMaskConfig(cfg.mlm_probability, cfg.mlm_mask_fraction, cfg.mlm_random_fraction),
-        )
+        self.masker = word_masker(tokenizer, cfg)
         self.region_masking = RegionMaskConfig(cfg.roi_probability, cfg.roi_mask_fraction)
 
     def set_epoch(self, epoch: int) -> None:
@@ -198,12 +202,7 @@ class TextOnlyDataset(Dataset):
         self.cfg = cfg
         self.seed = seed
         self.epoch = 0
-        self.masker = WordMasker(
-            tokenizer.mask_id,
-            tokenizer.vocab_size,
-            tokenizer.special_ids(),
-            WordMaskConfig(cfg.mlm_probability, cfg.mlm_mask_fraction, cfg.mlm_random_fraction),
-        )
+        self.masker = word_masker(tokenizer, cfg)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
