@@ -9,8 +9,8 @@ Every token sums word + position + token type + a visual part, then LayerNorm (e
 - ROI: object_word_embedding ([IMG]), or object_mask_word_embedding when the region is masked,
   + visual_ln_object(its own visual feature);
 - END: end_embedding, no visual part.
-Both visual LayerNorm gains start at `visual_scale_*_init` (the original: 0, so that at initialisation the image adds nothing and every
-text token's embedding is exactly BERT's; the tiny default starts at 0.02).
+Both visual LayerNorm gains start at `visual_scale_*_init`: the original's 0 means that at initialisation the image
+adds nothing and every text token's embedding is exactly BERT's; the tiny default starts at 0.02.
 
 The padded batch goes to the op as one flat stream of B*L tokens; `cfg.kernels` picks the op's backend. Dropout is
 the op's seeded one: each training call draws its seed from torch's CPU generator, so `torch.manual_seed` makes a
