@@ -27,7 +27,7 @@ def default_run(tmp_path_factory):
         capture_output=True,
         text=True,
         env=env,
-        timeout=900,
+        timeout=1800,  # a safety net against a hang; the run takes ~3 min on an idle 2-core machine
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir, result.stdout
