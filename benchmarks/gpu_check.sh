@@ -9,9 +9,9 @@
 #                  `pip install --no-deps --no-build-isolation -e .`, which builds the CUDA extension there
 #                  (TORCH_CUDA_ARCH_LIST=9.0: one architecture);
 #   gpu-tests 100  `pytest -m gpu` with TRITON_INTERPRET=0 (tests/conftest.py turns the interpreter on otherwise);
-#   kernels   100  \
-#   step       80   > `python -m benchmarks.run SUITE --no-report`, each with --time-budget-s 20 s under its cap, so
-#   peers     100  /  a suite stops starting new points in time and keeps what it measured;
+#   kernels   100  \  `python -m benchmarks.run SUITE --no-report --rep-ms 50`, each with --time-budget-s 20 s
+#   step       80   > under its cap, so a suite stops starting new points in time and keeps what it measured (the
+#   peers     100  /  points it had no time for are listed in bench.log);
 #   report     20  report.md and plots from every row of the run.
 # The caps add up to 510 s, leaving 30 s for packing: within 9 minutes. Under $OUT: gpu_check.log (this account),
 # install.log, pytest_gpu.log, bench.log, report.md and results.tar.gz (CSVs, report.md, plots/: unpack it into
@@ -127,7 +127,7 @@ step gpu-tests "$(cap 100)" pytest_gpu.log "$PY" -m pytest -q -m gpu -p no:cache
 for suite in kernels:100 step:80 peers:100; do
     name=${suite%%:*}
     limit=$(cap "${suite##*:}")
-    step "$name" "$limit" bench.log "$PY" -m benchmarks.run "$name" --out "$RESULTS" --no-report \
+    step "$name" "$limit" bench.log "$PY" -m benchmarks.run "$name" --out "$RESULTS" --no-report --rep-ms 50 \
         --time-budget-s $((limit > 40 ? limit - 20 : limit / 2))
 done
 step report "$(cap 20)" bench.log "$PY" -m benchmarks.run report --out "$RESULTS"

@@ -22,7 +22,7 @@ from .registry import is_ours
 
 STEP_COLUMNS = (
     ("time", "ms/step", ".2f"), ("samples_per_s", "samples/s", ".1f"), ("tokens_per_s", "tokens/s", ".0f"),
-    ("tflops", "TFLOP/s", ".3g"), ("mfu", "MFU %", ".1f"), ("mfu_measured", "MFU % (measured peak)", ".1f"),
+    ("tflops", "TFLOP/s", ".3g"), ("mfu", "MFU %", ".3g"), ("mfu_measured", "MFU % (measured peak)", ".3g"),
     ("peak_memory", "peak GiB", ".2f"), ("padding_share", "padding %", ".0f"),
 )  # fmt: skip
 MODE_ORDER = ("forward", "backward", "full")

@@ -43,7 +43,8 @@ def _rows_since(out: Path, before: dict[Path, int]) -> list[dict[str, str]]:
 
 
 def _module_argv(args, device: torch.device, out: Path) -> list[str]:
-    argv = ["--device", str(device), "--results-dir", str(out), "--rep-ms", str(args.rep_ms)]
+    rep_ms = args.rep_ms if args.rep_ms is not None else (100.0 if device.type == "cuda" else 0.0)
+    argv = ["--device", str(device), "--results-dir", str(out), "--rep-ms", str(rep_ms)]
     argv += ["--compile-backend", args.compile_backend, "--peak-tflops", str(args.peak_tflops)]
     return argv + (["--smoke"] if args.smoke else [])
 
@@ -87,7 +88,7 @@ def _command(args) -> str:
     words = ["vlbert-fast", "bench", args.suite]
     for name in ("op", "seed", "out", "device", "rep_ms", "peak_tflops", "time_budget_s", "fail_if_regression"):
         value = getattr(args, name)
-        if value not in (None, 0.0) or (name == "rep_ms" and value is not None):
+        if value not in (None, 0.0) or (name == "rep_ms" and value is not None):  # 0 ms is a choice, 0 TFLOP/s not
             words += [f"--{name.replace('_', '-')}", str(value)]
     if args.compile_backend != "inductor":
         words += ["--compile-backend", args.compile_backend]
@@ -122,8 +123,6 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:  # a missing file, or a CSV of another schema
         print(f"vlbert-fast bench: {exc}")
         return 2
-    if args.rep_ms is None:
-        args.rep_ms = 100.0 if device.type == "cuda" else 0.0
     out = harness.default_results_dir(args.out, device)
     out.mkdir(parents=True, exist_ok=True)
     before = _count_rows(out) if args.suite != "report" else {}
