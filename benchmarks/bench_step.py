@@ -115,7 +115,7 @@ def measured_peak(device: torch.device, dtype: torch.dtype) -> tuple[int, harnes
 def provider_step(provider: str, cfg: ModelConfig, batches: list, device, dtype, compile_backend: str):
     """(step(i), padding share) of one provider on the rotating batches."""
     if provider.startswith("hf_"):
-        feeds = [{k: v.to(device) for k, v in hf_visualbert.inputs(b).items()} for b in batches]
+        feeds = [{k: v.to(device) for k, v in hf_visualbert.inputs(b, cfg.visual_feature_dim).items()} for b in batches]
         model = hf_visualbert.build(cfg, provider.removeprefix("hf_"), device, feeds[0]).to(dtype)
         feeds = [{k: (v.to(dtype) if v.is_floating_point() else v) for k, v in f.items()} for f in feeds]
         padding = hf_visualbert.padding_share(feeds[0])

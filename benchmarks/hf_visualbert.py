@@ -47,8 +47,9 @@ def config(cfg: ModelConfig):
     )
 
 
-def inputs(batch: Batch) -> dict[str, torch.Tensor]:
-    """VisualBERT's keyword arguments for our batch (module docstring); tensors on the batch's device."""
+def inputs(batch: Batch, feature_dim: int | None = None) -> dict[str, torch.Tensor]:
+    """VisualBERT's keyword arguments for our batch (module docstring); tensors on the batch's device.
+    `feature_dim` sizes the (all padding) visual block of a batch without region features."""
     kind = batch.token_kind
     text_BL = (kind == TokenKind.TEXT) | (kind == TokenKind.TEXT_ONLY)  # a prefix of every row
     text_len = text_BL.sum(1)
@@ -60,7 +61,9 @@ def inputs(batch: Batch) -> dict[str, torch.Tensor]:
     r = max(int(counts.max()) if k else 0, 1)  # one masked-out slot where no sample has regions
     starts = torch.cumsum(counts, 0) - counts
     slot = torch.arange(k, device=counts.device) - starts[batch.region_sample]
-    dv = batch.region_features.shape[1] if batch.region_features is not None else 1
+    if batch.region_features is None and k:
+        raise ValueError("batch has regions but no region_features: VisualBERT takes precomputed features")
+    dv = batch.region_features.shape[1] if batch.region_features is not None else (feature_dim or 1)
     features = batch.region_features if batch.region_features is not None else batch.boxes.new_zeros(0, dv)
     visual = features.new_zeros(b, r, dv)
     visual[batch.region_sample, slot] = features

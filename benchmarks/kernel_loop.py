@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -113,9 +114,12 @@ BLOCK_CONFIGS: dict[str, list[tuple[str, dict]]] = {
 
 
 def cases_for(op: str, device: torch.device, smoke: bool, seed: int) -> list[CheckCase]:
+    """The op's bench module's check cases, else the ones here, else none."""
     for entry in registry.modules_for_op(op):
         if hasattr(entry.module, "check_cases"):
-            return [c for c in entry.module.check_cases(device, smoke, seed) if c.op == op]
+            cases = [c for c in entry.module.check_cases(device, smoke, seed) if c.op == op]
+            if cases:
+                return cases
     return CASES[op](device, smoke, seed) if op in CASES else []
 
 
@@ -256,8 +260,6 @@ def check(op: str, device: torch.device, smoke: bool, seed: int) -> bool:
 
 def print_sweep(rows: list[dict[str, str]], op: str) -> None:
     """Median time per (configuration, size, provider) and mode, from the rows the sweep wrote."""
-    import json
-
     timed = [r for r in rows if r["op"] == op and r["metric"] == "time"]
     if not timed:
         print(f"sweep {op}: no timings were written")

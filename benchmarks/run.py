@@ -83,6 +83,28 @@ def _kernel_loop(args, device, out, argv) -> int:
     return failures
 
 
+def _run_suites(suite: str, budget_s: float | None, argv: list[str]) -> tuple[int, list[str]]:
+    """Runs every module of the suite(s); (modules that failed, "name: why" of those not in this checkout)."""
+    from . import harness, registry
+
+    failures, not_measured = 0, []
+    for name in registry.suite_names(suite):
+        print(f"=== suite {name}", flush=True)
+        entries = registry.entries(name)
+        for entry in entries:
+            if entry.module is None:
+                print(f"== {entry.name}: skipped: {entry.missing}")
+                not_measured.append(f"{entry.name}: {entry.missing}")
+        present = [e for e in entries if e.module is not None]
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        for i, entry in enumerate(present):
+            if deadline is not None:  # an even share of what is left, so no module starves the next
+                harness.set_time_budget(max(0.0, deadline - time.monotonic()) / (len(present) - i))
+            failures += not _run_module(entry, argv)
+        harness.set_time_budget(None)
+    return failures, not_measured
+
+
 def _command(args) -> str:
     """The command line that reproduces this run, for the report."""
     words = ["vlbert-fast", "bench", args.suite]
@@ -136,20 +158,8 @@ def run(args: argparse.Namespace) -> int:
         if args.op:
             failures += _kernel_loop(args, device, out, argv)
         else:
-            for suite in registry.suite_names(args.suite):
-                print(f"=== suite {suite}", flush=True)
-                entries = registry.entries(suite)
-                for entry in entries:
-                    if entry.module is None:
-                        print(f"== {entry.name}: skipped: {entry.missing}")
-                        not_measured.append(f"{entry.name}: {entry.missing}")
-                present = [e for e in entries if e.module is not None]
-                deadline = None if args.time_budget_s is None else time.monotonic() + args.time_budget_s
-                for i, entry in enumerate(present):
-                    if deadline is not None:  # an even share of what is left, so no module starves the next
-                        harness.set_time_budget(max(0.0, deadline - time.monotonic()) / (len(present) - i))
-                    failures += not _run_module(entry, argv)
-                harness.set_time_budget(None)
+            suite_failures, not_measured = _run_suites(args.suite, args.time_budget_s, argv)
+            failures += suite_failures
     rows = _rows_since(out, before)
     regressions = []
     if args.no_report:
