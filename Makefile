@@ -27,6 +27,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -n 2 tests
 
+# The benchmark suites: `make bench` on a GPU; arguments through BENCH, e.g. BENCH="all --smoke" on a CPU.
+BENCH ?=
+bench: $(VENV)/.installed
+	$(BIN)/vlbert-fast bench $(BENCH)
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check vlbert_fast kernels benchmarks tests setup.py
 	$(BIN)/ruff format --check vlbert_fast kernels benchmarks tests setup.py

@@ -31,6 +31,13 @@ from vlbert_fast.ops.embedding import EMBEDDING
 from . import harness
 
 PROVIDERS = ("triton", "triton_deterministic", "torch", "torch_compile")
+OPS = ("fused_embedding",)
+# the forward's warps per row (kernels/utils.row_warps gives 4 at H = 768 and 1024); the loop sweeps them
+BLOCK_CONFIGS = {
+    "fused_embedding": [
+        (f"forward warps={w}", {"vlbert_fast.kernels.embedding.row_warps": lambda block, w=w: w}) for w in (2, 4, 8)
+    ]
+}
 POSITIONS, TYPES = 512, 3
 FULL = {"hidden": (768, 1024), "tokens": (16384, 32768, 65536), "dtype": "bfloat16", "vocab": 30522}
 SMOKE = {"hidden": (24,), "tokens": (13,), "dtype": "float32", "vocab": 97}  # a few interpreted programs

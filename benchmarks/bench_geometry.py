@@ -25,6 +25,23 @@ from vlbert_fast.ops.geometry import GEOMETRY
 from . import harness
 
 PROVIDERS = ("triton", "torch", "torch_compile")
+OPS = ("box_geometry_embedding", "visual_input")
+
+
+def _tile(elements: int):
+    """kernels/geometry.py's rows-per-program rule with another tile size (the launch config the loop sweeps)."""
+
+    def tile_rows(columns: int) -> int:
+        from vlbert_fast.kernels.utils import tile_rows as rule
+
+        return rule(columns, elements)
+
+    return tile_rows
+
+
+BLOCK_CONFIGS = {
+    op: [(f"tile={e}", {"vlbert_fast.kernels.geometry.tile_rows": _tile(e)}) for e in (2048, 4096, 8192)] for op in OPS
+}
 FULL = {"boxes": (4096, 16384, 65536), "dim": 2048, "appearance": 2048, "dtype": "bfloat16"}
 SMOKE = {"boxes": (7,), "dim": 64, "appearance": 32, "dtype": "float32"}
 

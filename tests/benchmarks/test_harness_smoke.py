@@ -116,3 +116,36 @@ def test_embedding_bytes_formula_on_a_hand_counted_stream():
     assert got["forward"] == reads + 40 * h * e
     assert got["backward"] == 40 * h * e + reads + (11 + 512 + 3 + 10 + k) * h * e
     assert got["full"] == got["forward"] + got["backward"]
+
+
+def test_rotated_workloads_cycle_through_their_input_sets(monkeypatch, tmp_path):
+    calls = []
+
+    def make(i):
+        x = torch.full((3,), float(i), requires_grad=True)
+        return harness.Workload(lambda: (calls.append(i), x * 2)[1], [x], {"forward": 24}, {"forward": 6.0})
+
+    monkeypatch.setattr(harness, "l2_bytes", lambda device: 50 * 2**20)  # as if on a GPU with 50 MB of L2
+    assert harness.rotation_count(10 * 2**20, torch.device("cpu")) == 10
+    assert harness.rotation_count(200 * 2**20, torch.device("cpu")) == 1
+    work = harness.rotated(make, 30 * 2**20, torch.device("cpu"))
+    assert len(work.variants) == 4 and len(work.grad_inputs) == 4
+    writer = harness.ResultWriter(tmp_path, "r", torch.device("cpu"))
+    harness.run_workload(writer, "op", "p", lambda: work, "n", 1, {}, harness.MODES, torch.device("cpu"), 0)
+    assert set(calls) == {0, 1, 2, 3}
+    rows = read_rows(tmp_path / "r.csv")[1]
+    assert {(r["mode"], r["metric"]) for r in rows} >= {("forward", "tflops"), ("forward", "bandwidth")}
+    assert {r["mode"] for r in rows} == set(harness.MODES)
+
+
+def test_iterations_timer_and_the_time_budget():
+    seen = []
+    t = harness.time_iterations(seen.append, torch.device("cpu"), warmup=2, iters=5)
+    assert seen == list(range(7)) and 0 <= t.p20 <= t.p50 <= t.p80
+    assert harness.peak_memory_gib(lambda: None, torch.device("cpu")) is None
+    harness.set_time_budget(0)
+    try:
+        assert harness.budget_spent()
+    finally:
+        harness.set_time_budget(None)
+    assert not harness.budget_spent()

@@ -1,0 +1,190 @@
+"""Every benchmark in one command: `vlbert-fast bench ...` or `python -m benchmarks.run ...` (same arguments; see
+vlbert_fast/commands/bench.py or --help).
+
+    python -m benchmarks.run                          # GPU: kernels, step, peers -> benchmarks/results/
+    python -m benchmarks.run all --smoke              # CPU: tiny shapes into a temp dir (checks the harness)
+    python -m benchmarks.run kernels --op roi_align --check     # the kernel developer's loop
+    python -m benchmarks.run step --compare benchmarks/results --fail-if-regression 5
+
+Suites run their modules (benchmarks/registry.py) in this process, each appending rows to <out>/<bench>.csv. Then
+the rows this run wrote are read back from the CSVs and become <out>/report.md and <out>/plots/*.png, compared
+with --compare when given. Exit status: 0; 1 when a module or a check failed or a regression passed the limit;
+2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import shlex
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+
+def _count_rows(out: Path) -> dict[Path, int]:
+    from .harness import read_rows
+
+    return {path: len(read_rows(path)) for path in sorted(out.glob("*.csv"))}
+
+
+def _rows_since(out: Path, before: dict[Path, int]) -> list[dict[str, str]]:
+    from .harness import read_rows
+
+    rows = []
+    for path in sorted(out.glob("*.csv")):
+        rows += read_rows(path)[before.get(path, 0) :]
+    return rows
+
+
+def _module_argv(args, device: torch.device, out: Path) -> list[str]:
+    rep_ms = args.rep_ms if args.rep_ms is not None else (100.0 if device.type == "cuda" else 0.0)
+    argv = ["--device", str(device), "--results-dir", str(out), "--rep-ms", str(rep_ms)]
+    argv += ["--compile-backend", args.compile_backend, "--peak-tflops", str(args.peak_tflops)]
+    return argv + (["--smoke"] if args.smoke else [])
+
+
+def _run_module(entry, argv: list[str]) -> bool:
+    """Runs one bench module; False when it failed (the traceback is printed and the run goes on)."""
+    print(f"== {entry.name}", flush=True)
+    start = time.perf_counter()
+    try:
+        status = entry.module.main(list(argv))
+    except SystemExit as exc:  # argparse in a script that does not take the harness's arguments
+        status = exc.code
+    except Exception:  # one module failing must not lose the others' numbers
+        traceback.print_exc()
+        status = 1
+    print(f"== {entry.name}: {'ok' if not status else 'FAILED'} in {time.perf_counter() - start:.1f} s", flush=True)
+    return not status
+
+
+def _kernel_loop(args, device, out, argv) -> int:
+    from . import harness, kernel_loop, registry
+
+    entries = registry.modules_for_op(args.op)
+    if not entries:
+        print(f"--op {args.op}: no benchmark module measures it yet (registry.SUITES['kernels']); nothing to sweep")
+        return 0
+    before = _count_rows(out)
+    failures = 0
+    for entry in entries:
+        configs = kernel_loop.block_configs_for(args.op) or [("default", {})]
+        for label, settings in configs:
+            print(f"-- launch config {label}")
+            with harness.patched(settings, label) if settings else contextlib.nullcontext():
+                failures += not _run_module(entry, argv)
+    kernel_loop.print_sweep(_rows_since(out, before), args.op)
+    return failures
+
+
+def _run_suites(suite: str, budget_s: float | None, argv: list[str]) -> tuple[int, list[str]]:
+    """Runs every module of the suite(s); (modules that failed, "name: why" of those not in this checkout)."""
+    from . import harness, registry
+
+    failures, not_measured = 0, []
+    for name in registry.suite_names(suite):
+        print(f"=== suite {name}", flush=True)
+        entries = registry.entries(name)
+        for entry in entries:
+            if entry.module is None:
+                print(f"== {entry.name}: skipped: {entry.missing}")
+                not_measured.append(f"{entry.name}: {entry.missing}")
+        present = [e for e in entries if e.module is not None]
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        for i, entry in enumerate(present):
+            if deadline is not None:  # an even share of what is left, so no module starves the next
+                harness.set_time_budget(max(0.0, deadline - time.monotonic()) / (len(present) - i))
+            failures += not _run_module(entry, argv)
+        harness.set_time_budget(None)
+    return failures, not_measured
+
+
+def _command(args) -> str:
+    """The command line that reproduces this run, for the report."""
+    words = ["vlbert-fast", "bench", args.suite]
+    for name in ("op", "seed", "out", "device", "rep_ms", "peak_tflops", "time_budget_s", "fail_if_regression"):
+        value = getattr(args, name)
+        if value not in (None, 0.0) or (name == "rep_ms" and value is not None):  # 0 ms is a choice, 0 TFLOP/s not
+            words += [f"--{name.replace('_', '-')}", str(value)]
+    if args.compile_backend != "inductor":
+        words += ["--compile-backend", args.compile_backend]
+    words += [w for old in args.compare for w in ("--compare", str(old))]
+    words += [f"--{flag}" for flag in ("check", "smoke") if getattr(args, flag)]
+    return shlex.join(words)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu" and args.suite != "report" and not args.smoke:
+        print("vlbert-fast bench: no CUDA GPU here; the full sizes are for a GPU. Add --smoke for the CPU check.")
+        return 2
+    if args.fail_if_regression is not None and not args.compare:
+        print("vlbert-fast bench: --fail-if-regression needs --compare OLD.csv (what to compare against)")
+        return 2
+    if device.type == "cpu" and "TRITON_INTERPRET" not in os.environ:
+        os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported: Triton on a CPU is interpreted
+    from vlbert_fast.ops import REGISTRY
+
+    from . import compare, harness, kernel_loop, registry, report
+
+    if args.op and args.suite not in ("kernels", "all"):
+        print(f"--op {args.op}: ops are kernels; the {args.suite} suite has none (use `bench kernels --op ...`)")
+        return 2
+    known = sorted(set(registry.known_ops()) | set(REGISTRY))
+    if args.op and args.op not in known:
+        print(f"--op {args.op}: neither an op nor measured by a kernel benchmark (known: {', '.join(known)})")
+        return 2
+    try:
+        old_rows = compare.load(args.compare) if args.compare else None
+    except (OSError, ValueError) as exc:  # a missing file, or a CSV of another schema
+        print(f"vlbert-fast bench: {exc}")
+        return 2
+    out = harness.default_results_dir(args.out, device)
+    out.mkdir(parents=True, exist_ok=True)
+    before = _count_rows(out) if args.suite != "report" else {}
+    argv = _module_argv(args, device, out)
+    failures, not_measured = 0, []
+    if args.suite != "report":
+        if args.check:
+            seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+            for op in [args.op] if args.op else sorted(kernel_loop.CASES):
+                failures += not kernel_loop.check(op, device, args.smoke, seed)
+        if args.op:
+            failures += _kernel_loop(args, device, out, argv)
+        else:
+            suite_failures, not_measured = _run_suites(args.suite, args.time_budget_s, argv)
+            failures += suite_failures
+    rows = _rows_since(out, before)
+    regressions = []
+    if args.no_report:
+        print(f"{len(rows)} rows in {out}")
+    elif rows:
+        path, plots, changes = report.write(out, rows, old_rows, args.fail_if_regression, _command(args), not_measured)
+        print(f"report: {path} ({len(rows)} rows, {len(plots)} plots)")
+        if args.fail_if_regression is not None:
+            regressions = compare.regressions(changes, args.fail_if_regression)
+            for c in regressions:
+                print(
+                    f"REGRESSION {c.label}: {100 * c.change:+.1f}% ({c.old['p50']} -> {c.new['p50']} {c.new['unit']})"
+                )
+    else:
+        print(f"no result rows were written to {out}")
+    return 1 if failures or regressions else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vlbert_fast.commands.bench import add_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""`vlbert-fast bench [kernels|step|peers|all|report] [--op NAME] [--check] [--smoke] [--compare OLD.csv]
+[--fail-if-regression PCT] [--out DIR]`: the benchmark suites, delegated to benchmarks/run.py.
+
+The benchmarks live in the source checkout (benchmarks/ beside vlbert_fast/), not in the installed package: they
+carry results, plots and peers (transformers, torchvision) that a training install does not need. The command
+finds them next to the package it was imported from (an editable install, `pip install -e .`, or running from the
+checkout), else under $VLBERT_FAST_CHECKOUT or the current directory, and says so clearly when there is none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+HELP = "benchmarks: kernels, the full training step and the peers side by side (CSV, markdown report, plots)"
+CONFIG = None
+SUITES = ("kernels", "step", "peers", "all", "report")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "suite",
+        nargs="?",
+        default="all",
+        choices=SUITES,
+        help="what to measure (default all); report: no measuring, rebuild report.md and plots from --out's CSVs",
+    )
+    parser.add_argument("--op", metavar="NAME", help="kernels: only the benchmarks of this op, once per launch config")
+    parser.add_argument(
+        "--check", action="store_true", help="first compare every backend with the reference on fresh random inputs"
+    )
+    parser.add_argument("--seed", type=int, help="inputs of --check (default: a fresh seed, printed)")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes: checks the harness on a CPU, not speed")
+    parser.add_argument(
+        "--compare", action="append", default=[], metavar="OLD.csv", help="earlier results (a CSV or a folder of them)"
+    )
+    parser.add_argument(
+        "--fail-if-regression", type=float, metavar="PCT", help="exit 1 when a compared median is worse by > PCT%%"
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", help="results folder (default: benchmarks/results on a GPU, a temp dir)"
+    )
+    parser.add_argument("--device", help="default: cuda when there is a GPU, else cpu")
+    parser.add_argument("--rep-ms", type=float, help="time per kernel measurement (default 100 on a GPU, 0 on a CPU)")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compile peers")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="stated peak for MFU (0: engine/flops.py)")
+    parser.add_argument("--time-budget-s", type=float, help="per suite: points that would start later are skipped")
+    parser.add_argument("--no-report", action="store_true", help="write CSV rows only (the report comes later)")
+
+
+def find_checkout() -> Path | None:
+    """The source checkout holding benchmarks/run.py (module docstring), or None."""
+    candidates = []
+    if os.environ.get("VLBERT_FAST_CHECKOUT"):
+        candidates.append(Path(os.environ["VLBERT_FAST_CHECKOUT"]))
+    candidates += [Path(__file__).resolve().parents[2], Path.cwd()]
+    for root in candidates:
+        if (root / "benchmarks" / "run.py").is_file() and (root / "benchmarks" / "harness.py").is_file():
+            return root.resolve()
+    return None
+
+
+def load_runner(root: Path):
+    """benchmarks.run from `root`, refusing a different `benchmarks` package already imported."""
+    loaded = sys.modules.get("benchmarks")
+    if loaded is not None and Path(loaded.__file__).resolve().parent != root / "benchmarks":
+        raise ImportError(f"another package named 'benchmarks' is already imported (from {loaded.__file__})")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module("benchmarks.run")
+
+
+def main(args: argparse.Namespace, cfg=None) -> int:
+    root = find_checkout()
+    if root is None:
+        print(
+            "vlbert-fast bench: benchmarks/ was not found. The benchmarks ship with the source checkout, not the "
+            "installed package: run this from a clone of the repository (an editable install, `pip install -e .`, "
+            "or `python -m benchmarks.run` in it), or point VLBERT_FAST_CHECKOUT at one.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        runner = load_runner(root)
+    except ImportError as exc:
+        print(f"vlbert-fast bench: cannot load benchmarks/run.py from {root}: {exc}", file=sys.stderr)
+        return 2
+    return runner.run(args)
