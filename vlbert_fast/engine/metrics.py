@@ -25,17 +25,34 @@ def format_line(step: int, max_steps: int, m: dict) -> str:
     parts = ", ".join(f"{k} {v:.4f}" for k, v in m.get("losses", {}).items())
     grad = m.get("grad_norm")
     mfu = "" if m.get("mfu") is None else f" ({100 * m['mfu']:.1f}% MFU)"
+    extra = ""
+    if m.get("loss_scale") is not None:
+        extra += f" | loss scale {m['loss_scale']:g} ({m.get('overflow_steps') or 0} overflow steps)"
+    if m.get("nonfinite_steps"):
+        extra += f" | non-finite steps {m['nonfinite_steps']}"
     return (
         f"step {step}/{max_steps} | loss {m['loss']:.4f} ({parts}) | lr {m['lr']:.2e} | "
         f"grad {'n/a' if grad is None else f'{grad:.3f}'} | {m['samples_per_s']:.1f} samples/s | "
         f"{m['tokens_per_s'] / 1e3:.1f}k tok/s | {m['tflops']:.3g} TFLOP/s"
         f"{mfu} | data wait {100 * m['data_wait_share']:.0f}% | "
-        f"mem {m['memory_gb']:.2f} GB"
+        f"mem {m['memory_gb']:.2f} GB{extra}"
     )
 
 
+def truncate_jsonl(path: Path, after_step: int) -> None:
+    """Drops the rows of steps after `after_step` (logged by a run that died after its last checkpoint; the resumed
+    run logs them again), so metrics.jsonl reads as one run."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= after_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp.replace(path)
+
+
 class MetricsLogger:
-    def __init__(self, run_dir: Path, enabled: bool, max_steps: int):
+    def __init__(self, run_dir: Path, enabled: bool, max_steps: int, resume_step: int | None = None):
         self.enabled = enabled
         self.max_steps = max_steps
         self.jsonl = None
@@ -43,10 +60,14 @@ class MetricsLogger:
         self.progress = None
         if not enabled:
             return
+        if resume_step is not None:
+            truncate_jsonl(run_dir / "metrics.jsonl", resume_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        # purge_step hides the events a dead run wrote after its last checkpoint
+        purge = None if resume_step is None else resume_step + 1
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
         if sys.stdout.isatty():
             from rich.progress import Progress
 
