@@ -3,6 +3,7 @@ the survivor down for us): a killed rank and a hung rank make the other exit non
 configured timeout; non-finite losses on one rank skip the update on both, are counted and logged, and abort the run
 after engine.max_nonfinite_steps in a row."""
 
+import math
 import sys
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from vlbert_fast.engine.checkpoint import LATEST
 from vlbert_fast.engine.consolidate import consolidated_state_dict
 
-from .helpers import fault_time, pretrain_args, spawn_ranks, wait_all, wait_first
+from .helpers import fault_time, pretrain_args, python_module, spawn_ranks, step_losses, wait_all, wait_first
 
 pytestmark = pytest.mark.slow  # 2-process launches, 10-20 s each on 2 cores
 
@@ -52,6 +53,8 @@ def test_hung_rank_makes_the_survivor_exit_after_the_timeout(tiny_config, ds_env
 
 
 def test_nonfinite_losses_skip_the_step_on_every_rank_then_abort(tiny_config, ds_env, tmp_path):
+    """...and the aborted run resumes from its last checkpoint, here on one rank (a ZeRO-0 checkpoint holds the whole
+    optimizer state, so it loads on another world size)."""
     run_dir = tmp_path / "run"
     args = pretrain_args(
         tiny_config,
@@ -81,3 +84,11 @@ def test_nonfinite_losses_skip_the_step_on_every_rank_then_abort(tiny_config, ds
     assert same(3, 4) and same(4, 5)
     assert all(torch.isfinite(t).all() for t in weights[5].values())
     assert not (ckpt / "step6").exists() and (ckpt / LATEST).read_text() == "step5"  # aborted before saving 6
+
+    resumed = python_module(args, ds_env)  # no fault this time, world size 1
+    assert resumed.returncode == 0, resumed.tail()
+    assert f"resumed from {ckpt / 'step5'} at step 5" in resumed.output
+    assert "world size 2 -> 1: data restarts at global micro batch 10 of epoch 0" in resumed.output
+    losses = step_losses(run_dir)
+    assert sorted(losses) == list(range(1, 9))
+    assert all(math.isfinite(losses[s]["loss"]) for s in (1, 3, 6, 7, 8))

@@ -81,3 +81,17 @@ def test_fault_spec():
     loss = torch.tensor(1.5, requires_grad=True)
     assert torch.isnan(injector.loss(loss, 2)) and injector.loss(loss, 3) is loss
     assert injector.loss(loss, 2).requires_grad  # backward still runs through a poisoned loss
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_zero_templates_combine_with_a_run_config(stage):
+    c = load_config(RunConfig, ["configs/pretrain/base_prec_8xH100_bf16.yaml", f"configs/zero/zero{stage}.yaml"])
+    ds = deepspeed_config(c, world_size=8)
+    assert ds["zero_optimization"]["stage"] == stage and ds["bf16"]["enabled"]
+    assert ds["train_batch_size"] == 256 and ds["gradient_accumulation_steps"] == 1
+
+
+def test_example_hostfile_is_what_the_deepspeed_launcher_reads():
+    from deepspeed.launcher.runner import fetch_hostfile
+
+    assert dict(fetch_hostfile("examples/hostfile")) == {"node-a": 8, "node-b": 8}

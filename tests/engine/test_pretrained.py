@@ -46,7 +46,7 @@ def test_errors_name_the_problem(tiny_cfg, tmp_path):
     save_pretrained(model.state_dict(), tiny_cfg, tmp_path / "c")
     config = json.loads((tmp_path / "c" / "config.json").read_text())
     (tmp_path / "c" / "config.json").write_text(json.dumps({**config, "hiden_size": 3}))
-    with pytest.raises(PretrainedError, match=r"unknown model config keys \['hiden_size'\]"):
+    with pytest.raises(PretrainedError, match="unknown key 'hiden_size'; did you mean 'hidden_size'"):
         from_pretrained(tmp_path / "c")
     with pytest.raises(PretrainedError, match="no such file or directory"):
         from_pretrained(tmp_path / "missing")

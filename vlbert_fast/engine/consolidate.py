@@ -33,7 +33,10 @@ def _stage0_state_dict(tag_dir: Path) -> dict[str, torch.Tensor]:
         if states.get("param_shapes"):
             names = [name.removeprefix("module.") for shapes in states["param_shapes"] for name in shapes]
         else:  # DeepSpeed's unfused fp16/bf16 wrapper records no names: our groups' order (engine/optim.py)
-            names = [n for n, t in module.items() if t.dim() >= 2] + [n for n, t in module.items() if t.dim() < 2]
+            frozen = states.get("frozen_param_shapes") or {}
+            skip = set(states.get("buffer_names") or []) | set(frozen if isinstance(frozen, dict) else [])
+            trainable = [(n, t) for n, t in module.items() if n not in skip]
+            names = [n for n, t in trainable if t.dim() >= 2] + [n for n, t in trainable if t.dim() < 2]
         masters = [t for group in groups for t in group]
         mismatch = len(names) != len(masters)
         if mismatch or any(module[n].numel() != m.numel() for n, m in zip(names, masters, strict=True)):

@@ -1,4 +1,5 @@
-"""Metrics of a run: one log line every N steps, a row in metrics.jsonl and TensorBoard scalars (main rank only).
+"""Metrics of a run: one log line every N steps, a row in metrics.jsonl and TensorBoard scalars (main rank only),
+the sums of a log window, and the end-of-run summary.
 
 A progress bar is shown only when stdout is a terminal; log lines are plain text otherwise (CI logs, files).
 """
@@ -9,6 +10,7 @@ import json
 import resource
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -106,3 +108,49 @@ class MetricsLogger:
             self.jsonl.close()
         if self.tb is not None:
             self.tb.close()
+
+
+class Window:
+    """Sums over the steps since the last log line."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.wait = 0.0
+        self.samples = 0
+        self.tokens = 0
+        self.flops = 0.0
+        self.loss_sum: dict[str, torch.Tensor] = {}
+        self.loss_count: dict[str, int] = defaultdict(int)
+        self.grad_norm: float | None = None
+
+    def add_losses(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        for name, value in {"loss": total, **parts}.items():
+            value = value.detach().float()
+            self.loss_sum[name] = self.loss_sum[name] + value if name in self.loss_sum else value
+            self.loss_count[name] += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / self.loss_count[k] for k, v in self.loss_sum.items()}
+
+
+def format_summary(s: dict) -> str:
+    lines = ["== summary ==", f"trained {s['steps']} steps ({s['epochs']} epochs) in {s['train_seconds']:.0f} s"]
+    first, last = s["first_losses"], s["final_losses"]
+    if first is not None and last is not None:
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "loss")
+        lines.append(f"loss {first['loss']:.3f} (first log window) -> {last['loss']:.3f} (last: {parts})")
+    acc = s["masked_word_accuracy"]
+    if acc is not None:
+        what = "colour/shape words" if s["probe_words"] else "masked words"
+        lines.append(
+            f"masked {what} on {acc['words']} held-out words: {100 * acc['real']:.1f}% with the real images, "
+            f"{100 * acc['shuffled']:.1f}% with the images shuffled across the batch"
+        )
+    if s["skipped_records"]:
+        lines.append(f"skipped records: {s['skipped_records']}")
+    if s["nonfinite_steps"]:
+        lines.append(f"steps skipped for a non-finite loss: {s['nonfinite_steps']}")
+    if s["resumed_from"]:
+        lines.append(f"resumed from {s['resumed_from']}")
+    lines.append(f"checkpoint: {s['checkpoint']}")
+    return "\n".join(lines)

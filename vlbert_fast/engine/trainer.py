@@ -19,7 +19,6 @@ import json
 import os
 import time
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,35 +36,12 @@ from .ds_config import check_engine_config, deepspeed_config, gradient_accumulat
 from .evaluate import masked_word_accuracy
 from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
-from .metrics import MetricsLogger, memory_gb
+from .metrics import MetricsLogger, Window, format_summary, memory_gb
 from .optim import SkippableAdamW, build_optimizer, build_scheduler
 
 
 class TrainingAborted(RuntimeError):
     """The run stopped on purpose (too many non-finite steps) or because another rank failed; says which."""
-
-
-class Window:
-    """Sums over the steps since the last log line."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.wait = 0.0
-        self.samples = 0
-        self.tokens = 0
-        self.flops = 0.0
-        self.loss_sum: dict[str, torch.Tensor] = {}
-        self.loss_count: dict[str, int] = defaultdict(int)
-        self.grad_norm: float | None = None
-
-    def add_losses(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
-        for name, value in {"loss": total, **parts}.items():
-            value = value.detach().float()
-            self.loss_sum[name] = self.loss_sum[name] + value if name in self.loss_sum else value
-            self.loss_count[name] += 1
-
-    def means(self) -> dict[str, float]:
-        return {k: float(v) / self.loss_count[k] for k, v in self.loss_sum.items()}
 
 
 @dataclass
@@ -393,27 +369,4 @@ def _finish(run: Run) -> dict:
     return summary
 
 
-def format_summary(s: dict) -> str:
-    lines = ["== summary ==", f"trained {s['steps']} steps ({s['epochs']} epochs) in {s['train_seconds']:.0f} s"]
-    first, last = s["first_losses"], s["final_losses"]
-    if first is not None and last is not None:
-        parts = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "loss")
-        lines.append(f"loss {first['loss']:.3f} (first log window) -> {last['loss']:.3f} (last: {parts})")
-    acc = s["masked_word_accuracy"]
-    if acc is not None:
-        what = "colour/shape words" if s["probe_words"] else "masked words"
-        lines.append(
-            f"masked {what} on {acc['words']} held-out words: {100 * acc['real']:.1f}% with the real images, "
-            f"{100 * acc['shuffled']:.1f}% with the images shuffled across the batch"
-        )
-    if s["skipped_records"]:
-        lines.append(f"skipped records: {s['skipped_records']}")
-    if s["nonfinite_steps"]:
-        lines.append(f"steps skipped for a non-finite loss: {s['nonfinite_steps']}")
-    if s["resumed_from"]:
-        lines.append(f"resumed from {s['resumed_from']}")
-    lines.append(f"checkpoint: {s['checkpoint']}")
-    return "\n".join(lines)
-
-
-__all__ = ["TrainingAborted", "format_summary", "pretrain"]
+__all__ = ["TrainingAborted", "build_engine", "pretrain"]

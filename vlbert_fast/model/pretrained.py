@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig, load_config
 from ..version import __version__
 from .vlbert import VLBertForPretraining, VLBertModel
 
@@ -36,13 +36,10 @@ def is_export(path: str | Path) -> bool:
 
 
 def model_config_from_dict(values: dict, source: str) -> ModelConfig:
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise PretrainedError(f"{source}: unknown model config keys {unknown}")
+    """A ModelConfig from plain values, checked as a config file is (types, nested sections, unknown keys)."""
     try:
-        return ModelConfig(**values)
-    except (TypeError, ValueError) as exc:
+        return load_config(ModelConfig, extra=[values])
+    except ConfigError as exc:
         raise PretrainedError(f"{source}: invalid model config: {exc}") from exc
 
 
