@@ -36,7 +36,7 @@ def test_killed_rank_makes_the_survivor_exit_with_a_message(tiny_config, ds_env,
 
 
 def test_hung_rank_makes_the_survivor_exit_after_the_timeout(tiny_config, ds_env, tmp_path):
-    timeout = 5
+    timeout = 10  # short, but long enough that two ranks starting up on loaded cores never wait this long
     args = pretrain_args(tiny_config, tmp_path / "run", f"engine.dist_timeout_s={timeout}")
     fault = {1: {"VLBERT_FAST_FAULT": "hang step=3 seconds=300"}}
     procs = spawn_ranks([*PRETRAIN, *args], ds_env, per_rank_env=fault)

@@ -1,6 +1,7 @@
-"""Worker of test_zero_stages.py, one process per rank: for ZeRO-1, -2 and -3, train two steps through our engine
-setup, save through our checkpoint module, export that checkpoint with `vlbert-fast export`, load it into a fresh
-engine, take one more step with both engines. Rank 0 writes what it saw to OUT/results.json; the test asserts.
+"""Worker of test_zero_stages.py, one process per rank: for ZeRO-1, -2 and -3 in fp32 and ZeRO-2 in bf16, train two
+steps through our engine setup, save through our checkpoint module, export that checkpoint with `vlbert-fast
+export`, load it into a fresh engine, take one more step with both engines. Rank 0 writes what it saw to
+OUT/results.json; the test asserts.
 
 usage: python worker_zero.py CONFIG.yaml OUT_DIR   (RANK, WORLD_SIZE, MASTER_* set by the caller)
 """
@@ -21,6 +22,8 @@ from vlbert_fast.engine.distributed import barrier, init_distributed
 from vlbert_fast.engine.faults import FaultInjector
 from vlbert_fast.engine.trainer import build_engine
 from vlbert_fast.model import from_pretrained
+
+CASES = [(1, "fp32"), (2, "fp32"), (3, "fp32"), (2, "bf16")]
 
 
 def full_params(engine, stage: int) -> dict[str, torch.Tensor]:
@@ -47,12 +50,15 @@ def eval_outputs(model, batch) -> list[torch.Tensor]:
     return [out.loss, out.mlm_logits, out.roi_logits if out.roi_logits is not None else torch.zeros(0)]
 
 
-def run_stage(config: Path, out_dir: Path, stage: int) -> dict:
-    cfg = load_config(RunConfig, [config], [f"run_dir={out_dir / f'zero{stage}'}", f"engine.zero_stage={stage}"])
+def run_stage(config: Path, out_dir: Path, stage: int, precision: str) -> dict:
+    name = f"zero{stage}-{precision}"
+    overrides = [f"run_dir={out_dir / name}", f"engine.zero_stage={stage}", f"train.precision={precision}"]
+    cfg = load_config(RunConfig, [config], overrides)
     info = init_distributed(cfg.engine)
     data = build_pretrain_data(cfg, info.rank, info.world_size)
     data.set_epoch(0)
-    batches = [loaded.batch for loaded in itertools.islice(data.loader, 4)]
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    batches = [loaded.batch.to(info.device, dtype=dtype) for loaded in itertools.islice(data.loader, 4)]
     trained = build_engine(cfg, info)
     torch.manual_seed(100 + info.rank)
     for batch in batches[:2]:
@@ -74,10 +80,17 @@ def run_stage(config: Path, out_dir: Path, stage: int) -> dict:
 
     result = {}
     if info.is_main:
-        export_dir = out_dir / f"export{stage}"
+        export_dir = out_dir / f"export-{name}"
         assert cli_main(["export", str(tag_dir), str(export_dir)]) == 0
-        exported = eval_outputs(from_pretrained(export_dir), batches[3])
+        exported_model = from_pretrained(export_dir)
+        weights = dict(exported_model.named_parameters())
+        export_fp32 = all(p.dtype == torch.float32 for p in weights.values())
+        rounds = all(torch.equal(weights[n].detach().to(saved[n].dtype), saved[n]) for n in saved)
+        # the export holds the fp32 masters; in the engine's precision it is the engine's model
+        exported = eval_outputs(exported_model.to(dtype), batches[3])
         result = {
+            "export_fp32": export_fp32,
+            "export_rounds_to_engine_weights": rounds,
             "files": sorted(p.name for p in tag_dir.iterdir()),
             "loaded_step": loaded_state.step,
             "loaded_lr": fresh.scheduler.get_last_lr(),
@@ -98,8 +111,8 @@ def run_stage(config: Path, out_dir: Path, stage: int) -> dict:
 
 def main() -> None:
     config, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
-    results = {stage: run_stage(config, out_dir, stage) for stage in (1, 2, 3)}
-    if results[1]:
+    results = {f"{stage}-{p}": run_stage(config, out_dir, stage, p) for stage, p in CASES}
+    if results["1-fp32"]:
         (out_dir / "results.json").write_text(json.dumps(results, indent=1))
 
 
