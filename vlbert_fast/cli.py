@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from .config import ConfigError, describe, load_config, to_yaml
 from .version import __version__
 
-COMMANDS = ["env", "config", "synth", "convert-features", "pretrain", "bench"]
+COMMANDS = ["env", "config", "synth", "convert-features", "pretrain", "export", "bench"]
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +39,8 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlbert-fast", description="Fast VL-BERT pretraining and fine-tuning.")
     parser.add_argument("--version", action="version", version=f"vlbert_fast {__version__}")
+    # `deepspeed --module vlbert_fast ...` puts --local_rank=N before the command; the rank comes from LOCAL_RANK.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f".commands.{name.replace('-', '_')}", __package__)

@@ -1,6 +1,7 @@
 """Typed configuration: dataclasses per component, YAML overrides, dotlist overrides (see loader.py)."""
 
 from .data import DataConfig
+from .engine import EngineConfig
 from .loader import ConfigError, describe, field_docs, load_config, parse_dotlist, save_config, to_dict, to_yaml
 from .model import ModelConfig
 from .run import RunConfig
@@ -10,6 +11,7 @@ from .train import TrainConfig
 __all__ = [
     "ConfigError",
     "DataConfig",
+    "EngineConfig",
     "SynthConfig",
     "TrainConfig",
     "ModelConfig",

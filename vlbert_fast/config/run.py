@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .data import DataConfig
+from .engine import EngineConfig
 from .model import ModelConfig
 from .train import TrainConfig
 
@@ -25,6 +26,9 @@ class RunConfig:
 
     seed: int = 0
     """Seed for parameters, data order, masking and dropout."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """Execution: ZeRO stage, loss scaling, checkpoints and resume, distributed timeouts, fault policy."""
 
     def __post_init__(self) -> None:
         if self.seed < 0:

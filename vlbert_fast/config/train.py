@@ -41,7 +41,8 @@ class TrainConfig:
     """Clip the global gradient norm to this (0: no clipping)."""
 
     precision: str = "fp32"
-    """Parameter/compute precision: fp32 or bf16."""
+    """Parameter/compute precision: fp32, bf16, or fp16 (with DeepSpeed's dynamic loss scale, engine.fp16_*).
+    bf16 and fp16 keep fp32 master weights in the optimizer."""
 
     log_every: int = 20
     """Write a log line, metrics.jsonl row and TensorBoard scalars every this many steps."""
@@ -64,8 +65,8 @@ class TrainConfig:
             )
         if self.lr <= 0 or self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("lr must be > 0; warmup_steps, weight_decay and grad_clip >= 0")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', found {self.precision!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', found {self.precision!r}")
         if self.peak_tflops < 0:
             raise ValueError(f"peak_tflops must be >= 0, found {self.peak_tflops}")
         if self.log_every < 1:

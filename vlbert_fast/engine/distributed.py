@@ -1,8 +1,13 @@
-"""Process-group setup that works the same under plain python, torchrun and the deepspeed launcher.
+"""Process-group setup that works the same under plain python, torchrun and the deepspeed launcher, plus the
+run-wide switches that must be set before any work: thread count, deterministic algorithms, timeouts.
 
 Launchers set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. A plain `python` process has none of them,
 and DeepSpeed would then look for MPI; so a lone process sets them itself (rank 0 of 1, a free loopback port).
 On a machine without CUDA, DeepSpeed is told to use its CPU accelerator (gloo) before it is imported.
+
+Failure of another rank: gloo notices a dead peer at once (its TCP connection resets) and a hung one after
+`timeout`; NCCL's watchdog aborts a collective after `timeout` as well. Either way a collective raises on the
+surviving ranks, and `comm_failure_message` turns that into a message a user can act on.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
+
+from ..config import EngineConfig
 
 
 @dataclass
@@ -42,14 +49,39 @@ def prepare_environment() -> None:
         os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
-def init_distributed(timeout_s: float = 1800.0) -> DistInfo:
+def configure_determinism(cfg: EngineConfig) -> None:
+    """Thread count and deterministic kernels; called before the first tensor operation of the run."""
+    if cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    if cfg.deterministic:
+        # cuBLAS picks reduction orders by workspace; a fixed workspace makes its GEMMs repeatable.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        # Deterministic mode also fills every torch.empty with NaN, to expose reads of uninitialised memory. DeepSpeed
+        # allocates its ZeRO buckets with torch.empty (up to reduce_bucket_size elements), so the fill would touch
+        # gigabytes page by page and cost seconds per step; it is a debugging aid, not needed for repeatable results.
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        torch.backends.cudnn.benchmark = False
+
+
+def init_distributed(cfg: EngineConfig | None = None) -> DistInfo:
+    cfg = cfg or EngineConfig()
     prepare_environment()
+    configure_determinism(cfg)
     import deepspeed
     import torch.distributed as dist
 
+    timeout = timedelta(seconds=cfg.dist_timeout_s)
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, timeout=timedelta(seconds=timeout_s))
+        deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
+    # DeepSpeed makes its own groups (data parallel, ZeRO partitions) with new_group() and no timeout, which torch
+    # fills in from these module attributes (30 min for gloo, 10 for NCCL), not from the world group's: a hung rank
+    # would stall the others for that long. Torch reads them each time a group is made.
+    import torch.distributed.distributed_c10d as c10d
+
+    c10d.default_pg_timeout = timeout
+    c10d.default_pg_nccl_timeout = timeout
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
@@ -57,3 +89,42 @@ def init_distributed(timeout_s: float = 1800.0) -> DistInfo:
     else:
         device = torch.device("cpu")
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+# Substrings of the errors gloo, NCCL and the c10d store raise when a peer is gone or silent.
+_COMM_ERROR_MARKERS = ("gloo", "nccl", "connection reset", "connection closed", "timed out", "timeout", "broken pipe")
+
+
+def is_comm_failure(exc: BaseException) -> bool:
+    """Whether `exc` looks like a failed collective (another rank died, hung or lost its network)."""
+    dist_error = getattr(torch.distributed, "DistError", None)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in _COMM_ERROR_MARKERS)
+
+
+def comm_failure_message(info: DistInfo, step: int, timeout_s: float, exc: BaseException) -> str:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"rank {info.rank} of {info.world_size}: distributed communication failed at step {step}: another rank "
+        f"probably died or hung (collectives wait at most engine.dist_timeout_s = {timeout_s:g} s); look at the "
+        f"other ranks' logs for the first error. {type(exc).__name__}: {first_line}"
+    )
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sums a few numbers over all ranks (a no-op on one rank), in float64."""
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()

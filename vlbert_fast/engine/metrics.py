@@ -1,4 +1,5 @@
-"""Metrics of a run: one log line every N steps, a row in metrics.jsonl and TensorBoard scalars (main rank only).
+"""Metrics of a run: one log line every N steps, a row in metrics.jsonl and TensorBoard scalars (main rank only),
+the sums of a log window, and the end-of-run summary.
 
 A progress bar is shown only when stdout is a terminal; log lines are plain text otherwise (CI logs, files).
 """
@@ -9,6 +10,7 @@ import json
 import resource
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -25,17 +27,34 @@ def format_line(step: int, max_steps: int, m: dict) -> str:
     parts = ", ".join(f"{k} {v:.4f}" for k, v in m.get("losses", {}).items())
     grad = m.get("grad_norm")
     mfu = "" if m.get("mfu") is None else f" ({100 * m['mfu']:.1f}% MFU)"
+    extra = ""
+    if m.get("loss_scale") is not None:
+        extra += f" | loss scale {m['loss_scale']:g} ({m.get('overflow_steps') or 0} overflow steps)"
+    if m.get("nonfinite_steps"):
+        extra += f" | non-finite steps {m['nonfinite_steps']}"
     return (
         f"step {step}/{max_steps} | loss {m['loss']:.4f} ({parts}) | lr {m['lr']:.2e} | "
         f"grad {'n/a' if grad is None else f'{grad:.3f}'} | {m['samples_per_s']:.1f} samples/s | "
         f"{m['tokens_per_s'] / 1e3:.1f}k tok/s | {m['tflops']:.3g} TFLOP/s"
         f"{mfu} | data wait {100 * m['data_wait_share']:.0f}% | "
-        f"mem {m['memory_gb']:.2f} GB"
+        f"mem {m['memory_gb']:.2f} GB{extra}"
     )
 
 
+def truncate_jsonl(path: Path, after_step: int) -> None:
+    """Drops the rows of steps after `after_step` (logged by a run that died after its last checkpoint; the resumed
+    run logs them again), so metrics.jsonl reads as one run."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= after_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp.replace(path)
+
+
 class MetricsLogger:
-    def __init__(self, run_dir: Path, enabled: bool, max_steps: int):
+    def __init__(self, run_dir: Path, enabled: bool, max_steps: int, resume_step: int | None = None):
         self.enabled = enabled
         self.max_steps = max_steps
         self.jsonl = None
@@ -43,10 +62,14 @@ class MetricsLogger:
         self.progress = None
         if not enabled:
             return
+        if resume_step is not None:
+            truncate_jsonl(run_dir / "metrics.jsonl", resume_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        # purge_step hides the events a dead run wrote after its last checkpoint
+        purge = None if resume_step is None else resume_step + 1
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
         if sys.stdout.isatty():
             from rich.progress import Progress
 
@@ -85,3 +108,49 @@ class MetricsLogger:
             self.jsonl.close()
         if self.tb is not None:
             self.tb.close()
+
+
+class Window:
+    """Sums over the steps since the last log line."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.wait = 0.0
+        self.samples = 0
+        self.tokens = 0
+        self.flops = 0.0
+        self.loss_sum: dict[str, torch.Tensor] = {}
+        self.loss_count: dict[str, int] = defaultdict(int)
+        self.grad_norm: float | None = None
+
+    def add_losses(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        for name, value in {"loss": total, **parts}.items():
+            value = value.detach().float()
+            self.loss_sum[name] = self.loss_sum[name] + value if name in self.loss_sum else value
+            self.loss_count[name] += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / self.loss_count[k] for k, v in self.loss_sum.items()}
+
+
+def format_summary(s: dict) -> str:
+    lines = ["== summary ==", f"trained {s['steps']} steps ({s['epochs']} epochs) in {s['train_seconds']:.0f} s"]
+    first, last = s["first_losses"], s["final_losses"]
+    if first is not None and last is not None:
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "loss")
+        lines.append(f"loss {first['loss']:.3f} (first log window) -> {last['loss']:.3f} (last: {parts})")
+    acc = s["masked_word_accuracy"]
+    if acc is not None:
+        what = "colour/shape words" if s["probe_words"] else "masked words"
+        lines.append(
+            f"masked {what} on {acc['words']} held-out words: {100 * acc['real']:.1f}% with the real images, "
+            f"{100 * acc['shuffled']:.1f}% with the images shuffled across the batch"
+        )
+    if s["skipped_records"]:
+        lines.append(f"skipped records: {s['skipped_records']}")
+    if s["nonfinite_steps"]:
+        lines.append(f"steps skipped for a non-finite loss: {s['nonfinite_steps']}")
+    if s["resumed_from"]:
+        lines.append(f"resumed from {s['resumed_from']}")
+    lines.append(f"checkpoint: {s['checkpoint']}")
+    return "\n".join(lines)

@@ -1,4 +1,10 @@
-"""AdamW with no decay on biases, LayerNorms and learned vectors, and warmup + linear decay."""
+"""AdamW with no decay on biases, LayerNorms and learned vectors, and warmup + linear decay.
+
+`SkippableAdamW` is torch's AdamW with one switch, `skip_update`: while it is set, `step()` changes nothing (no
+parameter, moment or step count moves). The trainer sets it on every rank at once when some rank's loss was not
+finite, so a bad step is skipped consistently under every ZeRO stage (DeepSpeed calls the inner optimizer's step on
+each rank's partition) and in every precision.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,16 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+
+
+class SkippableAdamW(torch.optim.AdamW):
+    skip_update: bool = False
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self.skip_update:
+            return None
+        return super().step(closure)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -22,11 +38,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> SkippableAdamW:
     kwargs = {}
     if next(model.parameters()).is_cuda:
         kwargs["fused"] = True  # one kernel for all parameters on the GPU
-    return torch.optim.AdamW(
+    return SkippableAdamW(
         param_groups(model, cfg.weight_decay),
         lr=cfg.lr,
         betas=(cfg.adam_beta1, cfg.adam_beta2),

@@ -1,9 +1,16 @@
 """The pretraining loop on DeepSpeed (`vlbert-fast pretrain`).
 
 One way through: data (data/loader.py) -> Batch on the device -> engine(batch) -> engine.backward -> engine.step,
-DeepSpeed doing accumulation, clipping and precision from the JSON our config fills (engine/ds_config.py). Every
-`log_every` steps one log line, a metrics.jsonl row and TensorBoard scalars; at the end a checkpoint, the
-masked-word evaluation with real and shuffled images, and summary.json.
+DeepSpeed doing accumulation, clipping, precision and ZeRO from the JSON our config fills (engine/ds_config.py).
+Every `log_every` steps one log line, a metrics.jsonl row and TensorBoard scalars; every
+`engine.save_interval_steps` and at the end a checkpoint (engine/checkpoint.py); at the end the masked-word
+evaluation with real and shuffled images, and summary.json.
+
+Resume (engine.resume): model, optimizer, lr schedule, data position and every rank's RNG states come back, so the
+continued run computes what the uninterrupted one would have (bit for bit on a CPU with engine.deterministic).
+Faults: a non-finite loss on any rank skips that optimizer step on every rank (agreed by one all-reduce per step),
+and `engine.max_nonfinite_steps` of them in a row abort the run; a failed collective (a dead or hung rank) ends
+this rank with a message instead of a hang (engine/distributed.py).
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import defaultdict
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,130 +27,268 @@ import torch
 from ..config import RunConfig, save_config
 from ..data.loader import PretrainData, build_pretrain_data
 from ..model import VLBertForPretraining
+from ..model.pretrained import init_weights_from
 from ..version import __version__
-from .distributed import DistInfo, init_distributed
-from .ds_config import deepspeed_config, gradient_accumulation
+from . import checkpoint
+from .checkpoint import TrainState
+from .distributed import DistInfo, all_reduce_sum, comm_failure_message, init_distributed, is_comm_failure
+from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
 from .evaluate import masked_word_accuracy
+from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
-from .metrics import MetricsLogger, memory_gb
-from .optim import build_optimizer, build_scheduler
+from .metrics import MetricsLogger, Window, format_summary, memory_gb
+from .optim import SkippableAdamW, build_optimizer, build_scheduler
 
 
-class Window:
-    """Sums over the steps since the last log line."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.wait = 0.0
-        self.samples = 0
-        self.tokens = 0
-        self.flops = 0.0
-        self.loss_sum: dict[str, torch.Tensor] = {}
-        self.loss_count: dict[str, int] = defaultdict(int)
-        self.micro_steps = 0
-        self.grad_norm: float | None = None
-
-    def add_losses(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
-        for name, value in {"loss": total, **parts}.items():
-            value = value.detach().float()
-            self.loss_sum[name] = self.loss_sum[name] + value if name in self.loss_sum else value
-            self.loss_count[name] += 1
-        self.micro_steps += 1
-
-    def means(self) -> dict[str, float]:
-        return {k: float(v) / self.loss_count[k] for k, v in self.loss_sum.items()}
+class TrainingAborted(RuntimeError):
+    """The run stopped on purpose (too many non-finite steps) or because another rank failed; says which."""
 
 
-def _sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
-    import torch.distributed as dist
+@dataclass
+class Run:
+    cfg: RunConfig
+    info: DistInfo
+    data: PretrainData
+    engine: object
+    optimizer: SkippableAdamW
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    dtype: torch.dtype
+    logger: MetricsLogger
+    faults: FaultInjector
+    state: TrainState
+    resumed_from: Path | None = None
+    saved_step: int = -1
 
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.tolist()
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Built:
+    engine: object
+    optimizer: SkippableAdamW
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    num_params: int
+    init_report: str
+
+
+def build_engine(cfg: RunConfig, info: DistInfo, init_from: str = "") -> Built:
+    """The model (seeded alike on every rank, optionally initialised from `init_from`), AdamW, the schedule, and the
+    DeepSpeed engine around them."""
+    import deepspeed
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = VLBertForPretraining(cfg.model)
+    init_report = init_weights_from(model, init_from) if init_from else ""
+    num_params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
+    model.to(info.device)
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=deepspeed_config(cfg, info.world_size)
+    )
+    return Built(engine, optimizer, scheduler, num_params, init_report)
 
 
 def pretrain(cfg: RunConfig) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # dataloader workers fork after the tokenizer runs
-    info = init_distributed()
-    import deepspeed
-
+    check_engine_config(cfg)
     run_dir = Path(cfg.run_dir)
+    resume_from = checkpoint.resolve_resume(cfg)
+    if resume_from is not None and checkpoint.is_complete(resume_from):
+        checkpoint.check_config(cfg, checkpoint.read_marker(resume_from)["config"], resume_from)  # before any work
+    info = init_distributed(cfg.engine)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     data = build_pretrain_data(cfg, info.rank, info.world_size)
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = VLBertForPretraining(cfg.model).to(info.device)
-    optimizer = build_optimizer(model, cfg.train)
-    scheduler = build_scheduler(optimizer, cfg.train)
-    engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg, info.world_size)
+    built = build_engine(cfg, info, cfg.engine.init_from if resume_from is None else "")
+    engine, optimizer, scheduler = built.engine, built.optimizer, built.scheduler
+    state, notes = TrainState(), []
+    if resume_from is not None:
+        state, notes = checkpoint.load(engine, cfg, info, resume_from, scheduler)
+    logger = MetricsLogger(
+        run_dir, info.is_main, cfg.train.max_steps, resume_step=state.step if resume_from is not None else None
     )
-    torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout differs per rank
-    dtype = torch.bfloat16 if cfg.train.precision == "bf16" else torch.float32
-    logger = MetricsLogger(run_dir, info.is_main, cfg.train.max_steps)
     logger.print(
-        f"vlbert_fast {__version__} | data {data.root} | {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
-        f"parameters | world size {info.world_size} | accumulation {gradient_accumulation(cfg, info.world_size)} | "
-        f"{cfg.train.precision} on {info.device}"
+        f"vlbert_fast {__version__} | data {data.root} | {built.num_params / 1e6:.2f} M parameters | world size "
+        f"{info.world_size} | ZeRO-{cfg.engine.zero_stage} | accumulation {gradient_accumulation(cfg, info.world_size)}"
+        f" | {cfg.train.precision} on {info.device}"
+    )
+    for line in ([built.init_report] if built.init_report else []) + notes:
+        logger.print(line)
+    if resume_from is not None:
+        logger.print(
+            f"resumed from {resume_from} at step {state.step} (epoch {state.epoch}, {state.consumed_samples} samples)"
+        )
+    run = Run(
+        cfg,
+        info,
+        data,
+        engine,
+        optimizer,
+        scheduler,
+        DTYPES[cfg.train.precision],
+        logger,
+        FaultInjector(info.rank),
+        state,
+        resume_from,
+        # A checkpoint of this run needs no second copy; one from elsewhere (another run, a universal conversion) is
+        # saved here at the end even if no step was trained, so the run directory holds its own.
+        saved_step=state.step
+        if resume_from is not None and _same_dir(resume_from.parent, run_dir / "checkpoints")
+        else -1,
     )
     try:
-        history = _train(cfg, info, data, engine, dtype, logger)
-        summary = _finish(cfg, info, data, engine, dtype, logger, history)
+        _train(run)
+        return _finish(run)
+    except Exception as exc:
+        if info.world_size > 1 and not isinstance(exc, TrainingAborted) and is_comm_failure(exc):
+            raise TrainingAborted(
+                comm_failure_message(info, run.state.step + 1, cfg.engine.dist_timeout_s, exc)
+            ) from exc
+        raise
     finally:
         logger.close()
-    return summary
 
 
-def _train(cfg: RunConfig, info: DistInfo, data: PretrainData, engine, dtype, logger: MetricsLogger) -> dict:
+def _same_dir(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _seed_after_resume(run: Run) -> None:
+    """RNG states for the loop. Called after the data iterator exists, since creating it draws from torch's RNG."""
+    cfg, info, state = run.cfg, run.info, run.state
+    if state.rng is not None:
+        checkpoint.set_rng_states(state.rng)
+    elif run.resumed_from is not None:  # world size changed: no state to map, a fresh stream per rank and step
+        torch.manual_seed(cfg.seed + 1 + info.rank + 7919 * state.step)
+    else:
+        torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout differs per rank
+
+
+def _next_batch(run: Run, batches):
+    """The next micro batch that holds rows, moving to the next epoch when this one ends."""
+    state, data = run.state, run.data
+    while True:
+        try:
+            loaded = next(batches)
+        except StopIteration:
+            _report_skips(run)
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            data.set_epoch(state.epoch)
+            batches = iter(data.loader)
+            continue
+        state.batch_in_epoch += 1
+        for skipped in loaded.skipped:
+            data.counter.handle(skipped.error)
+        if loaded.batch is not None:
+            return loaded.batch, batches
+
+
+def _loss_scale(engine) -> float | None:
+    if not engine.fp16_enabled():
+        return None
+    for name in ("loss_scale", "cur_scale"):
+        value = getattr(engine.optimizer, name, None)
+        if isinstance(value, (int, float, torch.Tensor)):
+            return float(value)
+    return None
+
+
+def _train(run: Run) -> None:
+    cfg, info, state, engine, logger = run.cfg, run.info, run.state, run.engine, run.logger
     accumulation = gradient_accumulation(cfg, info.world_size)
-    epoch, step = 0, 0
-    data.set_epoch(epoch)
-    batches = iter(data.loader)
+    run.data.set_epoch(state.epoch, state.batch_in_epoch)
+    batches = iter(run.data.loader)
+    _seed_after_resume(run)
     window = Window()
-    history: dict = {"first": None, "last": None, "epochs": 0, "skipped": 0}
-    begin = time.perf_counter()
-    while step < cfg.train.max_steps:
-        log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == cfg.train.max_steps
+    local_samples, nonfinite_in_a_row = 0, 0
+    begin, seconds_before = time.perf_counter(), state.train_seconds
+    scale, skipped_by_deepspeed = _loss_scale(engine), engine.skipped_steps
+    peak = peak_tflops(cfg.train.peak_tflops, info.device)
+    while state.step < cfg.train.max_steps:
+        step = state.step + 1
+        log_now = step % cfg.train.log_every == 0 or step == cfg.train.max_steps
+        bad = torch.zeros((), device=info.device)
+        losses = []
         for micro in range(accumulation):
             t0 = time.perf_counter()
-            loaded = None
-            while loaded is None or loaded.batch is None:
-                try:
-                    loaded = next(batches)
-                except StopIteration:
-                    _report_skips(data, logger, epoch)
-                    epoch += 1
-                    data.set_epoch(epoch)
-                    batches = iter(data.loader)
-                    continue
-                for skipped in loaded.skipped:
-                    data.counter.handle(skipped.error)
+            batch, batches = _next_batch(run, batches)
             window.wait += time.perf_counter() - t0
-            batch = loaded.batch.to(info.device, dtype=dtype, non_blocking=True)
+            batch = batch.to(info.device, dtype=run.dtype, non_blocking=True)
+            if micro == 0:
+                run.faults.at("forward", step)
             out = engine(batch)
-            engine.backward(out.loss)
-            if log_now and micro == accumulation - 1:
-                window.grad_norm = _local_grad_norm(engine.module)  # engine.step() zeroes the gradients
+            loss = run.faults.loss(out.loss, step)
+            bad += (~torch.isfinite(loss.detach())).float()
+            if micro == 0:
+                run.faults.at("backward", step)
+            engine.backward(loss)
+            if micro == accumulation - 1:
+                # One all-reduce per step: every rank skips the update if any rank saw a non-finite loss.
+                bad_total = int(all_reduce_sum([float(bad)], info.device)[0])
+                run.optimizer.skip_update = bad_total > 0
+                if log_now:
+                    window.grad_norm = _local_grad_norm(engine.module)  # engine.step() zeroes the gradients
             engine.step()
-            window.add_losses(out.loss, out.losses)
+            losses.append((loss, out.losses))
             window.samples += batch.num_samples
             window.tokens += int(batch.attention_mask.sum())
             window.flops += batch_training_flops(cfg.model, batch)
-        step += 1
+            local_samples += batch.num_samples
+        with warnings.catch_warnings():
+            # torch warns when the optimizer did not step first: exactly the case of a skipped fp16 step
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            run.scheduler.step()  # the schedule follows the step counter, skipped steps included
+        state.step = step
+        if bad_total:
+            nonfinite_in_a_row += 1
+            state.nonfinite_steps += 1
+            logger.print(
+                f"step {step}: non-finite loss in {bad_total} micro batch(es) over the ranks: update skipped on every "
+                f"rank ({nonfinite_in_a_row} in a row, {state.nonfinite_steps} in total)"
+            )
+            if nonfinite_in_a_row >= cfg.engine.max_nonfinite_steps:
+                raise TrainingAborted(
+                    f"{nonfinite_in_a_row} steps in a row with a non-finite loss (steps {step - nonfinite_in_a_row + 1}"
+                    f"-{step}; engine.max_nonfinite_steps={cfg.engine.max_nonfinite_steps}): aborting. Lower the "
+                    f"learning rate, check the data, or resume from the last checkpoint"
+                )
+        else:
+            nonfinite_in_a_row = 0
+            for loss, parts in losses:
+                window.add_losses(loss, parts)
+        new_scale = _loss_scale(engine)
+        if new_scale is not None and (new_scale != scale or engine.skipped_steps != skipped_by_deepspeed):
+            overflow = engine.skipped_steps != skipped_by_deepspeed
+            logger.print(
+                f"step {step}: fp16 "
+                + ("gradient overflow, update skipped; " if overflow else "")
+                + f"loss scale {scale:g} -> {new_scale:g}"
+            )
+        scale, skipped_by_deepspeed = new_scale, engine.skipped_steps
         logger.advance(step)
-        if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
-            metrics = _window_metrics(window, engine, info, peak_tflops(cfg.train.peak_tflops, info.device))
+        if log_now:
+            metrics = _window_metrics(window, run, peak)
             logger.log(step, metrics)
-            history["last"] = metrics
-            history["first"] = history["first"] or metrics
+            state.first_metrics = state.first_metrics or metrics
+            state.last_metrics = metrics
             window = Window()
-    history["epochs"] = epoch + 1
-    history["seconds"] = time.perf_counter() - begin
-    history["steps"] = step
-    _report_skips(data, logger, epoch)
-    return history
+        state.train_seconds = seconds_before + time.perf_counter() - begin
+        interval = cfg.engine.save_interval_steps
+        if interval and step % interval == 0 and step < cfg.train.max_steps:
+            _save(run, local_samples)
+            local_samples = 0
+    state.consumed_samples += int(all_reduce_sum([local_samples], info.device)[0])
+    _report_skips(run)
+
+
+def _save(run: Run, local_samples: int) -> None:
+    tag_dir = checkpoint.save(run.engine, run.cfg, run.info, run.state, run.scheduler, local_samples, run.faults)
+    run.saved_step = run.state.step
+    run.logger.print(f"step {run.state.step}: checkpoint {tag_dir}")
 
 
 def _local_grad_norm(module: torch.nn.Module) -> float | None:
@@ -152,89 +298,75 @@ def _local_grad_norm(module: torch.nn.Module) -> float | None:
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else None
 
 
-def _window_metrics(window: Window, engine, info: DistInfo, peak: float | None) -> dict:
+def _window_metrics(window: Window, run: Run, peak: float | None) -> dict:
     elapsed = time.perf_counter() - window.start
-    samples, tokens, flops = _sum_over_ranks([window.samples, window.tokens, window.flops], info.device)
+    samples, tokens, flops = all_reduce_sum([window.samples, window.tokens, window.flops], run.info.device)
     tflops = flops / elapsed / 1e12
     means = window.means()
-    loss = means.pop("loss")
-    grad = engine.get_global_grad_norm()  # None where DeepSpeed does not track it (fp32 without ZeRO)
+    loss = means.pop("loss", float("nan"))  # nan: every step of the window was skipped
+    grad = run.engine.get_global_grad_norm()  # None where DeepSpeed does not track it (fp32 without ZeRO)
     grad = window.grad_norm if grad is None else grad
     return {
         "loss": loss,
         "losses": means,
-        "lr": float(engine.get_lr()[0]),
+        "lr": float(run.scheduler.get_last_lr()[0]),
         "grad_norm": None if grad is None else float(grad),
         "samples_per_s": samples / elapsed,
         "tokens_per_s": tokens / elapsed,
         "tflops": tflops,
-        "mfu": None if peak is None else tflops / (peak * info.world_size),
+        "mfu": None if peak is None else tflops / (peak * run.info.world_size),
         "data_wait_share": window.wait / elapsed,
-        "memory_gb": memory_gb(info.device),
+        "memory_gb": memory_gb(run.info.device),
+        "loss_scale": _loss_scale(run.engine),
+        "overflow_steps": int(run.engine.skipped_steps) if run.engine.fp16_enabled() else None,
+        "nonfinite_steps": run.state.nonfinite_steps,
     }
 
 
-def _report_skips(data: PretrainData, logger: MetricsLogger, epoch: int) -> None:
-    if data.counter.total:
-        logger.print(f"epoch {epoch}: {data.counter.report()}")
+def _report_skips(run: Run) -> None:
+    if run.data.counter.total:
+        run.logger.print(f"epoch {run.state.epoch}: {run.data.counter.report()}")
 
 
-def _finish(cfg: RunConfig, info: DistInfo, data: PretrainData, engine, dtype, logger: MetricsLogger, history) -> dict:
+def _finish(run: Run) -> dict:
+    cfg, info, state = run.cfg, run.info, run.state
     run_dir = Path(cfg.run_dir)
-    tag = f"step{history['steps']}"
-    engine.save_checkpoint(
-        str(run_dir / "checkpoints"),
-        tag=tag,
-        client_state={"step": history["steps"], "epoch": history["epochs"] - 1, "version": __version__},
-    )
+    if run.saved_step != state.step:
+        _save(run, 0)
     accuracy = None
-    if data.val is not None and cfg.train.eval_batches > 0:
+    if run.data.val is not None and cfg.train.eval_batches > 0:
         accuracy = masked_word_accuracy(
-            engine.module,
-            data.val,
-            data.probe_words,
+            run.engine.module,
+            run.data.val,
+            run.data.probe_words,
             batch_records=max(2, cfg.train.micro_batch_size // 2),
             max_batches=cfg.train.eval_batches,
             device=info.device,
-            dtype=dtype,
+            dtype=run.dtype,
             seed=cfg.seed,
         )
+
+    def losses(m: dict | None) -> dict | None:
+        return None if m is None else {"loss": m["loss"], **m["losses"]}
+
     summary = {
-        "steps": history["steps"],
-        "epochs": history["epochs"],
-        "train_seconds": history["seconds"],
-        "first_losses": {"loss": history["first"]["loss"], **history["first"]["losses"]},
-        "final_losses": {"loss": history["last"]["loss"], **history["last"]["losses"]},
+        "steps": state.step,
+        "epochs": state.epoch + 1,
+        "train_seconds": state.train_seconds,
+        "consumed_samples": state.consumed_samples,
+        "first_losses": losses(state.first_metrics),
+        "final_losses": losses(state.last_metrics),
         "masked_word_accuracy": accuracy,
-        "probe_words": data.probe_words,
-        "skipped_records": data.counter.total,
-        "checkpoint": str(run_dir / "checkpoints" / tag),
+        "probe_words": run.data.probe_words,
+        "skipped_records": run.data.counter.total,
+        "nonfinite_steps": state.nonfinite_steps,
+        "resumed_from": None if run.resumed_from is None else str(run.resumed_from),
+        "checkpoint": str(run_dir / "checkpoints" / checkpoint.tag_for(state.step)),
     }
     if info.is_main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        logger.print(format_summary(summary))
+        run.logger.print(format_summary(summary))
     return summary
 
 
-def format_summary(s: dict) -> str:
-    first, last = s["first_losses"], s["final_losses"]
-    parts = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "loss")
-    lines = [
-        "== summary ==",
-        f"trained {s['steps']} steps ({s['epochs']} epochs) in {s['train_seconds']:.0f} s",
-        f"loss {first['loss']:.3f} (first log window) -> {last['loss']:.3f} (last: {parts})",
-    ]
-    acc = s["masked_word_accuracy"]
-    if acc is not None:
-        what = "colour/shape words" if s["probe_words"] else "masked words"
-        lines.append(
-            f"masked {what} on {acc['words']} held-out words: {100 * acc['real']:.1f}% with the real images, "
-            f"{100 * acc['shuffled']:.1f}% with the images shuffled across the batch"
-        )
-    if s["skipped_records"]:
-        lines.append(f"skipped records: {s['skipped_records']}")
-    lines.append(f"checkpoint: {s['checkpoint']}")
-    return "\n".join(lines)
-
-
-__all__ = ["format_summary", "pretrain"]
+__all__ = ["TrainingAborted", "build_engine", "pretrain"]

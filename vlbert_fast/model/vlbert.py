@@ -135,4 +135,16 @@ class VLBertForPretraining(nn.Module):
 
         if losses:
             out.loss = torch.stack(list(losses.values())).sum()
+        out.loss = self.with_idle_heads(out.loss, hidden_BLH, losses)
         return out
+
+    def with_idle_heads(self, loss: torch.Tensor, hidden: torch.Tensor, losses: dict) -> torch.Tensor:
+        """`loss` plus 0 x the output of each head that had no target in this batch, run on zero rows. DeepSpeed ZeRO
+        reduces gradients parameter by parameter as backward produces them, so every rank must produce a gradient
+        for every parameter in every micro batch; this adds exactly 0 to the loss and to every gradient."""
+        idle = hidden.new_zeros(0, hidden.shape[-1])
+        if "mlm_image" not in losses and "mlm_text" not in losses:
+            loss = loss + self.mlm_head(idle, self.vlbert.embeddings.word_embeddings.weight).sum() * 0.0
+        if "roi" not in losses:
+            loss = loss + self.roi_head(idle).sum() * 0.0
+        return loss

@@ -1,0 +1,114 @@
+"""Shared setup of the multi-process tests (CPU, gloo): the tiny world, the compiled DeepSpeed op, the reference run.
+
+Each is made once per test session even under pytest-xdist: the first worker to need it builds it under a file lock
+in a directory all workers share, the others wait and reuse it.
+
+TORCH_EXTENSIONS_DIR: DeepSpeed compiles a small shared-memory op (deepspeed_shm_comm) the first time a process
+group starts (25-60 s on 2 cores). Torch's default cache (~/.cache/torch_extensions) is keyed by Python version
+only, so two checkouts with different virtual environments rebuild it in turn (their include paths differ). The
+tests keep it in this checkout's pytest cache (.pytest_cache/d/torch_extensions) unless TORCH_EXTENSIONS_DIR is set:
+one compile per checkout, then reused by every later session (CI: cache .pytest_cache).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from vlbert_fast.config import RunConfig, load_config
+from vlbert_fast.data.synth import cached_world
+
+from .helpers import TINY_YAML, pretrain_args, two_nodes
+
+
+@contextmanager
+def _locked(path: Path):
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def once(shared: Path, name: str, make) -> Path:
+    """`make(directory)` run once across xdist workers; a failed attempt leaves no `.done` and is retried."""
+    target = shared / name
+    with _locked(shared / f"{name}.lock"):
+        if not (target / ".done").is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            make(target)
+            (target / ".done").write_text("ok\n")
+    return target
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory, worker_id) -> Path:
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if worker_id != "master" else base
+
+
+@pytest.fixture(scope="session")
+def ds_env(request, shared_dir) -> dict:
+    """Environment of every launched process: shared caches, CPU DeepSpeed, one thread per rank, no faults."""
+    extensions = os.environ.get("TORCH_EXTENSIONS_DIR") or str(request.config.cache.mkdir("torch_extensions"))
+    env = {
+        **os.environ,
+        "TORCH_EXTENSIONS_DIR": extensions,
+        "VLBERT_FAST_CACHE": str(shared_dir / "cache"),
+        "DS_ACCELERATOR": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("VLBERT_FAST_FAULT", None)
+
+    def build_op(_):
+        # Once per checkout (the .so stays in the cache), before the launches: a compile inside a timed test would
+        # only blur its timing. If DeepSpeed's sources changed, the first launch rebuilds it (torch checks a hash).
+        if list(Path(extensions).glob("deepspeed_shm_comm/*.so")):
+            return
+        code = (
+            "from deepspeed.accelerator import get_accelerator; "
+            "get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
+        )
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600)
+
+    once(shared_dir, "shm_op", build_op)
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_config(shared_dir, ds_env) -> Path:
+    """The tiny run config (helpers.TINY_YAML), with its synthetic world generated into the shared cache."""
+
+    def make(directory: Path) -> None:
+        (directory / "tiny.yaml").write_text(TINY_YAML)
+        cfg = load_config(RunConfig, [directory / "tiny.yaml"])
+        cached_world(cfg.data.synth, Path(ds_env["VLBERT_FAST_CACHE"]))
+
+    return once(shared_dir, "tiny", make) / "tiny.yaml"
+
+
+REFERENCE_OVERRIDES = ("engine.zero_stage=2", "engine.save_interval_steps=2", "engine.keep_last_k=0")
+
+
+@pytest.fixture(scope="session")
+def reference_run(shared_dir, ds_env, tiny_config) -> Path:
+    """8 uninterrupted steps of 2 ranks with ZeRO-2, launched as two torchrun "nodes" on loopback; checkpoints at
+    steps 2, 4, 6 and 8. Returns the run directory (node0.log, node1.log hold the launchers' output)."""
+
+    def make(directory: Path) -> None:
+        run_dir = directory / "run"
+        results = two_nodes(pretrain_args(tiny_config, run_dir, *REFERENCE_OVERRIDES), ds_env)
+        for node, result in enumerate(results):
+            (directory / f"node{node}.log").write_text(result.output)
+        for node, result in enumerate(results):
+            assert result.returncode == 0, f"node {node} failed:\n{result.tail()}"
+
+    return once(shared_dir, "reference", make) / "run"

@@ -1,0 +1,138 @@
+"""Exported models: `save_pretrained` writes consolidated fp32 weights as model.safetensors plus config.json (our
+ModelConfig's fields); `from_pretrained` builds the model and loads them. `from_pretrained` also reads a training
+run or checkpoint directly (consolidating ZeRO shards on the fly), so an export is a convenience, not a requirement.
+
+model.safetensors holds VLBertForPretraining's state dict (fp32); its metadata names the format, the package
+version, and the checkpoint and step it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError, ModelConfig, load_config
+from ..version import __version__
+from .vlbert import VLBertForPretraining, VLBertModel
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+FORMAT = "vlbert_fast"
+
+
+class PretrainedError(RuntimeError):
+    """A directory that is not an export (or checkpoint) of ours, or weights that do not fit the config."""
+
+
+def is_export(path: str | Path) -> bool:
+    path = Path(path)
+    if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
+        return False
+    config = json.loads((path / CONFIG).read_text())
+    return isinstance(config, dict) and "visual_feature_dim" in config  # HF BERT configs have no visual part
+
+
+def model_config_from_dict(values: dict, source: str) -> ModelConfig:
+    """A ModelConfig from plain values, checked as a config file is (types, nested sections, unknown keys)."""
+    try:
+        return load_config(ModelConfig, extra=[values])
+    except ConfigError as exc:
+        raise PretrainedError(f"{source}: invalid model config: {exc}") from exc
+
+
+def save_pretrained(
+    state_dict: dict[str, torch.Tensor], cfg: ModelConfig, out: str | Path, metadata: dict | None = None
+) -> Path:
+    """Writes `state_dict` (VLBertForPretraining's names) as fp32 safetensors and `cfg` as config.json into `out`."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    expected = VLBertForPretraining(cfg).state_dict()
+    check_state_dict(state_dict, expected, f"weights for {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
+    meta = {"format": FORMAT, "version": __version__, **{k: str(v) for k, v in (metadata or {}).items()}}
+    save_file(tensors, str(out / WEIGHTS), metadata=meta)
+    (out / CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    return out
+
+
+def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:6]}{' ...' if len(missing) > 6 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}")
+        if shapes:
+            parts.append(f"shape mismatch (found vs model) {shapes[:6]}")
+        raise PretrainedError(f"{source} do not fit the model: " + "; ".join(parts))
+
+
+def load_pretrained_state(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """(fp32 state dict, model config) of an export, or of a run/checkpoint directory of ours."""
+    path = Path(path)
+    if not path.exists():
+        raise PretrainedError(f"{path}: no such file or directory")
+    if is_export(path):
+        from safetensors.torch import load_file
+
+        cfg = model_config_from_dict(json.loads((path / CONFIG).read_text()), str(path / CONFIG))
+        return load_file(str(path / WEIGHTS)), cfg
+    from ..engine.checkpoint import CheckpointError
+    from ..engine.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
+
+    try:
+        tag_dir = resolve_checkpoint(path)
+        cfg = model_config_from_dict(checkpoint_info(tag_dir)["config"]["model"], str(tag_dir))
+        return consolidated_state_dict(tag_dir), cfg
+    except CheckpointError as exc:
+        raise PretrainedError(
+            f"{path} is neither an export ({WEIGHTS} + {CONFIG} with our model config) nor a run or checkpoint of "
+            f"ours: {exc}"
+        ) from exc
+
+
+def from_pretrained(path: str | Path, with_heads: bool = True) -> VLBertForPretraining | VLBertModel:
+    """The model saved in `path` (an export, a run directory or a checkpoint), in eval mode, on the CPU:
+    VLBertForPretraining, or the bare VLBertModel with `with_heads=False`."""
+    state, cfg = load_pretrained_state(path)
+    model = VLBertForPretraining(cfg)
+    check_state_dict(state, model.state_dict(), f"weights in {path}")
+    model.load_state_dict(state)
+    model.eval()
+    return model if with_heads else model.vlbert
+
+
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def looks_like_hf_bert(path: Path) -> bool:
+    """A directory of Hugging Face weights that is not one of our exports."""
+    return path.is_dir() and any((path / f).is_file() for f in HF_WEIGHTS) and not is_export(path)
+
+
+def init_weights_from(model: VLBertForPretraining, path: str | Path) -> str:
+    """Loads weights only into `model` (engine.init_from): an export, a run or checkpoint of ours, or a Hugging Face
+    BERT directory. Returns a report for the log."""
+    from .hf_bert import load_hf_bert
+
+    path = Path(path)
+    if not path.exists():
+        raise PretrainedError(f"engine.init_from={path}: no such file or directory")
+    if looks_like_hf_bert(path):
+        return f"initialised from BERT weights in {path}\n{load_hf_bert(model, path)}"
+    state, _ = load_pretrained_state(path)
+    check_state_dict(state, model.state_dict(), f"weights in {path}")
+    model.load_state_dict(state)
+    return f"initialised from {path}: {len(state)} tensors (weights only)"
