@@ -6,12 +6,14 @@ from .model import ModelConfig
 from .run import RunConfig
 from .synth import SynthConfig
 from .train import TrainConfig
+from .visual import VisualConfig
 
 __all__ = [
     "ConfigError",
     "DataConfig",
     "SynthConfig",
     "TrainConfig",
+    "VisualConfig",
     "ModelConfig",
     "RunConfig",
     "describe",

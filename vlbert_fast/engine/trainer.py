@@ -87,6 +87,8 @@ def pretrain(cfg: RunConfig) -> dict:
         f"parameters | world size {info.world_size} | accumulation {gradient_accumulation(cfg, info.world_size)} | "
         f"{cfg.train.precision} on {info.device}"
     )
+    if model.vlbert.visual is not None and model.vlbert.visual.load_report is not None:  # e2e: what the ResNet loaded
+        logger.print(str(model.vlbert.visual.load_report))
     try:
         history = _train(cfg, info, data, engine, dtype, logger)
         summary = _finish(cfg, info, data, engine, dtype, logger, history)
