@@ -56,7 +56,9 @@ class VisualConfig:
     """Backend of vlbert_fast.ops.roi_align: auto, native, triton or reference."""
 
     channels_last: bool = True
-    """Run the convolutions in channels-last layout (faster with tensor cores; RoIAlign keeps the layout)."""
+    """Run the convolutions in channels-last layout on a GPU (faster with tensor cores; RoIAlign keeps the layout).
+    CPU tensors stay contiguous: torch 2.13's CPU backward of a strided 1x1 convolution in channels-last corrupts
+    memory."""
 
     pretrained: str = ""
     """ResNet weights to start from: a torchvision, Detectron2 or maskrcnn-benchmark state dict (.pth/.pt/

@@ -206,11 +206,12 @@ class PreparedImage:
 
 
 def prepare_image(
-    data: bytes, source: str, cfg: VisualConfig, record_size: tuple[int, int], boxes_N4: np.ndarray
+    data: bytes, source: str, cfg: VisualConfig, record_size: tuple[int, int] | None, boxes_N4: np.ndarray
 ) -> PreparedImage:
     """Steps 1-6 for one image and its record's boxes (module docstring); FormatError naming `source` on a bad
-    image or boxes."""
+    image or boxes. `record_size` (W, H) is the frame of the boxes; None: the decoded image's."""
     image = decode(data, source, cfg, expected_size=record_size)
+    record_size = image.size if record_size is None else record_size
     sx0, sy0 = record_to_image_scale(image.size, record_size, source)
     boxes = check_boxes(np.asarray(boxes_N4, dtype=np.float32).reshape(-1, 4), record_size, source)
     pixels, (sx1, sy1) = resize_and_normalise(image, cfg)

@@ -47,7 +47,8 @@ class ResNetLoadReport:
     missing_statistics: list[str] = field(default_factory=list)
     """BatchNorm running statistics the source lacks (they stay at mean 0, variance 1)."""
     unused: list[str] = field(default_factory=list)
-    """Source tensors we did not use (classifier, detector heads, counters, parts our depth does not have)."""
+    """Source tensors we did not use (classifier, detector heads, counters, parts our depth does not have); from a
+    VL-BERT checkpoint, its visual.* tensors only."""
 
     def __str__(self) -> str:
         lines = [
@@ -136,6 +137,8 @@ def load_resnet_weights(branch: nn.Module, source: str | Path | Mapping[str, tor
     mapped: dict[str, tuple[str, torch.Tensor]] = {}
     for key, value in weights.items():
         name = canonical_name(key, only_visual)
+        if name is None and only_visual:
+            continue  # the rest of a VL-BERT checkpoint (transformer, heads) is no ResNet part
         if name is None or name not in ours:
             report.unused.append(key)
             continue
@@ -153,9 +156,11 @@ def load_resnet_weights(branch: nn.Module, source: str | Path | Mapping[str, tor
         if value.shape != ours[name].shape
     ]
     if wrong:
+        more = f"\n  ... ({len(wrong) - 12} more)" if len(wrong) > 12 else ""
         raise ResNetLoadError(
             f"ResNet weights {where}: {len(wrong)} shapes differ from this model's (depth, width, stride_in_1x1?):\n  "
-            + "\n  ".join(wrong)
+            + "\n  ".join(wrong[:12])
+            + more
         )
     absent = [name for name in ours if name not in mapped]
     report.missing_statistics = [n for n in absent if n.rsplit(".", 1)[-1] in _STATS]

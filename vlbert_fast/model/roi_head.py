@@ -66,7 +66,9 @@ class VisualBranch(nn.Module):
         return self
 
     def trunk(self, images_I3HW: torch.Tensor) -> torch.Tensor:  # [I, C4, H/16, W/16]
-        if self.cfg.channels_last:
+        # CUDA only: on the CPU, torch 2.13's backward of a strided 1x1 convolution (the downsample of res3/res4)
+        # in channels-last corrupts memory (segfaults and aborts seen here); the CPU path stays contiguous.
+        if self.cfg.channels_last and images_I3HW.is_cuda:
             images_I3HW = images_I3HW.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(images_I3HW))))
         return self.layer3(self.layer2(self.layer1(x)))
