@@ -7,6 +7,7 @@ from .model import ModelConfig
 from .run import RunConfig
 from .synth import SynthConfig
 from .train import TrainConfig
+from .visual import VisualConfig
 
 __all__ = [
     "ConfigError",
@@ -14,6 +15,7 @@ __all__ = [
     "EngineConfig",
     "SynthConfig",
     "TrainConfig",
+    "VisualConfig",
     "ModelConfig",
     "RunConfig",
     "describe",

@@ -3,7 +3,9 @@ sizes (BERT-Base 768/12/12/3072 and BERT-Large 1024/24/16/4096)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .visual import VisualConfig
 
 KERNEL_CHOICES = ("auto", "reference", "triton")
 
@@ -84,6 +86,9 @@ class ModelConfig:
     reference elsewhere), "reference", or "triton" (an error listing why where Triton cannot run the inputs).
     `vlbert-fast env` shows what "auto" picks on this machine."""
 
+    visual: VisualConfig = field(default_factory=VisualConfig)
+    """Where region appearance comes from: precomputed features (the default) or the ResNet end to end."""
+
     def __post_init__(self) -> None:
         positive = (
             "vocab_size",
@@ -121,6 +126,12 @@ class ModelConfig:
                 raise ValueError(f"{name} must be positive, found {getattr(self, name)}")
         if self.kernels not in KERNEL_CHOICES:
             raise ValueError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}, found {self.kernels!r}")
+        if self.visual.end_to_end and self.visual_feature_dim != self.visual.out_channels:
+            raise ValueError(
+                f"visual_feature_dim is {self.visual_feature_dim} but the e2e ResNet (depth {self.visual.depth}, "
+                f"width {self.visual.width}) gives {self.visual.out_channels}-d features; set "
+                f"model.visual_feature_dim={self.visual.out_channels}"
+            )
 
     @property
     def head_dim(self) -> int:

@@ -67,6 +67,9 @@ class Batch:
     """[B, 2] float (W, H) of each sample's image; (1, 1) for text-only rows."""
     region_features: torch.Tensor | None = None
     """[K, Dv] float precomputed appearance features (precomputed mode)."""
+    images: torch.Tensor | None = None
+    """[I, 3, H, W] float normalised pixels of the I samples that have regions, in row order, zero-padded at the
+    bottom and right to the largest (end-to-end mode); boxes and image_size are in these pixels."""
 
     # targets
     mlm_labels: torch.Tensor | None = None
@@ -101,14 +104,20 @@ class Batch:
         counts = torch.bincount(self.region_sample, minlength=self.num_samples)
         return counts > 0
 
+    @property
+    def region_image(self) -> torch.Tensor:
+        """[K] int64 index into `images` of each region's image (the samples with regions, in row order)."""
+        image_of_row = torch.cumsum(self.has_image.long(), 0) - 1
+        return image_of_row[self.region_sample]
+
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None, non_blocking: bool = False) -> Batch:
-        """Moves every tensor to `device`; `dtype` casts the appearance features (the compute precision). Boxes and
-        image sizes stay fp32: pixel coordinates need the mantissa (bf16 cannot tell 999 from 1000)."""
+        """Moves every tensor to `device`; `dtype` casts the appearance features and images (the compute precision).
+        Boxes and image sizes stay fp32: pixel coordinates need the mantissa (bf16 cannot tell 999 from 1000)."""
         moved = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, torch.Tensor):
-                cast = dtype if (dtype is not None and f.name == "region_features") else None
+                cast = dtype if (dtype is not None and f.name in ("region_features", "images")) else None
                 v = v.to(device=device, dtype=cast, non_blocking=non_blocking)
             moved[f.name] = v
         return Batch(**moved)
@@ -184,6 +193,15 @@ def _check_shapes(b: Batch, feature_dim: int | None, num_classes: int | None) ->
             _fail(f"roi_targets: expected shape [K, C] with K = {k} (boxes), found {tuple(t.shape)}")
         if num_classes is not None and t.shape[1] != num_classes:
             _fail(f"roi_targets: expected {num_classes} classes (model.num_roi_classes), found {t.shape[1]}")
+    if b.images is not None:
+        num_images = int(b.has_image.sum())
+        if b.images.dim() != 4 or b.images.shape[0] != num_images or b.images.shape[1] != 3:
+            _fail(
+                f"images: expected shape [I, 3, H, W] with I = {num_images} (samples with regions), "
+                f"found {tuple(b.images.shape)}"
+            )
+        if not b.images.is_floating_point():
+            _fail(f"images: expected normalised floating-point pixels, found {b.images.dtype}")
     if tuple(b.image_size.shape) != (bl[0], 2):
         _fail(f"image_size: expected shape [B, 2] = ({bl[0]}, 2), found {tuple(b.image_size.shape)}")
 
@@ -254,6 +272,15 @@ def _check_values(b: Batch, vocab_size: int, max_positions: int, type_vocab_size
         _fail(f"boxes: region {i} has x2 < x1 or y2 < y1: {boxes[i].tolist()} (expected x1, y1, x2, y2)")
     if not bool(torch.isfinite(b.image_size).all()) or bool((b.image_size <= 0).any()):
         _fail(f"image_size: every (W, H) must be positive and finite, found {b.image_size.tolist()}")
+    if b.images is not None and k:
+        size = b.image_size[b.has_image]
+        too_big = (size[:, 0] > b.images.shape[3]) | (size[:, 1] > b.images.shape[2])
+        if bool(too_big.any()):
+            i = _first(too_big)[0]
+            _fail(
+                f"image_size: image {i} is {size[i].tolist()} (W, H) but the padded images are only "
+                f"{b.images.shape[3]} x {b.images.shape[2]}"
+            )
     if b.region_features is not None and not bool(torch.isfinite(b.region_features).all()):
         _fail(f"region_features: NaN or inf in region {_first(~torch.isfinite(b.region_features))[0]}")
     if b.roi_targets is not None and not bool(torch.isfinite(b.roi_targets).all()):

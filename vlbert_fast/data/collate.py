@@ -43,6 +43,9 @@ class Example:
     """[R] bool regions whose class is predicted."""
     roi_targets: torch.Tensor | None = None
     """[R, C] float soft class labels."""
+    image: torch.Tensor | None = None
+    """[3, h, w] float normalised pixels (end-to-end mode), with the masked regions' pixels already zeroed; boxes
+    and image_size are in these pixels."""
 
     @property
     def num_text(self) -> int:
@@ -66,6 +69,20 @@ def _optional_cat(parts: list[torch.Tensor | None], name: str, present: list[boo
     if not all(given):
         raise ValueError(f"collate: {name} is given for some samples with regions but not for others")
     return torch.cat([p for p, has in zip(parts, present, strict=True) if has and p is not None])
+
+
+def _pad_images(parts: list[torch.Tensor | None], present: list[bool]) -> torch.Tensor | None:
+    """[I, 3, H, W]: the images of the samples with regions, zero-padded at the bottom and right to the largest."""
+    images = [p for p, has in zip(parts, present, strict=True) if has]
+    if all(p is None for p in images):
+        return None
+    if any(p is None for p in images):
+        raise ValueError("collate: image is given for some samples with regions but not for others")
+    height, width = max(p.shape[1] for p in images), max(p.shape[2] for p in images)
+    out = images[0].new_zeros(len(images), 3, height, width)
+    for i, image in enumerate(images):
+        out[i, :, : image.shape[1], : image.shape[2]] = image
+    return out
 
 
 def collate(examples: Sequence[Example]) -> Batch:
@@ -137,4 +154,5 @@ def collate(examples: Sequence[Example]) -> Batch:
         mlm_labels=mlm_labels,
         region_predict=region_predict,
         roi_targets=_optional_cat(regions("roi_targets"), "roi_targets", has_regions),
+        images=_pad_images(regions("image"), has_regions),
     )

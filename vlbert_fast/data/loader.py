@@ -79,6 +79,7 @@ def build_pretrain_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> P
             masking=masking,
             feature_dim=model.visual_feature_dim,
             num_classes=model.num_roi_classes,
+            visual=model.visual,
         )
 
     train = captions(data.captions, masking=True)

@@ -9,6 +9,11 @@ gives way: the lowest-confidence region, or the last word piece before [SEP]), t
 Text-only row (the original's general corpus): following corpus lines joined until `text_only_seq_len - 2` word
 pieces are filled, wrapped in [CLS] ... [SEP], whole-word masked.
 
+End-to-end mode (`visual.mode: e2e`): the sample carries its image instead of region features (data/images.py):
+decoded, checked, resized, normalised; the boxes scaled to it, the whole-image box [0, 0, w-1, h-1] of the resized
+image in front; flipped with its caption's left/right words when training; masked regions' pixels zeroed after
+the flip. The detections' order, truncation and masking draws are those of precomputed mode.
+
 Every draw comes from a Generator seeded by (seed, epoch, index): the same sample masks the same way on any worker,
 rank or resumed run. A malformed record raises FormatError naming the file and record, or — with
 `on_bad_record: skip` — comes back as `Skipped`, which the collate function passes on for counting.
@@ -23,11 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import DataConfig
+from ..config import DataConfig, VisualConfig
 from ..tokenization import Tokenizer
 from .batch import IGNORE_INDEX, Batch
 from .collate import Example, collate
 from .formats import CaptionRecord, FeatureShards, FormatError, RegionRecord, read_bytes, read_region_json
+from .images import flip_boxes, prepare_image, swap_left_right, zero_regions
 from .masking import RegionMaskConfig, WordMaskConfig, WordMasker, mask_regions, recompute_whole_image
 
 
@@ -91,6 +97,8 @@ class CaptionDataset(Dataset):
         masking: bool = True,
         feature_dim: int | None = None,
         num_classes: int | None = None,
+        visual: VisualConfig | None = None,
+        augment: bool | None = None,
     ):
         self.records = records
         self.regions = regions
@@ -101,6 +109,10 @@ class CaptionDataset(Dataset):
         self.masking = masking
         self.feature_dim = feature_dim
         self.num_classes = num_classes
+        self.visual = visual if visual is not None and visual.end_to_end else None
+        """End-to-end mode: the image pipeline's settings (None: precomputed features)."""
+        self.augment = masking if augment is None else augment
+        """Training-time image augmentation (the horizontal flip); off for held-out data."""
         self.epoch = 0
         self.masker = word_masker(tokenizer, cfg)
         self.region_masking = RegionMaskConfig(cfg.roi_probability, cfg.roi_mask_fraction)
@@ -130,10 +142,19 @@ class CaptionDataset(Dataset):
     def build(self, record: CaptionRecord, region: RegionRecord, index: int, where: str) -> Example:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         tok = self.tokenizer
-        enc = tok.encode(record.caption)
+        words, image, flip, features = record.caption, None, False, None
+        if self.visual is not None:
+            image, boxes, classes = self._image_regions(record, region, where)
+            # its own stream, so precomputed mode's draws stay what they were
+            flip = self.augment and np.random.default_rng([self.seed, self.epoch, index, 2]).random() < (
+                self.visual.flip_prob
+            )
+            words = swap_left_right(words) if flip else words
+        else:
+            boxes, features, classes = self._regions(region, where)
+        enc = tok.encode(words)
         if not enc.ids:
             raise FormatError(f"{where}: caption {record.caption!r} has no word pieces")
-        boxes, features, classes = self._regions(region, where)
         # truncation: text pieces T0 (+ [CLS], [SEP]) and regions R (the whole image included)
         t0, r = len(enc.ids), boxes.shape[0]
         while t0 + 2 + r > self.cfg.max_seq_len:
@@ -144,7 +165,8 @@ class CaptionDataset(Dataset):
             else:
                 break
         ids, word_ids = enc.ids[:t0], enc.word_ids[:t0]
-        boxes, features = boxes[:r], features[:r]
+        boxes = boxes[:r]
+        features = features[:r] if features is not None else None
         classes = classes[:r] if classes is not None else None
         if self.masking:
             masked_ids, labels = self.masker(ids, word_ids, rng)
@@ -153,17 +175,56 @@ class CaptionDataset(Dataset):
         predict, masked = np.zeros(r, dtype=bool), np.zeros(r, dtype=bool)
         if self.masking and classes is not None:
             predict, masked = mask_regions(r, rng, self.region_masking)
-            features = recompute_whole_image(features, masked)
+            if features is not None:
+                features = recompute_whole_image(features, masked)
+        image_size = (float(region.image_w), float(region.image_h))
+        if image is not None:
+            image_size = (float(image.shape[2]), float(image.shape[1]))
+            if flip:
+                image, boxes = image.flip(-1), flip_boxes(boxes, image.shape[2])
+            zero_regions(image, boxes, masked)  # after the flip: the boxes are where the pixels now are
         return Example(
             input_ids=torch.as_tensor(np.concatenate([[tok.cls_id], masked_ids, [tok.sep_id]]), dtype=torch.long),
             mlm_labels=torch.as_tensor(np.concatenate([[IGNORE_INDEX], labels, [IGNORE_INDEX]]), dtype=torch.long),
             boxes=torch.from_numpy(boxes),
-            image_size=(float(region.image_w), float(region.image_h)),
-            region_features=torch.from_numpy(features),
+            image_size=image_size,
+            image=image,
+            region_features=torch.from_numpy(features) if features is not None else None,
             region_masked=torch.from_numpy(masked),
             region_predict=torch.from_numpy(predict),
             roi_targets=torch.from_numpy(classes) if classes is not None else None,
         )
+
+    def _detection_order(self, region: RegionRecord, where: str) -> np.ndarray:
+        """Indices of the detections kept: by confidence, at most max_regions; checks the soft labels' width."""
+        cls = region.classes
+        if cls is not None and self.num_classes is not None and cls.shape[1] != self.num_classes:
+            raise FormatError(
+                f"{where}: soft labels have {cls.shape[1]} classes, model.num_roi_classes is {self.num_classes}"
+            )
+        order = np.argsort(-cls.max(axis=1), kind="stable") if cls is not None else np.arange(region.num_boxes)
+        return order[: self.cfg.max_regions]
+
+    def _image_regions(
+        self, record: CaptionRecord, region: RegionRecord, where: str
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray | None]:
+        """(image [3, h, w], boxes with the whole image in front, classes or None) in the resized image's pixels."""
+        root = self.regions.root
+        order = self._detection_order(region, where)
+        prepared = prepare_image(
+            read_bytes(record.image, root),
+            f"{root / record.image}",
+            self.visual,
+            (region.image_w, region.image_h),
+            region.boxes[order],
+        )
+        w, h = prepared.size
+        boxes = np.concatenate([np.array([[0.0, 0.0, w - 1, h - 1]], dtype=np.float32), prepared.boxes])
+        classes = None
+        if region.classes is not None:
+            cls = region.classes[order].astype(np.float32)
+            classes = np.concatenate([np.zeros((1, cls.shape[1]), dtype=np.float32), cls])
+        return prepared.pixels, boxes, classes
 
     def _regions(self, region: RegionRecord, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(boxes, features, classes) with the whole-image region in front; detections by confidence, clipped."""
@@ -172,12 +233,7 @@ class CaptionDataset(Dataset):
             raise FormatError(
                 f"{where}: region features are {feats.shape[1]}-d, model.visual_feature_dim is {self.feature_dim}"
             )
-        if cls is not None and self.num_classes is not None and cls.shape[1] != self.num_classes:
-            raise FormatError(
-                f"{where}: soft labels have {cls.shape[1]} classes, model.num_roi_classes is {self.num_classes}"
-            )
-        order = np.argsort(-cls.max(axis=1), kind="stable") if cls is not None else np.arange(len(feats))
-        order = order[: self.cfg.max_regions]
+        order = self._detection_order(region, where)
         w, h = float(region.image_w), float(region.image_h)
         det_boxes = np.clip(region.boxes[order], 0.0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
         det_feats = feats[order].astype(np.float32)

@@ -40,6 +40,7 @@ def with_regions_of(ex: Example, other: Example) -> Example:
         region_masked=other.region_masked,
         region_predict=other.region_predict,
         roi_targets=other.roi_targets,
+        image=other.image,
     )
 
 

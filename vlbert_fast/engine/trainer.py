@@ -139,6 +139,8 @@ def pretrain(cfg: RunConfig) -> dict:
         if resume_from is not None and _same_dir(resume_from.parent, run_dir / "checkpoints")
         else -1,
     )
+    if model.vlbert.visual is not None and model.vlbert.visual.load_report is not None:  # e2e: what the ResNet loaded
+        logger.print(str(model.vlbert.visual.load_report))
     try:
         _train(run)
         return _finish(run)

@@ -20,6 +20,7 @@ from ..data.batch import IGNORE_INDEX, Batch, TokenKind
 from .embeddings import VLBertEmbeddings
 from .encoder import Encoder
 from .heads import MLMHead, RoIClassificationHead, soft_cross_entropy
+from .roi_head import VisualBranch
 from .visual import RegionEncoder
 
 
@@ -39,6 +40,8 @@ class VLBertModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.region_encoder = RegionEncoder(cfg)
+        self.visual = VisualBranch(cfg.visual) if cfg.visual.end_to_end else None
+        """End to end: the ResNet that computes the appearance from the pixels (None with precomputed features)."""
         self.embeddings = VLBertEmbeddings(cfg)
         self.encoder = Encoder(cfg)
         self.reset_parameters()
@@ -61,6 +64,13 @@ class VLBertModel(nn.Module):
         h = self.cfg.hidden_size
         if batch.num_regions == 0:
             return torch.zeros(0, h, dtype=self.embeddings.word_embeddings.weight.dtype, device=batch.boxes.device)
+        if self.visual is not None:
+            if batch.images is None:
+                raise ValueError("model.visual.mode is e2e but the batch has no images (the dataset must load them)")
+            # A masked region's pixels were zeroed in the image before it got here (data/images.py), so every
+            # region's appearance comes from the backbone and none is replaced by the learned mask vector.
+            appearance_KD = self.visual(batch.images, batch.boxes, batch.region_image)
+            return self.region_encoder(appearance_KD, batch.boxes, batch.image_size[batch.region_sample], None)
         if batch.region_features is None:
             raise ValueError("batch has regions but no region_features (precomputed mode needs appearance features)")
         return self.region_encoder(
