@@ -6,6 +6,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 KERNEL_CHOICES = ("auto", "reference", "triton")
+ATTENTION_CHOICES = ("auto", "flash_attn", "triton", "sdpa", "reference")
+
+
+def checkpointed_layers(spec: str, num_layers: int) -> frozenset[int]:
+    """The layers whose activations are recomputed in the backward, from `activation_checkpointing`: "none", "all",
+    "every:K" (layers 0, K, 2K, ...) or comma-separated layer indices ("0,1,5"). Raises ValueError naming the field."""
+    spec = spec.strip()
+    if spec == "none":
+        return frozenset()
+    if spec == "all":
+        return frozenset(range(num_layers))
+    try:
+        if spec.startswith("every:"):
+            step = int(spec.removeprefix("every:"))
+            if step <= 0:
+                raise ValueError
+            return frozenset(range(0, num_layers, step))
+        layers = frozenset(int(part) for part in spec.split(","))
+    except ValueError:
+        raise ValueError(
+            f"activation_checkpointing must be 'none', 'all', 'every:K' (K > 0) or comma-separated layer indices, "
+            f"found {spec!r}"
+        ) from None
+    outside = sorted(i for i in layers if not 0 <= i < num_layers)
+    if outside:
+        raise ValueError(
+            f"activation_checkpointing: layers {outside} are outside [0, {num_layers}) (num_hidden_layers)"
+        )
+    return layers
 
 
 @dataclass
@@ -84,6 +113,22 @@ class ModelConfig:
     reference elsewhere), "reference", or "triton" (an error listing why where Triton cannot run the inputs).
     `vlbert-fast env` shows what "auto" picks on this machine."""
 
+    attention: str = "auto"
+    """Backend of the packed encoder's attention (`ops.varlen_attention`): "auto" (flash-attn when installed, our
+    Triton kernel on a GPU, else PyTorch's SDPA), "flash_attn", "triton", "sdpa" or "reference" (an explicit one
+    that cannot run the inputs is an error listing why). Only the packed path uses it."""
+
+    packed: bool = False
+    """Run the encoder on the packed [tokens, H] stream (`x[attention_mask]` with cu_seqlens: no padding is ever
+    computed) with varlen attention, the fused bias/dropout/residual/LayerNorm and bias/GELU ops, and the chunked
+    fused MLM loss; False runs the plain padded reference (the specification, same parameters, same results with
+    dropout off)."""
+
+    activation_checkpointing: str = "none"
+    """Encoder layers whose activations are recomputed in the backward instead of kept: "none", "all", "every:K"
+    (layers 0, K, 2K, ...) or comma-separated layer indices ("0,1,5"). Trades about one extra forward of those layers
+    for their activation memory; dropout masks are reproduced exactly."""
+
     def __post_init__(self) -> None:
         positive = (
             "vocab_size",
@@ -121,6 +166,9 @@ class ModelConfig:
                 raise ValueError(f"{name} must be positive, found {getattr(self, name)}")
         if self.kernels not in KERNEL_CHOICES:
             raise ValueError(f"kernels must be one of {', '.join(KERNEL_CHOICES)}, found {self.kernels!r}")
+        if self.attention not in ATTENTION_CHOICES:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}, found {self.attention!r}")
+        checkpointed_layers(self.activation_checkpointing, self.num_hidden_layers)
 
     @property
     def head_dim(self) -> int:
