@@ -184,7 +184,7 @@ def _show(values: list[int], limit: int = 12) -> str:
 
 def _head_dim_reasons(q: torch.Tensor, limit: int, who: str) -> list[str]:
     head_dim = q.shape[2]
-    return [f"q: head dimension {head_dim} is above {who}'s maximum {limit}"] if head_dim > limit else []
+    return [f"q: head dimension {head_dim} is above {limit}, the maximum of {who}"] if head_dim > limit else []
 
 
 def _seeded_reasons(dropout_p: float, seed: int | None, who: str) -> list[str]:
