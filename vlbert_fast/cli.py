@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from .config import ConfigError, describe, load_config, to_yaml
 from .version import __version__
 
-COMMANDS = ["env", "config", "synth", "convert-features", "pretrain"]
+COMMANDS = ["env", "config", "synth", "convert-features", "pretrain", "attention-maps"]
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
