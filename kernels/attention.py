@@ -38,20 +38,35 @@ LOG2_E = 1.4426950408889634  # exp(x) = exp2(x * log2(e))
 
 @triton.jit
 def _attn_dropout_keep(
-    rows,  # [R, C] or broadcastable: token index of the query in the packed stream
-    cols,  # broadcastable to rows: key position within its sequence
-    head,  # head index (int64 scalar)
-    total,  # T
+    rng_base,  # int32 scalar: counter of (this head, the sequence's first query, key 0)
+    rows,  # int32, broadcastable: query position within its sequence
+    cols,  # int32, broadcastable to rows: key position within its sequence
     max_seqlen,  # stride of a query row in the counter space
     dropout_p,  # drop probability
     seed,  # Philox key
-    rng_offset,  # counter of element (head 0, token 0, key 0)
 ):
-    """Keep mask: element (head, query token i, key position j) draws tl.rand(seed, offset + (head * T + i) *
-    max_seqlen + j). The host checks that the largest counter fits in int32, so tl.rand takes its 32-bit path in
-    every Triton version; `attention_dropout_keep` in ops/attention.py is the plain PyTorch twin."""
-    counter = (rng_offset + (head * total + rows) * max_seqlen + cols).to(tl.int32)
-    return tl.rand(seed, counter) >= dropout_p
+    """Keep mask: element (head h, query token i of the packed stream, key position j) draws
+    tl.rand(seed, offset + (h * T + i) * max_seqlen + j); rng_base holds the part common to the program's tile.
+    The host checks that the largest counter fits in int32, so the tile arithmetic stays 32-bit and tl.rand takes
+    its 32-bit path in every Triton version; `attention_dropout_keep` in ops/attention.py is the PyTorch twin."""
+    return tl.rand(seed, rng_base + rows * max_seqlen + cols) >= dropout_p
+
+
+@triton.jit
+def _sequence_block(
+    cu_seqlens_ptr,  # [B+1] int32
+    max_seqlen,  # blocks per sequence = cdiv(max_seqlen, BLOCK)
+    BLOCK: tl.constexpr,  # rows per block along grid axis 0
+):
+    """(first token int64, length int32, block index int32) of this program's (sequence, block) pair. Offsets
+    within a sequence stay int32 (the host checks max_seqlen x token stride < 2**31); only the per-program base
+    pointers are 64-bit, which keeps the tiles' address registers at half the width."""
+    pid = tl.program_id(0).to(tl.int64)
+    num_blocks = tl.cdiv(max_seqlen, BLOCK)
+    seq = pid // num_blocks
+    start = tl.load(cu_seqlens_ptr + seq)
+    seqlen = tl.load(cu_seqlens_ptr + seq + 1) - start
+    return start.to(tl.int64), seqlen, (pid % num_blocks).to(tl.int32)
 
 
 @triton.autotune(configs=attention_configs("fwd"), key=["seq_bucket", "BLOCK_D", "HAS_DROPOUT", "DOT_PRECISION"])
@@ -87,26 +102,21 @@ def _attn_fwd_kernel(
     DOT_PRECISION: tl.constexpr,  # "ieee" for fp32 inputs (no TF32 rounding), "tf32" (unused) for 16-bit ones
 ):
     """One block of queries of one sequence and one head (module docstring; Dao 2023, algorithm 1)."""
-    pid = tl.program_id(0).to(tl.int64)
-    head = tl.program_id(1).to(tl.int64)
-    num_m_blocks = tl.cdiv(max_seqlen, BLOCK_M)
-    seq = pid // num_m_blocks
-    block_m = pid % num_m_blocks
-    start = tl.load(cu_seqlens_ptr + seq).to(tl.int64)
-    seqlen = tl.load(cu_seqlens_ptr + seq + 1).to(tl.int64) - start
+    start, seqlen, block_m = _sequence_block(cu_seqlens_ptr, max_seqlen, BLOCK_M)
     if block_m * BLOCK_M >= seqlen:
         return
+    head = tl.program_id(1).to(tl.int64)
+    q_ptr += start * stride_qt + head * stride_qh
+    k_ptr += start * stride_kt + head * stride_kh
+    v_ptr += start * stride_vt + head * stride_vh
+    rng_base = (rng_offset + (head * total + start) * max_seqlen).to(tl.int32)
     offs_m = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     m_valid = offs_m < seqlen
     d_valid = offs_d < head_dim
-    rows = start + offs_m
-    q = tl.load(
-        q_ptr + rows[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
-        mask=m_valid[:, None] & d_valid[None, :],
-        other=0.0,
-    )
+    q_mask = m_valid[:, None] & d_valid[None, :]
+    q = tl.load(q_ptr + offs_m[:, None] * stride_qt + offs_d[None, :], mask=q_mask, other=0.0)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
@@ -114,8 +124,8 @@ def _attn_fwd_kernel(
         cols = n0 + offs_n
         n_valid = cols < seqlen
         kv_mask = n_valid[:, None] & d_valid[None, :]
-        k = tl.load(k_ptr + (start + cols)[:, None] * stride_kt + head * stride_kh + offs_d[None, :], mask=kv_mask)
-        v = tl.load(v_ptr + (start + cols)[:, None] * stride_vt + head * stride_vh + offs_d[None, :], mask=kv_mask)
+        k = tl.load(k_ptr + cols[:, None] * stride_kt + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_ptr + cols[:, None] * stride_vt + offs_d[None, :], mask=kv_mask, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         s = tl.where(n_valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -124,19 +134,18 @@ def _attn_fwd_kernel(
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None]
         if HAS_DROPOUT:
-            keep = _attn_dropout_keep(
-                rows[:, None], cols[None, :], head, total, max_seqlen, dropout_p, seed, rng_offset
-            )
+            keep = _attn_dropout_keep(rng_base, offs_m[:, None], cols[None, :], max_seqlen, dropout_p, seed)
             p = tl.where(keep, p * dropout_scale, 0.0)
         acc += tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
     out = acc / l_i[:, None]
+    out_ptr += start * stride_ot + head * stride_oh
     tl.store(
-        out_ptr + rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
+        out_ptr + offs_m[:, None] * stride_ot + offs_d[None, :],
         out.to(out_ptr.dtype.element_ty),
-        mask=m_valid[:, None] & d_valid[None, :],
+        mask=q_mask,
     )
-    tl.store(lse_ptr + head * total + rows, m_i + tl.log2(l_i), mask=m_valid)
+    tl.store(lse_ptr + head * total + start + offs_m, m_i + tl.log2(l_i), mask=m_valid)
 
 
 @triton.jit
@@ -205,54 +214,51 @@ def _attn_bwd_dkdv_kernel(
 ):
     """One block of keys of one sequence and one head; the transposed tiles (keys x queries) keep the reductions
     over queries on the tl.dot's inner dimension (Dao 2023, algorithm 2, the outer loop over key blocks)."""
-    pid = tl.program_id(0).to(tl.int64)
-    head = tl.program_id(1).to(tl.int64)
-    num_n_blocks = tl.cdiv(max_seqlen, BLOCK_N)
-    seq = pid // num_n_blocks
-    block_n = pid % num_n_blocks
-    start = tl.load(cu_seqlens_ptr + seq).to(tl.int64)
-    seqlen = tl.load(cu_seqlens_ptr + seq + 1).to(tl.int64) - start
+    start, seqlen, block_n = _sequence_block(cu_seqlens_ptr, max_seqlen, BLOCK_N)
     if block_n * BLOCK_N >= seqlen:
         return
+    head = tl.program_id(1).to(tl.int64)
+    q_ptr += start * stride_qt + head * stride_qh
+    k_ptr += start * stride_kt + head * stride_kh
+    v_ptr += start * stride_vt + head * stride_vh
+    grad_out_ptr += start * stride_gt + head * stride_gh
+    lse_ptr += head * total + start
+    delta_ptr += head * total + start
+    rng_base = (rng_offset + (head * total + start) * max_seqlen).to(tl.int32)
     offs_n = block_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     n_valid = offs_n < seqlen
     d_valid = offs_d < head_dim
-    keys = start + offs_n
     kv_mask = n_valid[:, None] & d_valid[None, :]
-    k = tl.load(k_ptr + keys[:, None] * stride_kt + head * stride_kh + offs_d[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(v_ptr + keys[:, None] * stride_vt + head * stride_vh + offs_d[None, :], mask=kv_mask, other=0.0)
+    k = tl.load(k_ptr + offs_n[:, None] * stride_kt + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(v_ptr + offs_n[:, None] * stride_vt + offs_d[None, :], mask=kv_mask, other=0.0)
     dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     for m0 in range(0, seqlen, BLOCK_M):
-        rows_local = m0 + offs_m
-        m_valid = rows_local < seqlen
-        rows = start + rows_local
+        rows = m0 + offs_m
+        m_valid = rows < seqlen
         q_mask = m_valid[:, None] & d_valid[None, :]
-        q = tl.load(q_ptr + rows[:, None] * stride_qt + head * stride_qh + offs_d[None, :], mask=q_mask, other=0.0)
-        do = tl.load(
-            grad_out_ptr + rows[:, None] * stride_gt + head * stride_gh + offs_d[None, :], mask=q_mask, other=0.0
-        )
-        lse = tl.load(lse_ptr + head * total + rows, mask=m_valid, other=0.0)
-        delta = tl.load(delta_ptr + head * total + rows, mask=m_valid, other=0.0)
+        q = tl.load(q_ptr + rows[:, None] * stride_qt + offs_d[None, :], mask=q_mask, other=0.0)
+        do = tl.load(grad_out_ptr + rows[:, None] * stride_gt + offs_d[None, :], mask=q_mask, other=0.0)
+        lse = tl.load(lse_ptr + rows, mask=m_valid, other=0.0)
+        delta = tl.load(delta_ptr + rows, mask=m_valid, other=0.0)
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale  # [BLOCK_N, BLOCK_M]
         p_t = tl.exp2(s_t - lse[None, :])
         p_t = tl.where(n_valid[:, None] & m_valid[None, :], p_t, 0.0)
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
         if HAS_DROPOUT:
-            keep_t = _attn_dropout_keep(
-                rows[None, :], offs_n[:, None], head, total, max_seqlen, dropout_p, seed, rng_offset
-            )
+            keep_t = _attn_dropout_keep(rng_base, rows[None, :], offs_n[:, None], max_seqlen, dropout_p, seed)
             dv += tl.dot(tl.where(keep_t, p_t * dropout_scale, 0.0).to(do.dtype), do, input_precision=DOT_PRECISION)
             dp_t = tl.where(keep_t, dp_t * dropout_scale, 0.0)
         else:
             dv += tl.dot(p_t.to(do.dtype), do, input_precision=DOT_PRECISION)
         ds_t = p_t * (dp_t - delta[None, :])
         dk += tl.dot(ds_t.to(q.dtype), q, input_precision=DOT_PRECISION)
-    out_offsets = keys[:, None] * stride_dt + head * stride_dh + offs_d[None, :]
-    tl.store(grad_k_ptr + out_offsets, (dk * softmax_scale).to(grad_k_ptr.dtype.element_ty), mask=kv_mask)
-    tl.store(grad_v_ptr + out_offsets, dv.to(grad_v_ptr.dtype.element_ty), mask=kv_mask)
+    out_offsets = offs_n[:, None] * stride_dt + offs_d[None, :]
+    base = start * stride_dt + head * stride_dh
+    tl.store(grad_k_ptr + base + out_offsets, (dk * softmax_scale).to(grad_k_ptr.dtype.element_ty), mask=kv_mask)
+    tl.store(grad_v_ptr + base + out_offsets, dv.to(grad_v_ptr.dtype.element_ty), mask=kv_mask)
 
 
 @triton.autotune(configs=attention_configs("bwd"), key=["seq_bucket", "BLOCK_D", "HAS_DROPOUT", "DOT_PRECISION"])
@@ -293,45 +299,43 @@ def _attn_bwd_dq_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     """One block of queries of one sequence and one head: dQ = softmax_scale * sum over key blocks of dS K."""
-    pid = tl.program_id(0).to(tl.int64)
-    head = tl.program_id(1).to(tl.int64)
-    num_m_blocks = tl.cdiv(max_seqlen, BLOCK_M)
-    seq = pid // num_m_blocks
-    block_m = pid % num_m_blocks
-    start = tl.load(cu_seqlens_ptr + seq).to(tl.int64)
-    seqlen = tl.load(cu_seqlens_ptr + seq + 1).to(tl.int64) - start
+    start, seqlen, block_m = _sequence_block(cu_seqlens_ptr, max_seqlen, BLOCK_M)
     if block_m * BLOCK_M >= seqlen:
         return
+    head = tl.program_id(1).to(tl.int64)
+    q_ptr += start * stride_qt + head * stride_qh
+    k_ptr += start * stride_kt + head * stride_kh
+    v_ptr += start * stride_vt + head * stride_vh
+    grad_out_ptr += start * stride_gt + head * stride_gh
+    rng_base = (rng_offset + (head * total + start) * max_seqlen).to(tl.int32)
     offs_m = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     m_valid = offs_m < seqlen
     d_valid = offs_d < head_dim
-    rows = start + offs_m
     q_mask = m_valid[:, None] & d_valid[None, :]
-    q = tl.load(q_ptr + rows[:, None] * stride_qt + head * stride_qh + offs_d[None, :], mask=q_mask, other=0.0)
-    do = tl.load(grad_out_ptr + rows[:, None] * stride_gt + head * stride_gh + offs_d[None, :], mask=q_mask, other=0.0)
-    lse = tl.load(lse_ptr + head * total + rows, mask=m_valid, other=0.0)
-    delta = tl.load(delta_ptr + head * total + rows, mask=m_valid, other=0.0)
+    q = tl.load(q_ptr + offs_m[:, None] * stride_qt + offs_d[None, :], mask=q_mask, other=0.0)
+    do = tl.load(grad_out_ptr + offs_m[:, None] * stride_gt + offs_d[None, :], mask=q_mask, other=0.0)
+    lse = tl.load(lse_ptr + head * total + start + offs_m, mask=m_valid, other=0.0)
+    delta = tl.load(delta_ptr + head * total + start + offs_m, mask=m_valid, other=0.0)
     dq = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
     for n0 in range(0, seqlen, BLOCK_N):
         cols = n0 + offs_n
         n_valid = cols < seqlen
         kv_mask = n_valid[:, None] & d_valid[None, :]
-        k = tl.load(k_ptr + (start + cols)[:, None] * stride_kt + head * stride_kh + offs_d[None, :], mask=kv_mask)
-        v = tl.load(v_ptr + (start + cols)[:, None] * stride_vt + head * stride_vh + offs_d[None, :], mask=kv_mask)
+        k = tl.load(k_ptr + cols[:, None] * stride_kt + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_ptr + cols[:, None] * stride_vt + offs_d[None, :], mask=kv_mask, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         p = tl.exp2(s - lse[:, None])
         p = tl.where(m_valid[:, None] & n_valid[None, :], p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
         if HAS_DROPOUT:
-            keep = _attn_dropout_keep(
-                rows[:, None], cols[None, :], head, total, max_seqlen, dropout_p, seed, rng_offset
-            )
+            keep = _attn_dropout_keep(rng_base, offs_m[:, None], cols[None, :], max_seqlen, dropout_p, seed)
             dp = tl.where(keep, dp * dropout_scale, 0.0)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
-    out_offsets = rows[:, None] * stride_dt + head * stride_dh + offs_d[None, :]
+    grad_q_ptr += start * stride_dt + head * stride_dh
+    out_offsets = offs_m[:, None] * stride_dt + offs_d[None, :]
     tl.store(grad_q_ptr + out_offsets, (dq * softmax_scale).to(grad_q_ptr.dtype.element_ty), mask=q_mask)
 
 
@@ -406,7 +410,8 @@ def attention_backward(
     offset: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # dq, dk, dv: [T, heads, D] contiguous, in q's dtype
     total, heads, head_dim = q.shape
-    q, k, v, grad_out = (_last_dim_contiguous(t) for t in (q, k, v, grad_out))
+    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    grad_out = grad_out.contiguous()  # token stride heads * D, as the outputs': within the dispatch's 32-bit bound
     grad_q, grad_k, grad_v = (torch.empty((total, heads, head_dim), dtype=q.dtype, device=q.device) for _ in "qkv")
     batch = cu_seqlens.shape[0] - 1
     if total == 0 or batch == 0:

@@ -6,11 +6,13 @@ import dataclasses
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from vlbert_fast.config import ModelConfig
 from vlbert_fast.config.model import checkpointed_layers
 from vlbert_fast.data import collate
 from vlbert_fast.data.random import random_examples
+from vlbert_fast.engine.flops import forward_flops
 from vlbert_fast.model import VLBertForPretraining
 
 # fp32 throughout; the packed path sums in another order (bias added apart from the matmul, attention per sequence,
@@ -20,8 +22,9 @@ ATOL, RTOL = 2e-5, 1e-5
 
 @pytest.fixture
 def cfg(tiny_cfg):
-    # Non-zero visual gains, so that region features and RoI tokens matter to every output and gradient.
-    return dataclasses.replace(tiny_cfg, visual_scale_text_init=0.3, visual_scale_object_init=0.3)
+    """The padded reference. Non-zero visual gains, so that region features and RoI tokens matter to every output
+    and gradient."""
+    return dataclasses.replace(tiny_cfg, visual_scale_text_init=0.3, visual_scale_object_init=0.3, packed=False)
 
 
 @pytest.fixture
@@ -101,7 +104,8 @@ def test_activation_checkpointing_changes_nothing_even_with_dropout(cfg, batch, 
     assert not torch.equal(run(noisy, batch, seed=4)[1].loss, plain[1].loss)
 
 
-def test_checkpointing_spec():
+def test_checkpointing_spec_and_defaults():
+    assert ModelConfig().packed and ModelConfig().attention == "auto"
     assert checkpointed_layers("none", 4) == frozenset()
     assert checkpointed_layers("all", 3) == {0, 1, 2}
     assert checkpointed_layers("every:2", 5) == {0, 2, 4}
@@ -112,3 +116,15 @@ def test_checkpointing_spec():
         ModelConfig(activation_checkpointing="some")
     with pytest.raises(ValueError, match=r"attention must be one of auto, flash_attn, triton, sdpa, reference"):
         ModelConfig(attention="flash")
+
+
+def test_packed_model_does_exactly_the_counted_work(cfg, batch):
+    """With unequal lengths the padded model computes on padding; the packed one does what engine/flops.py counts
+    (attention on the reference backend, whose per-sequence matmuls FlopCounterMode sees)."""
+    packed = dataclasses.replace(cfg, packed=True, attention="reference")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        VLBertForPretraining(packed).eval()(batch)
+    masked = int((batch.mlm_labels != -100).sum())
+    parts = forward_flops(packed, batch.seq_lens.tolist(), batch.num_regions, masked, int(batch.region_predict.sum()))
+    assert counter.get_total_flops() == sum(parts.values())

@@ -118,11 +118,11 @@ class ModelConfig:
     Triton kernel on a GPU, else PyTorch's SDPA), "flash_attn", "triton", "sdpa" or "reference" (an explicit one
     that cannot run the inputs is an error listing why). Only the packed path uses it."""
 
-    packed: bool = False
+    packed: bool = True
     """Run the encoder on the packed [tokens, H] stream (`x[attention_mask]` with cu_seqlens: no padding is ever
     computed) with varlen attention, the fused bias/dropout/residual/LayerNorm and bias/GELU ops, and the chunked
     fused MLM loss; False runs the plain padded reference (the specification, same parameters, same results with
-    dropout off)."""
+    dropout off). On the embedded default's CPU run packed steps are as fast or slightly faster (no padded rows)."""
 
     activation_checkpointing: str = "none"
     """Encoder layers whose activations are recomputed in the backward instead of kept: "none", "all", "every:K"

@@ -199,7 +199,11 @@ class VLBertForPretraining(nn.Module):
             if not self.training:  # evaluation reads the predictions; M rows of logits are small there
                 out.mlm_logits = self.mlm_head.decode(x_MH, words_VH)
             for name, rows in (("mlm_image", has_image_M), ("mlm_text", ~has_image_M)):
-                if bool(rows.any()):
+                if not bool(rows.any()):
+                    continue
+                if out.mlm_logits is not None:  # already decoded: the loss from them, not a second decoder pass
+                    losses[name] = F.cross_entropy(out.mlm_logits[rows].float(), labels_M[rows])
+                else:
                     losses[name] = self.mlm_head.loss(x_MH[rows], words_VH, labels_M[rows])
         if batch.region_predict is not None and batch.roi_targets is not None and bool(batch.region_predict.any()):
             region_N = batch.visual_index[tokens_BL]

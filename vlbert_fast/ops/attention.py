@@ -232,6 +232,12 @@ def _triton_reasons(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scal
         from ..kernels.utils import MAX_ATTENTION_HEAD_DIM
 
         reasons += _head_dim_reasons(q, MAX_ATTENTION_HEAD_DIM, "the Triton kernels")
+        span = max_seqlen * max(t.stride(0) for t in (q, k, v))
+        if span >= 2**31:
+            reasons.append(
+                f"max_seqlen {max_seqlen} x token stride {span // max(max_seqlen, 1)} does not fit the kernels' "
+                "32-bit offsets within a sequence"
+            )
     return reasons
 
 
