@@ -96,3 +96,47 @@ def tile_rows(columns: int, elements: int = 4096) -> int:
     masked. Under the interpreter the cost is per program, so the same rule keeps the program count low there too."""
     quotient = max(1, elements // max(columns, 1))
     return 1 << (quotient.bit_length() - 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# attention (kernels/attention.py)
+
+MAX_ATTENTION_HEAD_DIM = 128
+"""Largest head dimension of the Triton attention kernels. The backward's key-block program holds K, V, dK and dV
+tiles of BLOCK_N x BLOCK_D in registers; at BLOCK_D = 256 they no longer fit next to the score tiles without
+spilling (flash-attn's own kernels go to 256 with hand-tuned shared-memory layouts)."""
+
+
+def attention_head_block(head_dim: int) -> int:
+    """BLOCK_D: the head dimension padded to a power of two (tl.arange) and at least 16 (the smallest tl.dot
+    operand); the padded columns are loaded as zeros, so 80 and 96 run as 128 with their extra columns masked."""
+    if head_dim > MAX_ATTENTION_HEAD_DIM:
+        raise ValueError(
+            f"head dimension {head_dim} is larger than the Triton attention kernels' maximum {MAX_ATTENTION_HEAD_DIM}"
+        )
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def attention_configs(kind: str) -> list[triton.Config]:
+    """Autotune candidates of the attention kernels (kind "fwd" or "bwd"), as BLOCK_M (query rows) x BLOCK_N (key
+    rows), warps and pipeline stages.
+
+    Under the interpreter: one config of 16 x 16, so that short test sequences still span several blocks (the
+    online softmax and every boundary mask run) while the program count stays small. On a GPU the ladder of
+    FlashAttention-2's Triton ports: 128 x 64 with 4 warps for small heads, 8 warps for 128-wide heads; 64 x 64 for
+    short sequences (mean length 100-256: fewer idle rows in the last block of each sequence). The backward's
+    programs hold four tiles of BLOCK_N x BLOCK_D, so its blocks are smaller. Configs that do not fit a GPU's shared
+    memory fail to compile and the autotuner passes over them."""
+    if interpreter_on():
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
+    if kind == "fwd":
+        shapes = [(128, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4), (64, 32, 4, 4)]
+    else:
+        shapes = [(64, 64, 4, 2), (64, 64, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2)]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in shapes]
+
+
+def sequence_bucket(max_seqlen: int) -> int:
+    """Autotune key for the sequence length: the next power of two, so a training run whose longest sample changes
+    every batch tunes once per bucket instead of once per length."""
+    return triton.next_power_of_2(max(max_seqlen, 1))

@@ -18,7 +18,17 @@ from collections.abc import Sequence
 from .config import ConfigError, describe, load_config, to_yaml
 from .version import __version__
 
-COMMANDS = ["env", "config", "synth", "convert-features", "extract-features", "pretrain", "export", "bench"]
+COMMANDS = [
+    "env",
+    "config",
+    "synth",
+    "convert-features",
+    "extract-features",
+    "pretrain",
+    "export",
+    "attention-maps",
+    "bench",
+]
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:

@@ -34,7 +34,14 @@ def example_inputs() -> dict[str, tuple[tuple, dict]]:
     weights = EmbeddingWeights(table(8), table(8), table(3), *(vector() for _ in range(10)))
     visual_index = torch.tensor([0, 0, -1, -1], device=device)
     region_masked = torch.zeros(1, dtype=torch.bool, device=device)
+    rows = torch.zeros(4, h, dtype=dtype, device=device)
+    qkv = torch.zeros(4, 2, 64, dtype=dtype, device=device)  # BERT's head dim
+    cu_seqlens = torch.tensor([0, 3, 4], dtype=torch.int32, device=device)
     return {
+        "varlen_attention": ((qkv, qkv, qkv, cu_seqlens, 3), {}),
+        "bias_dropout_residual_layer_norm": ((rows, vector(), rows, vector(), vector()), {}),
+        "bias_gelu": ((rows, vector()), {}),
+        "linear_cross_entropy": ((rows, table(8), torch.zeros(8, dtype=dtype, device=device), ids), {}),
         "box_geometry_embedding": (
             (torch.tensor([[0.0, 0.0, 9.0, 9.0]], device=device), torch.tensor([[10.0, 10.0]], device=device)),
             {},

@@ -8,6 +8,35 @@ from dataclasses import dataclass, field
 from .visual import VisualConfig
 
 KERNEL_CHOICES = ("auto", "reference", "triton")
+ATTENTION_CHOICES = ("auto", "flash_attn", "triton", "sdpa", "reference")
+
+
+def checkpointed_layers(spec: str, num_layers: int) -> frozenset[int]:
+    """The layers whose activations are recomputed in the backward, from `activation_checkpointing`: "none", "all",
+    "every:K" (layers 0, K, 2K, ...) or comma-separated layer indices ("0,1,5"). Raises ValueError naming the field."""
+    spec = spec.strip()
+    if spec == "none":
+        return frozenset()
+    if spec == "all":
+        return frozenset(range(num_layers))
+    try:
+        if spec.startswith("every:"):
+            step = int(spec.removeprefix("every:"))
+            if step <= 0:
+                raise ValueError
+            return frozenset(range(0, num_layers, step))
+        layers = frozenset(int(part) for part in spec.split(","))
+    except ValueError:
+        raise ValueError(
+            f"activation_checkpointing must be 'none', 'all', 'every:K' (K > 0) or comma-separated layer indices, "
+            f"found {spec!r}"
+        ) from None
+    outside = sorted(i for i in layers if not 0 <= i < num_layers)
+    if outside:
+        raise ValueError(
+            f"activation_checkpointing: layers {outside} are outside [0, {num_layers}) (num_hidden_layers)"
+        )
+    return layers
 
 
 @dataclass
@@ -88,6 +117,21 @@ class ModelConfig:
 
     visual: VisualConfig = field(default_factory=VisualConfig)
     """Where region appearance comes from: precomputed features (the default) or the ResNet end to end."""
+    attention: str = "auto"
+    """Backend of the packed encoder's attention (`ops.varlen_attention`): "auto" (flash-attn when installed, our
+    Triton kernel on a GPU, else PyTorch's SDPA), "flash_attn", "triton", "sdpa" or "reference" (an explicit one
+    that cannot run the inputs is an error listing why). Only the packed path uses it."""
+
+    packed: bool = True
+    """Run the encoder on the packed [tokens, H] stream (`x[attention_mask]` with cu_seqlens: no padding is ever
+    computed) with varlen attention, the fused bias/dropout/residual/LayerNorm and bias/GELU ops, and the chunked
+    fused MLM loss; False runs the plain padded reference (the specification, same parameters, same results with
+    dropout off). On the embedded default's CPU run packed steps are as fast or slightly faster (no padded rows)."""
+
+    activation_checkpointing: str = "none"
+    """Encoder layers whose activations are recomputed in the backward instead of kept: "none", "all", "every:K"
+    (layers 0, K, 2K, ...) or comma-separated layer indices ("0,1,5"). Trades about one extra forward of those layers
+    for their activation memory; dropout masks are reproduced exactly."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -132,6 +176,9 @@ class ModelConfig:
                 f"width {self.visual.width}) gives {self.visual.out_channels}-d features; set "
                 f"model.visual_feature_dim={self.visual.out_channels}"
             )
+        if self.attention not in ATTENTION_CHOICES:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}, found {self.attention!r}")
+        checkpointed_layers(self.activation_checkpointing, self.num_hidden_layers)
 
     @property
     def head_dim(self) -> int:

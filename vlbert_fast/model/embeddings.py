@@ -62,15 +62,20 @@ class VLBertEmbeddings(nn.Module):
             ln_bias=self.layer_norm.bias,
         )
 
-    def forward(self, batch: Batch, region_visual_KH: torch.Tensor) -> torch.Tensor:  # [B, L, H]
+    def forward(
+        self, batch: Batch, region_visual_KH: torch.Tensor, tokens_BL: torch.Tensor | None = None
+    ) -> torch.Tensor:  # [B, L, H], or [N, H] for the tokens selected by tokens_BL
+        """The padded batch's embedding; with `tokens_BL` (bool [B, L], the attention mask for the packed stream)
+        only the selected tokens', in row-major order: the packed [N, H] stream, padding never computed."""
         dropout_p = self.dropout_p if self.training else 0.0
         seed = int(torch.randint(0, 2**62, ())) if dropout_p > 0 else 0
+        stream = (lambda t: t.reshape(-1)) if tokens_BL is None else (lambda t: t[tokens_BL])  # noqa: E731
         x_NH = fused_embedding(
-            batch.input_ids.reshape(-1),
-            batch.position_ids.reshape(-1),
-            batch.token_type_ids.reshape(-1),
-            batch.token_kind.reshape(-1),
-            batch.visual_index.reshape(-1),
+            stream(batch.input_ids),
+            stream(batch.position_ids),
+            stream(batch.token_type_ids),
+            stream(batch.token_kind),
+            stream(batch.visual_index),
             region_visual_KH,
             batch.region_masked,
             self.weights(),
@@ -79,4 +84,4 @@ class VLBertEmbeddings(nn.Module):
             seed=seed,
             backend=self.backend,
         )
-        return x_NH.view(*batch.input_ids.shape, -1)
+        return x_NH if tokens_BL is not None else x_NH.view(*batch.input_ids.shape, -1)

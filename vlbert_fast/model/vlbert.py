@@ -5,6 +5,12 @@ VLBertModel: region features -> embeddings -> post-LN encoder -> hidden states [
 VLBertForPretraining adds the MLM head (tied to the word embeddings) and the masked-RoI classification head, run
 only on the positions that have targets, and the original's loss: MLM cross-entropy averaged over the masked words
 of image-text rows, plus the same over text-only rows, plus soft cross-entropy averaged over the predicted regions.
+
+Packed mode (`cfg.packed`, N tokens in the batch): the tokens are flattened with `x[attention_mask]` (row-major,
+so the samples lie one after another as `Batch.cu_seqlens` says), embedded as that stream, run through the encoder's
+packed path and the heads' fused pieces; the MLM loss is the chunked fused linear + cross-entropy, so neither
+padding nor the [M, V] logits are ever computed in training (`mlm_logits` is filled in eval mode only). With dropout
+off it computes what the padded reference computes (tests/model/test_packed*).
 """
 
 from __future__ import annotations
@@ -81,6 +87,15 @@ class VLBertModel(nn.Module):
         )
 
     def forward(self, batch: Batch) -> torch.Tensor:  # [B, L, H]
+        """Hidden states in the padded layout. In packed mode the padding positions hold zeros (nothing is computed
+        there); the padded reference fills them with values that nothing reads."""
+        if self.cfg.packed:
+            return self.forward_packed(batch).padded()
+        self.validate(batch)
+        embedded_BLH = self.embeddings(batch, self.region_features(batch))
+        return self.encoder(embedded_BLH, batch.attention_mask)
+
+    def validate(self, batch: Batch) -> None:
         if self.cfg.check_inputs:
             batch.validate(
                 vocab_size=self.cfg.vocab_size,
@@ -89,8 +104,35 @@ class VLBertModel(nn.Module):
                 feature_dim=self.cfg.visual_feature_dim,
                 num_classes=self.cfg.num_roi_classes,
             )
-        embedded_BLH = self.embeddings(batch, self.region_features(batch))
-        return self.encoder(embedded_BLH, batch.attention_mask)
+
+    def forward_packed(self, batch: Batch) -> PackedHidden:
+        """The encoder on the packed stream of the batch's tokens (module docstring)."""
+        self.validate(batch)
+        tokens_BL = batch.attention_mask
+        embedded_NH = self.embeddings(batch, self.region_features(batch), tokens_BL=tokens_BL)
+        # Valid by construction: the rows of attention_mask are prefixes (Batch.validate), so cu_seqlens starts at 0,
+        # never decreases and ends at N; L bounds every sample and costs no device synchronisation.
+        cu_seqlens, max_seqlen = batch.cu_seqlens, tokens_BL.shape[1]
+        hidden_NH = self.encoder.forward_packed(embedded_NH, cu_seqlens, max_seqlen)
+        return PackedHidden(hidden_NH, tokens_BL, cu_seqlens, max_seqlen)
+
+
+@dataclass
+class PackedHidden:
+    """The encoder's output on the packed stream."""
+
+    hidden: torch.Tensor
+    """[N, H] hidden states of the batch's tokens, sample after sample (row-major order of the padded batch)."""
+    tokens: torch.Tensor
+    """[B, L] bool: where each packed token sits in the padded layout (the attention mask)."""
+    cu_seqlens: torch.Tensor
+    """[B+1] int32 boundaries of the samples in the stream."""
+    max_seqlen: int
+    """An upper bound of the sample lengths (the padded width L)."""
+
+    def padded(self) -> torch.Tensor:  # [B, L, H], zeros at the padding
+        out_BLH = self.hidden.new_zeros(*self.tokens.shape, self.hidden.shape[-1])
+        return out_BLH.index_put((self.tokens,), self.hidden)
 
 
 @dataclass
@@ -120,6 +162,8 @@ class VLBertForPretraining(nn.Module):
             head.apply(lambda m: init_weights(m, cfg.initializer_range))
 
     def forward(self, batch: Batch) -> PretrainOutput:
+        if self.cfg.packed:
+            return self.forward_packed(batch)
         hidden_BLH = self.vlbert(batch)
         losses: dict[str, torch.Tensor] = {}
         out = PretrainOutput(loss=hidden_BLH.sum() * 0.0, losses=losses)
@@ -146,6 +190,41 @@ class VLBertForPretraining(nn.Module):
         if losses:
             out.loss = torch.stack(list(losses.values())).sum()
         out.loss = self.with_idle_heads(out.loss, hidden_BLH, losses)
+        return out
+
+    def forward_packed(self, batch: Batch) -> PretrainOutput:
+        """The same losses from the packed stream, with the fused heads (module docstring)."""
+        packed = self.vlbert.forward_packed(batch)
+        hidden_NH, tokens_BL = packed.hidden, packed.tokens
+        kind_N = batch.token_kind[tokens_BL]
+        losses: dict[str, torch.Tensor] = {}
+        out = PretrainOutput(loss=hidden_NH.sum() * 0.0, losses=losses)
+        if batch.mlm_labels is not None:
+            labels_N = batch.mlm_labels[tokens_BL]
+            masked_N = labels_N != IGNORE_INDEX
+            labels_M = labels_N[masked_N]
+            has_image_M = (kind_N == TokenKind.TEXT)[masked_N]
+            x_MH = self.mlm_head.transform(hidden_NH[masked_N], fused=True)
+            words_VH = self.vlbert.embeddings.word_embeddings.weight
+            out.mlm_labels, out.mlm_has_image = labels_M, has_image_M
+            if not self.training:  # evaluation reads the predictions; M rows of logits are small there
+                out.mlm_logits = self.mlm_head.decode(x_MH, words_VH)
+            for name, rows in (("mlm_image", has_image_M), ("mlm_text", ~has_image_M)):
+                if not bool(rows.any()):
+                    continue
+                if out.mlm_logits is not None:  # already decoded: the loss from them, not a second decoder pass
+                    losses[name] = F.cross_entropy(out.mlm_logits[rows].float(), labels_M[rows])
+                else:
+                    losses[name] = self.mlm_head.loss(x_MH[rows], words_VH, labels_M[rows])
+        if batch.region_predict is not None and batch.roi_targets is not None and bool(batch.region_predict.any()):
+            region_N = batch.visual_index[tokens_BL]
+            roi_tokens_N = (kind_N == TokenKind.ROI) & batch.region_predict[region_N.clamp(min=0)]
+            order = torch.argsort(region_N[roi_tokens_N])
+            out.roi_logits = self.roi_head(hidden_NH[roi_tokens_N][order], fused=True)
+            losses["roi"] = soft_cross_entropy(out.roi_logits, batch.roi_targets[batch.region_predict])
+        if losses:
+            out.loss = torch.stack(list(losses.values())).sum()
+        out.loss = self.with_idle_heads(out.loss, hidden_NH, losses)
         return out
 
     def with_idle_heads(self, loss: torch.Tensor, hidden: torch.Tensor, losses: dict) -> torch.Tensor:

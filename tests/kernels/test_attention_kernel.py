@@ -1,0 +1,134 @@
+"""The Triton varlen attention kernels against the reference under TRITON_INTERPRET=1: forward and every gradient,
+fp32 and fp16, sequences of length 1, primes and mixed lengths in one batch, head dims 64/80/96/128 and small ones,
+strided q/k/v, empty sequences, and dropout (the reference's mask, reproducible by seed).
+
+The interpreter runs blocks of 16 x 16 (kernels/utils.py), so lengths 17 and 31 span two blocks with a ragged last
+one, and every boundary mask runs."""
+
+import pytest
+import torch
+
+from vlbert_fast.ops import varlen_attention, varlen_attention_reference
+
+from ..ops.attention_inputs import cu_seqlens_of, output_and_grads, packed_qkv
+
+# fp32: both compute in fp32; the kernel sums scores and gradients in block order, the reference in one matmul
+# (~1e-7 relative per element, a few 1e-7 absolute on values of order 1). fp16: both round the output once; the
+# kernel also rounds P and dS to fp16 before their matmuls, as FlashAttention does (one fp16 ulp on values <= 2).
+TOLERANCES = {torch.float32: (2e-5, 1e-5), torch.float16: (4e-3, 4e-3)}
+MIXED = [1, 17, 5, 31, 2]  # a single token, primes, two blocks with a ragged end
+
+
+def triton_vs_reference(lengths, heads, head_dim, dtype, **kwargs):
+    q, k, v, cu, max_len, grad_out = packed_qkv(lengths, heads, head_dim, dtype)
+    args = dict(cu_seqlens=cu, max_seqlen=max_len, **kwargs)
+    got = output_and_grads(varlen_attention, q, k, v, grad_out, backend="triton", **args)
+    want = output_and_grads(varlen_attention, q, k, v, grad_out, backend="reference", **args)
+    return got, want
+
+
+def assert_all_close(got, want, atol, rtol):
+    for name, g, w in zip(("out", "dq", "dk", "dv"), got, want, strict=True):
+        assert g.dtype == w.dtype, name
+        torch.testing.assert_close(g, w, atol=atol, rtol=rtol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("head_dim", [64, 80, 96, 128])
+def test_head_dims_forward_and_every_gradient(head_dim, dtype):
+    got, want = triton_vs_reference([1, 17, 3], 1, head_dim, dtype)
+    assert_all_close(got, want, *TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize(
+    "lengths", [[1], [13], [16, 32], MIXED], ids=["one token", "a prime", "block multiples", "mixed"]
+)
+def test_lengths_forward_and_every_gradient_fp32(lengths):
+    got, want = triton_vs_reference(lengths, 2, 32, torch.float32)
+    assert_all_close(got, want, *TOLERANCES[torch.float32])
+
+
+@pytest.mark.parametrize("head_dim", [8, 12])
+def test_small_head_dims_padded_to_a_tile(head_dim):
+    """Head dims below 16 (the tiny model's 12) run in a 16-wide tile with zero columns."""
+    got, want = triton_vs_reference(MIXED, 2, head_dim, torch.float32, softmax_scale=0.4)
+    assert_all_close(got, want, *TOLERANCES[torch.float32])
+
+
+def test_fp16_error_is_within_twice_plain_fp16_pytorch():
+    """STYLE.md's bound: against fp64, the kernel's fp16 error is at most twice that of PyTorch doing the same
+    attention in fp16 (scores, softmax and the product rounded to fp16 as eager fp16 code does)."""
+    q, k, v, cu, max_len, _ = packed_qkv(MIXED, 2, 64, torch.float16)
+    got = varlen_attention(q, k, v, cu, max_len, backend="triton").detach().double()
+    exact = varlen_attention_reference(q.double(), k.double(), v.double(), cu, max_len)
+    plain = []
+    for start, end in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True):
+        qs, ks, vs = (t.detach()[start:end].transpose(0, 1) for t in (q, k, v))
+        probs = torch.softmax((qs @ ks.transpose(1, 2)) * 64**-0.5, dim=-1)  # fp16 in, fp16 out
+        plain.append((probs @ vs).transpose(0, 1))
+    plain_error = (torch.cat(plain).double() - exact).abs().max()
+    assert (got - exact).abs().max() <= 2 * plain_error
+
+
+def test_strided_views_of_a_fused_projection():
+    """The model passes q, k, v as views of one [N, 3, heads, D] projection (token stride 3 * heads * D)."""
+    g = torch.Generator().manual_seed(1)
+    qkv = torch.randn(sum(MIXED), 3, 2, 16, generator=g, requires_grad=True)
+    grad_out = torch.randn(sum(MIXED), 2, 16, generator=g)
+    cu = cu_seqlens_of(MIXED)
+    results = []
+    for backend in ("triton", "reference"):
+        out = varlen_attention(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu, max(MIXED), backend=backend)
+        results.append((out, *torch.autograd.grad(out, qkv, grad_out)))
+    for g_, w_ in zip(*results, strict=True):
+        torch.testing.assert_close(g_, w_, atol=2e-5, rtol=1e-5)
+
+
+def test_empty_sequences_and_a_larger_max_seqlen():
+    """Zero-length sequences cost nothing and change nothing; max_seqlen above the longest only adds idle blocks."""
+    lengths = [0, 5, 0, 3]
+    q, k, v, cu, _, grad_out = packed_qkv(lengths, 1, 16)
+    got = output_and_grads(varlen_attention, q, k, v, grad_out, cu_seqlens=cu, max_seqlen=20, backend="triton")
+    want = output_and_grads(varlen_attention_reference, q, k, v, grad_out, cu_seqlens=cu, max_seqlen=20)
+    assert_all_close(got, want, *TOLERANCES[torch.float32])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_dropout_draws_the_reference_mask(dtype):
+    got, want = triton_vs_reference([9, 17, 1], 2, 16, dtype, dropout_p=0.3, seed=1234, offset=5)
+    assert_all_close(got, want, *TOLERANCES[dtype])
+
+
+def test_dropout_reproducible_by_seed():
+    q, k, v, cu, max_len, grad_out = packed_qkv([7, 11], 1, 16)
+    run = lambda seed: output_and_grads(  # noqa: E731
+        varlen_attention, q, k, v, grad_out, cu_seqlens=cu, max_seqlen=max_len, dropout_p=0.5, seed=seed,
+        backend="triton",
+    )  # fmt: skip
+    first, again, other = run(3), run(3), run(4)
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)  # bitwise: the mask comes from the seed, the backward has no atomics
+    assert not torch.equal(first[0], other[0])
+    torch.manual_seed(0)
+    unseeded = varlen_attention(q, k, v, cu, max_len, dropout_p=0.5, backend="triton")
+    torch.manual_seed(0)
+    assert torch.equal(unseeded, varlen_attention(q, k, v, cu, max_len, dropout_p=0.5, backend="triton"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("head_dim", [64, 80, 96, 128])
+def test_gpu_low_precision_against_fp32_reference(head_dim, dtype):
+    """On a GPU, with realistic lengths: bf16/fp16 within twice the error of PyTorch's own low-precision SDPA."""
+    lengths = [100, 1, 256, 37, 181, 64]
+    q, k, v, cu, max_len, grad_out = packed_qkv(lengths, 4, head_dim, dtype)
+    q, k, v = (t.detach().cuda().requires_grad_(True) for t in (q, k, v))
+    grad_out, cu = grad_out.cuda(), cu.cuda()
+    args = dict(cu_seqlens=cu, max_seqlen=max_len)
+    got = output_and_grads(varlen_attention, q, k, v, grad_out, backend="triton", **args)
+    low = output_and_grads(varlen_attention, q, k, v, grad_out, backend="sdpa", **args)
+    q32, k32, v32 = (t.detach().float().requires_grad_(True) for t in (q, k, v))
+    exact = output_and_grads(varlen_attention, q32, k32, v32, grad_out.float(), backend="reference", **args)
+    for name, g, s, e in zip(("out", "dq", "dk", "dv"), got, low, exact, strict=True):
+        kernel_error = (g.float() - e).abs().max()
+        assert kernel_error <= 2 * (s.float() - e).abs().max() + 1e-3, name

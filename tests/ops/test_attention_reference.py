@@ -1,0 +1,114 @@
+"""varlen_attention: the reference against an independent block-diagonal spelling, SDPA against the reference,
+the seeded dropout mask, and what `auto` picks on a CPU."""
+
+import pytest
+import torch
+
+from vlbert_fast.ops import varlen_attention, varlen_attention_reference
+from vlbert_fast.ops.attention import ATTENTION, attention_dropout_keep
+from vlbert_fast.ops.embedding import philox_uniform
+
+from .attention_inputs import block_diagonal_attention, cu_seqlens_of, output_and_grads, packed_qkv
+
+LENGTHS = {
+    "one token": [1],
+    "primes": [7, 13, 2],
+    "mixed with a single token": [5, 1, 17, 3],
+    "an empty sequence inside": [4, 0, 6],
+}
+# fp32 against fp64: scores and softmax in fp32 for a few dozen keys differ by ~1e-7 relative.
+FP32 = (2e-6, 1e-5)
+
+
+@pytest.mark.parametrize("case", list(LENGTHS))
+def test_reference_equals_block_diagonal_attention(case):
+    q, k, v, cu, max_len, _ = packed_qkv(LENGTHS[case], heads=3, head_dim=8)
+    got = varlen_attention_reference(q, k, v, cu, max_len)
+    torch.testing.assert_close(got.double(), block_diagonal_attention(q, k, v, cu), atol=FP32[0], rtol=FP32[1])
+    scaled = varlen_attention_reference(q, k, v, cu, max_len, softmax_scale=0.7)
+    want = block_diagonal_attention(q, k, v, cu, softmax_scale=0.7)
+    torch.testing.assert_close(scaled.double(), want, atol=FP32[0], rtol=FP32[1])
+
+
+def test_reference_probabilities_are_each_sequences_softmax():
+    q, k, v, cu, max_len, _ = packed_qkv([3, 5], heads=2, head_dim=4)
+    _, probs = varlen_attention_reference(q, k, v, cu, max_len, return_probs=True)
+    assert [tuple(p.shape) for p in probs] == [(2, 3, 3), (2, 5, 5)]
+    for p in probs:
+        torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:2]))
+
+
+def test_dropout_mask_is_the_documented_philox_draw():
+    """Element (head h, token i, key j) keeps when philox_uniform(seed, offset + (h*T + i)*max_seqlen + j) >= p."""
+    lengths, heads, p, seed, offset = [3, 4], 2, 0.4, 1234, 17
+    q, k, v, cu, _, _ = packed_qkv(lengths, heads=heads, head_dim=4)
+    max_len, total = 6, sum(lengths)  # a max_seqlen above the longest changes the counter stride, not the result's law
+    keep = torch.zeros(heads, total, total, dtype=torch.bool)
+    for h in range(heads):
+        for i in range(total):
+            start = 0 if i < 3 else 3
+            for j in range(lengths[0 if i < 3 else 1]):
+                draw = philox_uniform(seed, torch.tensor([offset + (h * total + i) * max_len + j]))
+                keep[h, i, start + j] = bool(draw[0] >= p)
+    got = varlen_attention_reference(q, k, v, cu, max_len, dropout_p=p, seed=seed, offset=offset)
+    want = block_diagonal_attention(q, k, v, cu, dropout_keep=keep, dropout_p=p)
+    torch.testing.assert_close(got.double(), want, atol=FP32[0], rtol=FP32[1])
+    mask = attention_dropout_keep(seed, offset, 3, 4, heads, total, max_len, p, torch.device("cpu"))
+    assert torch.equal(mask, keep[:, 3:, 3:])
+
+
+def test_dropout_is_reproducible_by_seed_and_by_torch_manual_seed():
+    q, k, v, cu, max_len, _ = packed_qkv([40, 30], heads=2, head_dim=4)
+    run = lambda **kw: varlen_attention(q, k, v, cu, max_len, dropout_p=0.3, backend="reference", **kw)  # noqa: E731
+    assert torch.equal(run(seed=5), run(seed=5))
+    assert not torch.equal(run(seed=5), run(seed=6))
+    torch.manual_seed(0)
+    first = run()
+    torch.manual_seed(0)
+    assert torch.equal(first, run())
+    keep = attention_dropout_keep(5, 0, 0, 40, 2, 70, 40, 0.3, torch.device("cpu"))
+    assert abs(keep.float().mean().item() - 0.7) < 0.03  # 3200 draws: the share kept is 1 - p
+
+
+@pytest.mark.parametrize("case", list(LENGTHS))
+def test_sdpa_equals_reference_forward_and_gradients(case):
+    q, k, v, cu, max_len, grad_out = packed_qkv(LENGTHS[case], heads=2, head_dim=8)
+    want = output_and_grads(varlen_attention_reference, q, k, v, grad_out, cu_seqlens=cu, max_seqlen=max_len)
+    got = output_and_grads(varlen_attention, q, k, v, grad_out, cu_seqlens=cu, max_seqlen=max_len + 3, backend="sdpa")
+    for name, g, w in zip(("out", "dq", "dk", "dv"), got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=FP32[0], rtol=FP32[1], msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_sdpa_dropout_keeps_its_expectation():
+    """SDPA draws its own mask: the output over many seeds averages to the dropout-free output."""
+    q, k, v, cu, max_len, _ = packed_qkv([4, 3], heads=1, head_dim=4)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        runs = torch.stack([varlen_attention(q, k, v, cu, max_len, dropout_p=0.5, backend="sdpa") for _ in range(400)])
+        clean = varlen_attention(q, k, v, cu, max_len, backend="sdpa")
+    assert not torch.equal(runs[0], runs[1])
+    torch.testing.assert_close(runs.mean(0), clean, atol=0.25, rtol=0)  # 400 draws of p = 0.5: ~0.05 standard error
+
+
+def test_auto_on_cpu_picks_sdpa_and_says_why_not_the_others():
+    q, k, v, cu, max_len, _ = packed_qkv([3, 2], heads=2, head_dim=8)
+    assert ATTENTION.select("auto", q, k, v, cu, max_len).name == "sdpa"
+    reasons = ATTENTION.not_supported_reasons(q, k, v, cu, max_len)
+    assert reasons["sdpa"] == [] and reasons["reference"] == []
+    assert "flash-attn" in reasons["flash_attn"][0]
+    assert reasons["triton"] == []  # tests run under TRITON_INTERPRET=1; auto passes over it as interpreted
+    assert ATTENTION.backends["triton"].skip_reasons(q, k, v, cu, max_len)
+
+
+def test_a_seeded_mask_rules_out_sdpa_and_auto_falls_back_to_reference():
+    q, k, v, cu, max_len, _ = packed_qkv([3, 2], heads=2, head_dim=8)
+    reasons = ATTENTION.not_supported_reasons(q, k, v, cu, max_len, 0.1, None, 7)
+    assert "a seeded mask needs triton or reference" in reasons["sdpa"][0]
+    assert ATTENTION.select("auto", q, k, v, cu, max_len, 0.1, None, 7).name == "reference"
+    assert ATTENTION.select("auto", q, k, v, cu, max_len, 0.1, None, None).name == "sdpa"
+
+
+def test_empty_batch():
+    q, k, v = (torch.zeros(0, 2, 8) for _ in range(3))
+    for backend in ("reference", "sdpa", "triton"):
+        assert varlen_attention(q, k, v, cu_seqlens_of([]), 0, backend=backend).shape == (0, 2, 8)
