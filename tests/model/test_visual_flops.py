@@ -68,6 +68,7 @@ def test_e2e_model_forward_flops():
         geometry_dim=16,
         num_roi_classes=5,
         visual=dataclasses.replace(BASE, mode="e2e"),
+        packed=False,  # the padded reference: FlopCounterMode does not count CPU SDPA's varlen attention
     )
     examples = random_examples(cfg, 3, seed=4, text_len=(6, 6), num_regions=(2, 2), text_only=0.0, image_wh=(53, 37))
     for ex in examples:

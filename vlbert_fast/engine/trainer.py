@@ -69,7 +69,8 @@ class Built:
     optimizer: SkippableAdamW
     scheduler: torch.optim.lr_scheduler.LRScheduler
     num_params: int
-    init_report: str
+    reports: list[str]
+    """What was loaded into the model: the `init_from` mapping report, the e2e ResNet's weight report."""
 
 
 def build_engine(cfg: RunConfig, info: DistInfo, init_from: str = "") -> Built:
@@ -79,7 +80,9 @@ def build_engine(cfg: RunConfig, info: DistInfo, init_from: str = "") -> Built:
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = VLBertForPretraining(cfg.model)
-    init_report = init_weights_from(model, init_from) if init_from else ""
+    reports = [init_weights_from(model, init_from)] if init_from else []
+    if model.vlbert.visual is not None and model.vlbert.visual.load_report is not None:  # e2e: what the ResNet loaded
+        reports.append(str(model.vlbert.visual.load_report))
     num_params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
     model.to(info.device)
     optimizer = build_optimizer(model, cfg.train)
@@ -87,7 +90,7 @@ def build_engine(cfg: RunConfig, info: DistInfo, init_from: str = "") -> Built:
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=deepspeed_config(cfg, info.world_size)
     )
-    return Built(engine, optimizer, scheduler, num_params, init_report)
+    return Built(engine, optimizer, scheduler, num_params, reports)
 
 
 def pretrain(cfg: RunConfig) -> dict:
@@ -115,7 +118,7 @@ def pretrain(cfg: RunConfig) -> dict:
         f"{info.world_size} | ZeRO-{cfg.engine.zero_stage} | accumulation {gradient_accumulation(cfg, info.world_size)}"
         f" | {cfg.train.precision} on {info.device}"
     )
-    for line in ([built.init_report] if built.init_report else []) + notes:
+    for line in built.reports + notes:
         logger.print(line)
     if resume_from is not None:
         logger.print(
@@ -139,8 +142,6 @@ def pretrain(cfg: RunConfig) -> dict:
         if resume_from is not None and _same_dir(resume_from.parent, run_dir / "checkpoints")
         else -1,
     )
-    if model.vlbert.visual is not None and model.vlbert.visual.load_report is not None:  # e2e: what the ResNet loaded
-        logger.print(str(model.vlbert.visual.load_report))
     try:
         _train(run)
         return _finish(run)
