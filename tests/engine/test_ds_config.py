@@ -28,7 +28,9 @@ def test_batch_sizes_accumulation_precision_clipping():
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_zero_options(stage):
-    c = cfg(f"engine.zero_stage={stage}", "engine.overlap_comm=true", "engine.reduce_bucket_size=1000")
+    c = cfg(
+        f"engine.zero_stage={stage}", "engine.overlap_comm=true", "engine.reduce_bucket_size=1000", "model.packed=false"
+    )
     zero = deepspeed_config(c, 1)["zero_optimization"]
     assert zero["stage"] == stage and zero["overlap_comm"] is True and zero["reduce_bucket_size"] == 1000
     assert ("stage3_param_persistence_threshold" in zero) == (stage == 3)
@@ -95,3 +97,11 @@ def test_example_hostfile_is_what_the_deepspeed_launcher_reads():
     from deepspeed.launcher.runner import fetch_hostfile
 
     assert dict(fetch_hostfile("examples/hostfile")) == {"node-a": 8, "node-b": 8}
+
+
+def test_zero3_refuses_the_packed_encoder_and_its_template_sets_padded():
+    with pytest.raises(EngineConfigError, match="zero_stage=3 needs model.packed=false"):
+        deepspeed_config(cfg("engine.zero_stage=3"), 1)
+    c = load_config(RunConfig, ["configs/zero/zero3.yaml"])
+    assert not c.model.packed and deepspeed_config(c, 1)["zero_optimization"]["stage"] == 3
+    assert deepspeed_config(cfg("engine.zero_stage=2"), 1)["zero_optimization"]["stage"] == 2  # packed is fine

@@ -26,7 +26,7 @@ import torch
 
 from ..config import RunConfig, save_config
 from ..data.loader import PretrainData, build_pretrain_data
-from ..model import VLBertForPretraining
+from ..model import ZERO3_LEAF_MODULES, VLBertForPretraining
 from ..model.pretrained import init_weights_from
 from ..version import __version__
 from . import checkpoint
@@ -87,6 +87,10 @@ def build_engine(cfg: RunConfig, info: DistInfo, init_from: str = "") -> Built:
     model.to(info.device)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
+    if cfg.engine.zero_stage == 3:
+        from deepspeed.utils import set_z3_leaf_modules
+
+        set_z3_leaf_modules(model, list(ZERO3_LEAF_MODULES))
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=deepspeed_config(cfg, info.world_size)
     )
