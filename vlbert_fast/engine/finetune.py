@@ -36,7 +36,14 @@ from ..tasks import build_task, collate_task
 from ..version import __version__
 from . import checkpoint
 from .checkpoint import TrainState
-from .distributed import DistInfo, all_reduce_sum, comm_failure_message, init_distributed, is_comm_failure
+from .distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    comm_failure_message,
+    init_distributed,
+    is_comm_failure,
+)
 from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
 from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
@@ -180,7 +187,12 @@ def _init_message(cfg: FinetuneConfig, exc: Exception) -> str:
 
 def _build(cfg: FinetuneConfig, info: DistInfo, resume_from: Path | None) -> FinetuneRun:
     run_dir = Path(cfg.run_dir)
+    # The main rank first: it generates the synthetic data and writes the answer vocabulary the others then read.
+    if not info.is_main:
+        barrier()
     task = build_task(cfg, run_dir)
+    if info.is_main:
+        barrier()
     train_set, val_set = task.datasets("train"), task.datasets("val")
     accumulation = gradient_accumulation(cfg, info.world_size)
     sampler = EpochSampler(
