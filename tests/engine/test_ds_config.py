@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from vlbert_fast.config import ConfigError, RunConfig, load_config
-from vlbert_fast.engine.ds_config import EngineConfigError, deepspeed_config, gradient_accumulation
+from vlbert_fast.engine.ds_config import (
+    EngineConfigError,
+    check_pretrain_engine_config,
+    deepspeed_config,
+    gradient_accumulation,
+)
 from vlbert_fast.engine.faults import FaultInjector, parse
 
 
@@ -101,7 +106,8 @@ def test_example_hostfile_is_what_the_deepspeed_launcher_reads():
 
 def test_zero3_refuses_the_packed_encoder_and_its_template_sets_padded():
     with pytest.raises(EngineConfigError, match="zero_stage=3 needs model.packed=false"):
-        deepspeed_config(cfg("engine.zero_stage=3"), 1)
+        check_pretrain_engine_config(cfg("engine.zero_stage=3"))
     c = load_config(RunConfig, ["configs/zero/zero3.yaml"])
+    check_pretrain_engine_config(c)
     assert not c.model.packed and deepspeed_config(c, 1)["zero_optimization"]["stage"] == 3
-    assert deepspeed_config(cfg("engine.zero_stage=2"), 1)["zero_optimization"]["stage"] == 2  # packed is fine
+    check_pretrain_engine_config(cfg("engine.zero_stage=2"))  # packed is fine with ZeRO-1/2

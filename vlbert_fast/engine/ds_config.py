@@ -24,13 +24,19 @@ def check_engine_config(cfg: RunConfig) -> None:
             "train.precision=fp16 needs engine.zero_stage >= 1 (DeepSpeed's stage-0 fp16 path does not apply its "
             "loss scale to a client optimizer); ZeRO-1 costs nothing extra, even on one device"
         )
+
+
+def check_pretrain_engine_config(cfg: RunConfig) -> None:
+    """What the pretraining job cannot run on top of `check_engine_config`."""
+    check_engine_config(cfg)
     if cfg.engine.zero_stage == 3 and cfg.model.packed:
-        # Measured on 2 CPU ranks (gloo, DeepSpeed 0.19.8): training steps of the packed model under ZeRO-3 run, but
-        # the first eval-mode forward after them hangs in a parameter all-gather that only one rank issues. The
-        # padded reference runs ZeRO-3 correctly (tests/distributed/test_zero_stages.py).
+        # Measured on 2 CPU ranks (gloo, DeepSpeed 0.19.8): training steps of the packed pretraining model under
+        # ZeRO-3 run, but the first eval-mode forward after them hangs in a parameter all-gather that only one rank
+        # issues. The padded reference runs it correctly (tests/distributed/test_zero_stages.py); fine-tuning runs
+        # the packed encoder under ZeRO-3 (tests/distributed/test_finetune_zero3.py).
         raise EngineConfigError(
-            "engine.zero_stage=3 needs model.packed=false for now (configs/zero/zero3.yaml sets it): the packed "
-            "encoder hangs in ZeRO-3's parameter gathering in eval mode; ZeRO-1/2 run the packed encoder"
+            "pretraining with engine.zero_stage=3 needs model.packed=false for now (configs/zero/zero3.yaml sets "
+            "it): the packed encoder hangs in ZeRO-3's parameter gathering in eval mode; ZeRO-1/2 run it"
         )
 
 
