@@ -97,5 +97,16 @@ class VisualBranch(nn.Module):
         images_I3HW: torch.Tensor,  # normalised, zero-padded images
         boxes_K4: torch.Tensor,  # (x1, y1, x2, y2) in the pixels of the (resized) image
         image_K: torch.Tensor,  # [K] int64 index of each region's image
+        masks_KPP: torch.Tensor | None = None,  # [K, P, P] 0/1 instance masks in each box's frame (VCR), or None
     ) -> torch.Tensor:  # [K, D] appearance
-        return self.head(self.pool(self.trunk(images_I3HW), boxes_K4, image_K))
+        pooled_KC4PP = self.pool(self.trunk(images_I3HW), boxes_K4, image_K)
+        if masks_KPP is not None:
+            # The original's VCR head: the object's segmentation zeroes the RoI cells outside it before res5.
+            p = self.cfg.pooled_size
+            if tuple(masks_KPP.shape) != (pooled_KC4PP.shape[0], p, p):
+                raise ValueError(
+                    f"region_masks: expected shape [K, {p}, {p}] (model.visual.pooled_size) with K = "
+                    f"{pooled_KC4PP.shape[0]}, found {tuple(masks_KPP.shape)}"
+                )
+            pooled_KC4PP = pooled_KC4PP * masks_KPP[:, None].to(pooled_KC4PP.dtype)
+        return self.head(pooled_KC4PP)
