@@ -111,8 +111,11 @@ class VCROptions:
     zip spec such as "vcr1images.zip@/vcr1images"."""
 
     features: str = "features"
-    """Precomputed mode: feature shards (relative to root) keyed by img_fn, one row per metadata box in the
-    metadata's order (e.g. `vlbert-fast extract-features` on a boxes .jsonl with "image_id" = img_fn)."""
+    """Precomputed mode: feature shards (relative to root, or absolute) keyed by img_fn, one row per metadata box in
+    the metadata's order (e.g. `vlbert-fast extract-features` on a boxes .jsonl with "image_id" = img_fn)."""
+
+    tokenizer: str = "tokenizer"
+    """Directory with the WordPiece vocab.txt of the pretrained model, relative to root or absolute."""
 
     max_text_len: int = 64
     """Word pieces of question + answer (Q->A) or question + answer + rationale (QA->R), without [CLS]/[SEP]; longer
@@ -132,8 +135,13 @@ class VCROptions:
     """QA->R only: the Q->A CSV of the same split (written by the Q->A run's evaluate) to report the joint Q->AR
     accuracy too."""
 
-    synth_max_objects: int = 3
-    """Synthetic VCR: objects per image, 2..synth_max_objects (at most 4, one per shape)."""
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    """The synthetic world the synthetic VCR's scenes, features and tokenizer come from (root empty): the
+    pretraining run's world, so that the model reads the features and words it was pretrained on."""
+
+    synth_max_objects: int = 2
+    """Synthetic VCR: objects per image, 2..synth_max_objects (at most 4, one per shape). 2, as the pretraining
+    world's images: more objects to tell apart take the tiny model many more steps."""
 
     synth_train: int = 2000
     """Synthetic VCR: questions (one image each) in the training split."""

@@ -1,6 +1,7 @@
 """Fixtures in VCR 1.0's exact layout: annotation lines as the dataset ships them (with the fields we do not read
 too), per-image metadata JSON, PNG images and feature shards keyed by img_fn; a small WordPiece vocabulary."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,7 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vlbert_fast.config import ModelConfig
+from vlbert_fast.config.finetune import FinetuneConfig
+from vlbert_fast.config.tasks import VCROptions
 from vlbert_fast.data.formats import RegionRecord, convert_to_shards
+from vlbert_fast.tasks.vcr import VCRTask
 from vlbert_fast.tokenization import Tokenizer
 
 WORDS = (
@@ -89,6 +94,13 @@ def write_root(root: Path, records=RECORDS, test_records=None) -> Path:
     record = RegionRecord("m1/img0.png", 64, 56, boxes, features, None, None)
     convert_to_shards([record], root / "features", dtype="float32", max_boxes=8)
     return root
+
+
+def make_task(root, tokenizer, model: ModelConfig, **options) -> VCRTask:
+    """The task on the fixture files, built as the fine-tuning loop builds it (from a FinetuneConfig)."""
+    model = dataclasses.replace(model, vocab_size=tokenizer.vocab_size)
+    vcr = VCROptions(root=str(root), tokenizer=str(tokenizer.path), **options)
+    return VCRTask(FinetuneConfig(task="vcr", model=model, vcr=vcr))
 
 
 @pytest.fixture

@@ -8,20 +8,18 @@ import pytest
 import torch
 
 from vlbert_fast.config import ModelConfig, VisualConfig
-from vlbert_fast.config.tasks import VCROptions
 from vlbert_fast.data.formats import FormatError
 from vlbert_fast.tasks.base import collate_task
-from vlbert_fast.tasks.vcr import VCRTask
 from vlbert_fast.tasks.vcr.dataset import truncate_q2a, truncate_qa2r
 from vlbert_fast.tasks.vcr.text import TaggedText
 
-from .conftest import FEATURE_DIM, RECORDS, line, write_root
+from .conftest import FEATURE_DIM, RECORDS, line, make_task, write_root
 
 MODEL = ModelConfig(visual_feature_dim=FEATURE_DIM)
 
 
 def task(root, tokenizer, model=MODEL, **options):
-    return VCRTask(VCROptions(root=str(root), **options), tokenizer, model)
+    return make_task(root, tokenizer, model, **options)
 
 
 def pieces(tokenizer, row):

@@ -10,23 +10,22 @@ from vlbert_fast.config import ModelConfig
 from vlbert_fast.config.tasks import VCROptions
 from vlbert_fast.model.vlbert import VLBertModel
 from vlbert_fast.tasks.base import collate_task
-from vlbert_fast.tasks.vcr import VCRTask
 from vlbert_fast.tasks.vcr.head import VCRHead, init_pooler
 
-from .conftest import FEATURE_DIM
+from .conftest import FEATURE_DIM, make_task
 
 MODEL = ModelConfig(visual_feature_dim=FEATURE_DIM, hidden_size=32, num_attention_heads=2, intermediate_size=64)
 
 
 def make(root, tokenizer, **options):
-    return VCRTask(VCROptions(root=str(root), **options), tokenizer, MODEL)
+    return make_task(root, tokenizer, MODEL, **options)
 
 
 def test_head_scores_each_row_from_its_pooled_cls(vcr_root, tokenizer):
     torch.manual_seed(0)
     t = make(vcr_root, tokenizer, classifier_dropout=0.0)
     tb = collate_task(t, [t.datasets("val")[i] for i in (0, 1)])
-    hidden = VLBertModel(MODEL)(tb.batch)
+    hidden = VLBertModel(t.model_cfg)(tb.batch)
     head = t.build_head()
     calls = []
     head.register_forward_hook(lambda *_: calls.append(1))

@@ -81,6 +81,7 @@ class VCRDataset(Dataset):
         tokenizer: Tokenizer,
         visual: VisualConfig | None = None,
         feature_dim: int | None = None,
+        features: Path | None = None,
     ):
         self.records = records
         self.root = root
@@ -92,7 +93,7 @@ class VCRDataset(Dataset):
             raise ValueError(
                 f"vcr.mask_size {options.mask_size} must equal model.visual.pooled_size {self.visual.pooled_size}"
             )
-        self.shards = None if self.visual is not None else FeatureShards(root / options.features)
+        self.shards = None if self.visual is not None else FeatureShards(features or root / options.features)
         # (record, the answer a QA->R sample is conditioned on): Q->A and labelled QA->R, one sample per record;
         # unlabelled QA->R (test), one per answer, as the leaderboard CSV needs the rationales given each answer
         self.index: list[tuple[int, int | None]] = []

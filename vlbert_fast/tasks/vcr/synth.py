@@ -8,10 +8,11 @@ VCR "objects": circles and diamonds play the "person" class (so they get gender-
 text alone does not say which shape is meant), squares and triangles keep their shape as class name.
 
 One question per image, about one object t, referred to by its index:
-- colour: "what colour is [t] ?"  answers "it is <colour>" (the right one, the other objects' colours, then random
-  colours); rationales "[t] looks <colour of t>" against "[j] looks <colour of t>" for the other objects j and
+- colour: "what colour is [t] ."  answers "it is <colour>" (the right one and three others: for half the questions
+  the other objects' colours first, so that only the reference decides, for the other half colours absent from
+  the image); rationales "[t] looks <colour of t>" against "[j] looks <colour of t>" for the other objects j and
   "[t] looks <another colour>";
-- shape: "what shape is [t] ?"  answers "it is a <shape>" (the 4 shapes); rationales "[t] is a <shape of t>"
+- shape: "what shape is [t] ."  answers "it is a <shape>" (the 4 shapes); rationales "[t] is a <shape of t>"
   against "[j] is a <shape of t>" and "[t] is a <another shape>".
 Every wrong choice is false of the image; choices are shuffled, so the right index is uniform.
 
@@ -19,6 +20,7 @@ Layout (under the cache, keyed like `cached_world` by every value that changes t
   train.jsonl, val.jsonl, test.jsonl (no labels)   VCR annotation lines
   vcr1images/synth/<id>.png, <id>.json              images and metadata (boxes with scores, polygons, size, names)
   features/                                         feature shards keyed by img_fn (rows in metadata box order)
+  tokenizer/                                        the world's WordPiece vocabulary (the pretrained model's)
   vcr.json                                          the settings and counts
 """
 
@@ -39,13 +41,14 @@ from ...config.tasks import VCROptions
 from ...data.formats import RegionRecord, convert_to_shards
 from ...data.synth.extractor import RegionExtractor
 from ...data.synth.scene import COLOURS, NUM_CLASSES, SHAPES, SceneObject, class_id, render, sample_scene
-from ...data.synth.world import default_cache_dir, detections
+from ...data.synth.world import cached_world, default_cache_dir, detections
 
 GENERATOR_VERSION = 1
 """Part of the cache key: bump it whenever a change here changes the files."""
 PERSON_SHAPES = ("circle", "diamond")
 SEED_SALT = 8  # the issue number: VCR's scenes are drawn from their own stream, not the pretraining images'
 CIRCLE_POINTS = 16
+HARD_COLOUR_SHARE = 0.5
 
 
 def object_class(obj: SceneObject) -> str:
@@ -80,9 +83,12 @@ def question(objects: list[SceneObject], rng: np.random.Generator) -> dict:
     target, others = objects[t], [j for j in range(len(objects)) if j != t]
     if rng.random() < 0.5:
         colour = target.colour
-        seen = [objects[j].colour for j in others]
-        rest = [c for c in rng.permutation(list(COLOURS)).tolist() if c != colour and c not in seen]
-        answers, a_label = _choices(["it", "is", colour], [["it", "is", c] for c in seen + rest], rng)
+        # half the questions offer the other objects' colours first among the wrong answers (then only the
+        # reference tells the right one), half colours absent from the image (then seeing the colour is enough)
+        present = [objects[j].colour for j in others]
+        absent = [c for c in rng.permutation(list(COLOURS)).tolist() if c != colour and c not in present]
+        seen = present + absent if rng.random() < HARD_COLOUR_SHARE else absent + present
+        answers, a_label = _choices(["it", "is", colour], [["it", "is", c] for c in seen], rng)
         other_colours = [c for c in rng.permutation(list(COLOURS)).tolist() if c != colour]
         wrong = [[[j], "looks", colour] for j in others] + [[[t], "looks", c] for c in other_colours]
         rationales, r_label = _choices([[t], "looks", colour], wrong, rng)
@@ -110,8 +116,9 @@ def _scene(rng: np.random.Generator, size: int, max_objects: int) -> list[SceneO
             return objects
 
 
-def generate_vcr(world: SynthConfig, options: VCROptions, out: str | os.PathLike) -> Path:
-    """Writes the synthetic VCR into the new directory `out` (module docstring); returns it."""
+def generate_vcr(world: SynthConfig, options: VCROptions, out: str | os.PathLike, tokenizer: Path) -> Path:
+    """Writes the synthetic VCR into the new directory `out` (module docstring) with a copy of the `tokenizer`
+    directory; returns it."""
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; the synthetic VCR is written into a new directory only")
@@ -119,6 +126,7 @@ def generate_vcr(world: SynthConfig, options: VCROptions, out: str | os.PathLike
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write(world, options, tmp)
+        shutil.copytree(tokenizer, tmp / "tokenizer")
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -185,14 +193,15 @@ def _write(world: SynthConfig, options: VCROptions, root: Path) -> None:
 
 
 def cached_vcr(world: SynthConfig, options: VCROptions, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The synthetic VCR for these settings under the cache directory, generated on first use."""
+    """The synthetic VCR for these settings under the cache directory, generated on first use (with the world, for
+    its tokenizer, when that is missing too)."""
     values = {**asdict(world), "objects": options.synth_max_objects, "train": options.synth_train}
     values.update({"val": options.synth_val, "test": options.synth_test})
     key = f"v{GENERATOR_VERSION}-" + "-".join(f"{k}{v}" for k, v in values.items())
     path = Path(cache_dir or default_cache_dir()) / "synth_vcr" / key
     if not (path / "vcr.json").is_file():
         try:
-            generate_vcr(world, options, path)
+            generate_vcr(world, options, path, cached_world(world, cache_dir) / "tokenizer")
         except FileExistsError:
             if not (path / "vcr.json").is_file():  # another process won the race only if it finished
                 raise

@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...config import ModelConfig, SynthConfig
-from ...config.tasks import VCROptions
+from ...config.finetune import FinetuneConfig
 from ...tokenization import Tokenizer
 from ..base import TaskBatch, TaskSample
 from .dataset import VCRDataset
@@ -30,21 +29,45 @@ from .synth import cached_vcr
 SPLITS = ("train", "val", "test")
 
 
-class VCRTask:
-    name = "vcr"
+def _under(root: Path, name: str) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() else root / path
 
-    def __init__(
-        self,
-        options: VCROptions,
-        tokenizer: Tokenizer,
-        model: ModelConfig,
-        synth: SynthConfig | None = None,
-        cache_dir: str | Path | None = None,
-    ):
-        self.options = options
-        self.tokenizer = tokenizer
-        self.model_cfg = model
-        self.root = Path(options.root) if options.root else cached_vcr(synth or SynthConfig(), options, cache_dir)
+
+class VCRTask:
+    """The VCR task (tasks/base.py `Task`), built from a FinetuneConfig whose `vcr` section holds its options."""
+
+    name = "vcr"
+    EMBEDDED_DEFAULT: dict = {
+        "train": {
+            "optimizer": "sgd",
+            "lr": 0.05,
+            "momentum": 0.9,
+            "schedule": "step",
+            "lr_step_epochs": [3],
+            "epochs": 4,
+            "global_batch_size": 16,
+            "micro_batch_size": 16,
+            "warmup_steps": 20,
+            "grad_clip": 10.0,
+        }
+    }
+    """`vlbert-fast finetune --task vcr` with no config: synthetic Q->A with the original's SGD + momentum and step
+    decay, at a rate and batch sized for the tiny model on a CPU."""
+
+    def __init__(self, cfg: FinetuneConfig, run_dir: str | Path | None = None, cache_dir: str | Path | None = None):
+        self.cfg = cfg
+        self.options = opts = cfg.vcr
+        self.model_cfg = cfg.model
+        self.root = Path(opts.root) if opts.root else cached_vcr(opts.synth, opts, cache_dir)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"vcr.root {self.root} is not a directory")
+        self.tokenizer = Tokenizer(_under(self.root, opts.tokenizer))
+        if self.tokenizer.vocab_size != cfg.model.vocab_size:
+            raise ValueError(
+                f"the tokenizer at {_under(self.root, opts.tokenizer)} has {self.tokenizer.vocab_size} tokens but "
+                f"model.vocab_size is {cfg.model.vocab_size}: the text must be tokenised as in pretraining"
+            )
         self._records: dict[str, list[VCRRecord]] = {}
 
     def records(self, split: str) -> list[VCRRecord]:
@@ -57,7 +80,11 @@ class VCRTask:
 
     def datasets(self, split: str) -> VCRDataset:
         m = self.model_cfg
-        return VCRDataset(self.records(split), self.root, self.options, self.tokenizer, m.visual, m.visual_feature_dim)
+        opts = self.options
+        features = None if m.visual.end_to_end else _under(self.root, opts.features)
+        return VCRDataset(
+            self.records(split), self.root, opts, self.tokenizer, m.visual, m.visual_feature_dim, features
+        )
 
     def build_head(self) -> nn.Module:
         m = self.model_cfg
