@@ -57,7 +57,7 @@ class VCRTask:
 
     def __init__(self, cfg: FinetuneConfig, run_dir: str | Path | None = None, cache_dir: str | Path | None = None):
         self.cfg = cfg
-        self.options = opts = cfg.vcr
+        self.options = self.opts = opts = cfg.vcr
         self.model_cfg = cfg.model
         self.root = Path(opts.root) if opts.root else cached_vcr(opts.synth, opts, cache_dir)
         if not self.root.is_dir():
