@@ -77,6 +77,18 @@ def test_predictions_metrics_and_file(vcr_root, tokenizer, tmp_path):
     assert r.write_predictions(rpreds, "val", tmp_path).name == "vcr_qa2r_val.csv"
 
 
+def test_test_split_predictions_fill_the_leaderboard_half(vcr_root, tokenizer, tmp_path):
+    r = make(vcr_root, tokenizer, mode="qa2r")
+    test = r.datasets("test")
+    preds = []
+    for start in range(0, len(test), 4):
+        tb = collate_task(r, [test[i] for i in range(start, start + 4)])
+        preds += r.predict(torch.randn(4, 4), tb)
+    assert r.metrics(preds, "test") == {}  # no labels: nothing to score
+    rows = (r.write_predictions(preds, "test", tmp_path)).read_text().splitlines()
+    assert len(rows) == 3 and all(cell for row in rows[1:] for cell in row.split(","))  # 2 annotations, 16 cells
+
+
 def test_options_are_validated():
     with pytest.raises(ValueError, match="mode must be one of"):
         VCROptions(mode="q2ar")

@@ -114,6 +114,9 @@ class VCRTask:
         return [{**meta, "probs": p} for meta, p in zip(batch.meta, probs, strict=True)]
 
     def metrics(self, predictions: list[dict[str, Any]], split: str) -> dict[str, float]:
+        """Q->A or QA->R accuracy (+ Q->AR with `q2a_predictions`); {} for a split without labels (test)."""
+        if all(p["label"] is None for p in predictions):
+            return {}
         if self.options.mode == "q2a":
             return {"q2a_accuracy": choice_accuracy(predictions)}
         given_right = [p for p in predictions if p["label"] is not None]
