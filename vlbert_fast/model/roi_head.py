@@ -5,6 +5,8 @@ Legend: I images, K regions, C4 res4 channels, D appearance width (res5 channels
 - trunk: conv1 (7x7, stride 2) + max pool, res2 (layer1), res3 (layer2, /2), res4 (layer3, /2): stride 16;
 - RoIAlign of each region's box on its image's res4 map: P x P bins at spatial scale 1/16, `sampling_ratio`
   samples per bin and axis, legacy (not half-pixel-aligned) boxes, as the original and Detectron's C4 heads;
+- optional instance masks (VCR's polygons, [K, P, P] in each box's frame) multiply the pooled maps, as the
+  original's VCR model does, so res5 sees only the object's cells;
 - head: res5 (layer4) on the pooled maps, stride 1 with dilation 2 (P x P out) or stride 2, then the mean over the
   spatial positions (the original's AvgPool2d(14) on 14 x 14) -> [K, D].
 

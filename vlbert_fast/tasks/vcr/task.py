@@ -40,20 +40,19 @@ class VCRTask:
     name = "vcr"
     EMBEDDED_DEFAULT: dict = {
         "train": {
-            "optimizer": "sgd",
-            "lr": 0.05,
-            "momentum": 0.9,
-            "schedule": "step",
-            "lr_step_epochs": [3],
-            "epochs": 4,
+            "optimizer": "adamw",
+            "lr": 1e-3,
+            "schedule": "linear",
+            "warmup_steps": 20,
+            "epochs": 2,
             "global_batch_size": 16,
             "micro_batch_size": 16,
-            "warmup_steps": 20,
-            "grad_clip": 10.0,
+            "eval_batch_size": 64,
         }
     }
-    """`vlbert-fast finetune --task vcr` with no config: synthetic Q->A with the original's SGD + momentum and step
-    decay, at a rate and batch sized for the tiny model on a CPU."""
+    """`vlbert-fast finetune --task vcr` with no config: the tiny model on the synthetic Q->A, 2 epochs of 125 steps.
+    AdamW, not the original's SGD (configs/finetune/vcr_*.yaml): on the tiny model SGD with momentum at 0.05 had not
+    moved off chance after 200 steps where AdamW at 1e-3 was well above it (measured from random initialisation)."""
 
     def __init__(self, cfg: FinetuneConfig, run_dir: str | Path | None = None, cache_dir: str | Path | None = None):
         self.cfg = cfg
