@@ -44,13 +44,13 @@ class VCRTask:
             "lr": 1e-3,
             "schedule": "linear",
             "warmup_steps": 20,
-            "epochs": 2,
+            "epochs": 1,
             "global_batch_size": 16,
             "micro_batch_size": 16,
             "eval_batch_size": 64,
         }
     }
-    """`vlbert-fast finetune --task vcr` with no config: the tiny model on the synthetic Q->A, 2 epochs of 125 steps.
+    """`vlbert-fast finetune --task vcr` with no config: the tiny model on the synthetic Q->A, 1 epoch of 125 steps.
     AdamW, not the original's SGD (configs/finetune/vcr_*.yaml): on the tiny model SGD with momentum at 0.05 had not
     moved off chance after 200 steps where AdamW at 1e-3 was well above it (measured from random initialisation)."""
 
