@@ -81,7 +81,7 @@ class VLBertModel(nn.Module):
                 raise ValueError("model.visual.mode is e2e but the batch has no images (the dataset must load them)")
             # A masked region's pixels were zeroed in the image before it got here (data/images.py), so every
             # region's appearance comes from the backbone and none is replaced by the learned mask vector.
-            appearance_KD = self.visual(batch.images, batch.boxes, batch.region_image)
+            appearance_KD = self.visual(batch.images, batch.boxes, batch.region_image, batch.region_masks)
             return self.region_encoder(appearance_KD, batch.boxes, batch.image_size[batch.region_sample], None)
         if batch.region_features is None:
             raise ValueError("batch has regions but no region_features (precomputed mode needs appearance features)")
