@@ -28,6 +28,8 @@ COMMANDS = [
     "export",
     "attention-maps",
     "bench",
+    "finetune",
+    "evaluate",
 ]
 
 
@@ -72,7 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{key}: {type_name} = {default}\n    {doc}")
             return 0
         try:
-            cfg = load_config(module.CONFIG, args.config, args.overrides)
+            # A command may add overrides of its own options (finetune's --task) and defaults they select.
+            extra = module.config_overrides(args) if hasattr(module, "config_overrides") else []
+            defaults = module.config_defaults(args) if hasattr(module, "config_defaults") else []
+            cfg = load_config(module.CONFIG, args.config, [*extra, *args.overrides], defaults=defaults)
         except ConfigError as exc:
             print(f"vlbert-fast {args.command}: config error: {exc}", file=sys.stderr)
             return 2

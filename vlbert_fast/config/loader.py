@@ -226,9 +226,11 @@ def load_config(
     files: Sequence[str | Path] = (),
     overrides: Sequence[str] = (),
     extra: Sequence[Mapping] = (),
+    defaults: Sequence[Mapping] = (),
 ) -> T:
-    """Builds `cls` from its defaults, then each YAML file in order, then `extra` mappings, then dotlist overrides."""
-    sources: list[tuple[str, dict]] = []
+    """Builds `cls` from its defaults, then `defaults` mappings (e.g. a task's embedded default), then each YAML file
+    in order, then `extra` mappings, then dotlist overrides."""
+    sources: list[tuple[str, dict]] = [("embedded default", dict(m)) for m in defaults]
     for file in files:
         sources.extend(_read_yaml(Path(file)))
     sources.extend(("code", dict(m)) for m in extra)

@@ -4,7 +4,9 @@ the exact official format and read by the same readers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .synth import SynthConfig
 
 
 @dataclass
@@ -12,6 +14,66 @@ class VQAOptions:
     root: str = ""
     """Directory with the official VQA v2 question and annotation JSON files (and the region features); empty: the
     synthetic VQA generated from the synthetic world."""
+
+    questions: str = "v2_OpenEnded_mscoco_{split}_questions.json"
+    """Question file of a split, relative to root; `{split}` is replaced by the split's name."""
+
+    annotations: str = "v2_mscoco_{split}_annotations.json"
+    """Annotation file of a split, relative to root (test splits have none)."""
+
+    train_split: str = "train2014"
+    """The split trained on."""
+
+    val_split: str = "val2014"
+    """The split evaluated during training (`vlbert-fast evaluate --split val` reads it)."""
+
+    test_split: str = "test-dev2015"
+    """The split without annotations whose predictions are submitted (`--split test`)."""
+
+    trainval: bool = False
+    """Also train on the val split (the original's train2014+val2014, for a test-dev submission). Off by default:
+    the val metric is then no longer held out, and the log says so."""
+
+    answer_vocab: str = ""
+    """Answer vocabulary file (one answer per line, the index is the class), relative to root or absolute; empty:
+    built from the training annotations (the `num_answers` most frequent normalised answers) and saved as
+    answers.txt in the run directory, where evaluation finds it."""
+
+    num_answers: int = 3129
+    """Size of a built answer vocabulary (the original's answers_vqa.txt: 3129)."""
+
+    features: str = "features"
+    """Region features: a feature-shard directory (`vlbert-fast convert-features`), relative to root or absolute."""
+
+    image_key: str = "{image_id}"
+    """Key of an image's regions in the shards, from its integer image_id (Python format; e.g. "{image_id:012d}")."""
+
+    tokenizer: str = "tokenizer"
+    """Directory with the WordPiece vocab.txt of the pretrained model, relative to root or absolute."""
+
+    max_regions: int = 100
+    """Detections per image, highest confidence first (the whole-image region comes on top)."""
+
+    max_question_tokens: int = 40
+    """Word pieces of a question kept (VQA v2 questions are shorter than 25 pieces but a few)."""
+
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    """The synthetic world the synthetic VQA is made from (root empty): the pretraining run's world, so that the
+    tokenizer and the region features are those the model was pretrained on."""
+
+    synth_questions_per_image: int = 2
+    """Synthetic VQA: questions asked about each image (kinds drawn at random: colour, shape, count)."""
+
+    synth_noise: float = 0.2
+    """Synthetic VQA: chance that each of a question's 10 human answers is a wrong one of the same kind."""
+
+    def __post_init__(self) -> None:
+        if self.num_answers < 1 or self.max_regions < 1 or self.max_question_tokens < 1:
+            raise ValueError("num_answers, max_regions and max_question_tokens must be >= 1")
+        if "{split}" not in self.questions or "{split}" not in self.annotations:
+            raise ValueError("questions and annotations must contain {split}")
+        if self.synth_questions_per_image < 1 or not 0 <= self.synth_noise < 0.7:
+            raise ValueError("synth_questions_per_image must be >= 1 and synth_noise in [0, 0.7)")
 
 
 REFCOCO_BOXES = ("gt", "detected", "detected+gt")
