@@ -83,7 +83,7 @@ REFCOCO_BOXES = ("gt", "detected", "detected+gt")
 class RefCOCOOptions:
     root: str = ""
     """Directory with refcoco+/refs(unc).p and instances.json (and the region features); empty: the synthetic
-    RefCOCO+ generated from the synthetic world."""
+    RefCOCO+ generated from the synthetic world. File options below are relative to it, or absolute."""
 
     refs: str = "refcoco+/refs(unc).p"
     """The refer toolkit's refs pickle, relative to root (read with a data-only unpickler)."""
@@ -99,6 +99,10 @@ class RefCOCOOptions:
     """Region features of the RoIs keyed by image id, relative to root: a feature-shard directory, a
     bottom-up-attention .tsv, or a directory of <image_id>.json region files; it must hold a row for every box of
     the protocols used (matched by coordinates within box_match_tolerance)."""
+
+    tokenizer: str = "tokenizer"
+    """Directory with the WordPiece vocab.txt of the pretrained model, relative to root or absolute (the synthetic
+    RefCOCO+ carries a copy of its world's)."""
 
     train_boxes: str = "gt"
     """RoIs when training: "gt" (the image's COCO annotation boxes), "detected" (the detections file) or
@@ -118,6 +122,10 @@ class RefCOCOOptions:
 
     classifier_dropout: float = 0.0
     """Dropout before the per-RoI logit (the original's CLASSIFIER_DROPOUT: 0)."""
+
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    """The synthetic world the synthetic RefCOCO+ is drawn in (root empty): the pretraining run's world, so that the
+    tokenizer and the region extractor are those the model was pretrained with."""
 
     synth_train_images: int = 800
     """Synthetic RefCOCO+ (empty root): images of the train split (2-4 objects each, one ref per object)."""

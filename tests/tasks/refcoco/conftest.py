@@ -6,6 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
+from vlbert_fast.config import ModelConfig
+from vlbert_fast.config.finetune import FinetuneConfig
 from vlbert_fast.config.tasks import RefCOCOOptions
 from vlbert_fast.data.formats import RegionRecord, convert_to_shards
 from vlbert_fast.tasks.refcoco import RefCOCOTask
@@ -108,16 +110,33 @@ def dataset_root(tmp_path):
 
 
 @pytest.fixture
-def tokenizer(tmp_path):
+def tokenizer_dir(tmp_path):
     directory = tmp_path / "tok"
     directory.mkdir()
     (directory / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    return Tokenizer(directory)
+    return directory
 
 
 @pytest.fixture
-def make_task(dataset_root, tokenizer):
+def tokenizer(tokenizer_dir):
+    return Tokenizer(tokenizer_dir)
+
+
+@pytest.fixture
+def make_task(dataset_root, tokenizer_dir):
     def make(**options):
-        return RefCOCOTask(RefCOCOOptions(root=str(dataset_root), **options), tokenizer, hidden_size=8)
+        model = ModelConfig(
+            vocab_size=len(VOCAB),
+            hidden_size=8,
+            num_attention_heads=2,
+            intermediate_size=16,
+            visual_feature_dim=FEATURE_DIM,
+        )
+        cfg = FinetuneConfig(
+            task="refcoco",
+            model=model,
+            refcoco=RefCOCOOptions(root=str(dataset_root), tokenizer=str(tokenizer_dir), **options),
+        )
+        return RefCOCOTask(cfg)
 
     return make

@@ -55,7 +55,7 @@ def test_every_submodule_runs_on_zero_rois():
 
 def test_init_from_the_pretraining_roi_head(make_task, tiny_cfg: ModelConfig):
     task = make_task()
-    task.hidden_size = tiny_cfg.hidden_size
+    task.hidden_size = tiny_cfg.hidden_size  # the head of a model of another size than the fixture's
     state = VLBertForPretraining(tiny_cfg).state_dict()
     head = task.build_head()
     report = task.init_head(head, state)

@@ -13,6 +13,7 @@ Layout (what RefCOCOOptions' defaults read):
   refcoco+/proposal/res101_coco_minus_refer_notime_dets.json    detections, the original's layout: each object's box
                                                                 jittered by up to 1.5 px, plus one spurious box on
                                                                 the background per image
+  tokenizer/                                                    the world's WordPiece vocabulary (a copy)
   features/                                                     feature shards keyed by image id: one row per
                                                                 annotation box and per detection
   synth_refcoco.json                                            the settings and counts
@@ -37,7 +38,7 @@ from ...config import SynthConfig
 from ...data.formats import RegionRecord, convert_to_shards
 from ...data.synth.extractor import RegionExtractor
 from ...data.synth.scene import COLOURS, SHAPES, SceneObject, class_id, relation, render, sample_scene
-from ...data.synth.world import default_cache_dir
+from ...data.synth.world import cached_world, default_cache_dir
 from .boxes import box_iou
 from .refer import write_json, write_refs
 
@@ -96,8 +97,11 @@ def _xywh(box) -> list[float]:
     return [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)]
 
 
-def generate_refcoco(synth: SynthConfig, train_images: int, eval_images: int, out: str | Path) -> Path:
-    """Writes synthetic RefCOCO+ into the new directory `out` (module docstring); returns it."""
+def generate_refcoco(
+    synth: SynthConfig, train_images: int, eval_images: int, out: str | Path, tokenizer: Path | None = None
+) -> Path:
+    """Writes synthetic RefCOCO+ into the new directory `out` (module docstring), with a copy of the `tokenizer`
+    directory (the world's) when given; returns it."""
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; synthetic RefCOCO+ is written into a new directory only")
@@ -105,6 +109,8 @@ def generate_refcoco(synth: SynthConfig, train_images: int, eval_images: int, ou
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write(synth, train_images, eval_images, tmp)
+        if tokenizer is not None:
+            shutil.copytree(tokenizer, tmp / "tokenizer")
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -197,16 +203,23 @@ def _write(synth: SynthConfig, train_images: int, eval_images: int, root: Path) 
 
 
 def cached_refcoco(
-    synth: SynthConfig, train_images: int, eval_images: int, cache_dir: str | Path | None = None
+    synth: SynthConfig,
+    train_images: int,
+    eval_images: int,
+    cache_dir: str | Path | None = None,
+    with_world_tokenizer: bool = True,
 ) -> Path:
-    """Synthetic RefCOCO+ for these settings under the cache directory, generated on first use."""
-    key = f"v{GENERATOR_VERSION}-train{train_images}-eval{eval_images}-" + "-".join(
-        f"{k}{v}" for k, v in asdict(synth).items()
+    """Synthetic RefCOCO+ for these settings under the cache directory, generated on first use; with the world's
+    tokenizer copied in (the world is generated first if it is not cached yet)."""
+    key = (
+        f"v{GENERATOR_VERSION}-{'tok-' if with_world_tokenizer else ''}train{train_images}-eval{eval_images}-"
+        + "-".join(f"{k}{v}" for k, v in asdict(synth).items())
     )
     path = Path(cache_dir or default_cache_dir()) / "refcoco" / key
     if not (path / "synth_refcoco.json").is_file():
         try:
-            generate_refcoco(synth, train_images, eval_images, path)
+            tokenizer = cached_world(synth, cache_dir) / "tokenizer" if with_world_tokenizer else None
+            generate_refcoco(synth, train_images, eval_images, path, tokenizer)
         except FileExistsError:
             if not (path / "synth_refcoco.json").is_file():  # another process won the race only if it finished
                 raise

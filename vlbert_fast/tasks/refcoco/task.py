@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config import SynthConfig
-from ...config.tasks import RefCOCOOptions
+from ...config.finetune import FinetuneConfig
 from ...data.batch import TokenKind
 from ...data.collate import Example
 from ...data.formats import FormatError
@@ -84,25 +83,47 @@ class RefCOCODataset(Dataset):
         return self.task.sample(ref, ref.sentences[k], self.protocol, f"{self.split} sample {index}")
 
 
-class RefCOCOTask:
-    name = "refcoco"
+def _under(root: Path, name: str) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() else root / path
 
-    def __init__(
-        self,
-        options: RefCOCOOptions,
-        tokenizer: Tokenizer,
-        hidden_size: int,
-        synth: SynthConfig | None = None,
-        cache_dir: str | Path | None = None,
-    ):
-        self.options = options
-        self.tokenizer = tokenizer
-        self.hidden_size = hidden_size
+
+class RefCOCOTask:
+    """The RefCOCO+ task (tasks/base.py `Task`), built from a FinetuneConfig's `refcoco` options and model."""
+
+    name = "refcoco"
+    EMBEDDED_DEFAULT: dict = {
+        "train": {"epochs": 6, "global_batch_size": 32, "micro_batch_size": 32, "lr": 1e-3, "warmup_steps": 20},
+    }
+    """Overrides for `vlbert-fast finetune --task refcoco` with no config: the synthetic RefCOCO+ (ground-truth
+    boxes) from the embedded pretraining run's checkpoint, on the CPU in about a minute."""
+
+    def __init__(self, cfg: FinetuneConfig, run_dir: str | Path | None = None, cache_dir: str | Path | None = None):
+        self.cfg = cfg
+        self.options = options = cfg.refcoco
+        if cfg.model.visual.end_to_end:
+            raise ValueError(
+                "RefCOCO+ fine-tuning reads precomputed region features; model.visual.mode=e2e is not wired in"
+            )
+        self.hidden_size = cfg.model.hidden_size
         if options.root:
             self.root = Path(options.root)
         else:
-            synth = synth or SynthConfig()
-            self.root = cached_refcoco(synth, options.synth_train_images, options.synth_eval_images, cache_dir)
+            self.root = cached_refcoco(
+                options.synth,
+                options.synth_train_images,
+                options.synth_eval_images,
+                cache_dir,
+                with_world_tokenizer=True,
+            )
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"refcoco.root {self.root} is not a directory")
+        self.tokenizer = Tokenizer(self.path("tokenizer"))
+        if self.tokenizer.vocab_size != cfg.model.vocab_size:
+            raise ValueError(
+                f"the tokenizer at {self.path('tokenizer')} has {self.tokenizer.vocab_size} tokens but "
+                f"model.vocab_size is {cfg.model.vocab_size}: expressions must be tokenised as in pretraining"
+            )
         self._refs: list[Ref] | None = None
         self._instances: Instances | None = None
         self._detections: dict[int, np.ndarray] | None = None
@@ -111,7 +132,7 @@ class RefCOCOTask:
     # -- the files, read once -------------------------------------------------------------------------------------
 
     def path(self, name: str) -> Path:
-        return self.root / getattr(self.options, name)
+        return _under(self.root, getattr(self.options, name))
 
     @property
     def refs(self) -> list[Ref]:
