@@ -63,3 +63,45 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_linear(step, cfg.warmup_steps, cfg.max_steps)
     )
+
+
+class SkippableSGD(torch.optim.SGD):
+    """torch's SGD with the same `skip_update` switch as SkippableAdamW (the original's VCR fine-tuning)."""
+
+    skip_update: bool = False
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self.skip_update:
+            return None
+        return super().step(closure)
+
+
+def build_finetune_optimizer(model: nn.Module, cfg) -> SkippableAdamW | SkippableSGD:
+    """AdamW or SGD with momentum from a FinetuneTrainConfig, with the decay groups of `param_groups`."""
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return SkippableSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    kwargs = {"fused": True} if next(model.parameters()).is_cuda else {}
+    return SkippableAdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, **kwargs)
+
+
+def warmup_step(step: int, warmup_steps: int, boundaries: list[int], factor: float) -> float:
+    """Multiplier of the peak lr at `step`: 0 -> 1 over warmup, then `factor` once more at each boundary (steps)
+    passed (the original's step schedule, with its linear warmup)."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    return factor ** sum(step >= b for b in boundaries)
+
+
+def build_finetune_scheduler(
+    optimizer: torch.optim.Optimizer, cfg, max_steps: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """ "linear": warmup then linear decay to 0 at max_steps; "step": warmup then x lr_step_factor at the start of
+    each epoch in lr_step_epochs (cfg: a FinetuneTrainConfig)."""
+    if cfg.schedule == "step":
+        boundaries = [e * steps_per_epoch for e in cfg.lr_step_epochs]
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_step(step, cfg.warmup_steps, boundaries, cfg.lr_step_factor)
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_linear(step, cfg.warmup_steps, max_steps))

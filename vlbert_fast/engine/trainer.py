@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +35,9 @@ from .ds_config import check_engine_config, deepspeed_config, gradient_accumulat
 from .evaluate import masked_word_accuracy
 from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
-from .metrics import MetricsLogger, Window, format_summary, memory_gb
+from .metrics import MetricsLogger, Window, format_summary
 from .optim import SkippableAdamW, build_optimizer, build_scheduler
-
-
-class TrainingAborted(RuntimeError):
-    """The run stopped on purpose (too many non-finite steps) or because another rank failed; says which."""
+from .steps import StepTracker, TrainingAborted, after_step, optimizer_step, window_metrics
 
 
 @dataclass
@@ -190,91 +186,39 @@ def _next_batch(run: Run, batches):
             return loaded.batch, batches
 
 
-def _loss_scale(engine) -> float | None:
-    if not engine.fp16_enabled():
-        return None
-    for name in ("loss_scale", "cur_scale"):
-        value = getattr(engine.optimizer, name, None)
-        if isinstance(value, (int, float, torch.Tensor)):
-            return float(value)
-    return None
-
-
 def _train(run: Run) -> None:
-    cfg, info, state, engine, logger = run.cfg, run.info, run.state, run.engine, run.logger
+    cfg, info, state, logger = run.cfg, run.info, run.state, run.logger
     accumulation = gradient_accumulation(cfg, info.world_size)
     run.data.set_epoch(state.epoch, state.batch_in_epoch)
     batches = iter(run.data.loader)
     _seed_after_resume(run)
     window = Window()
-    local_samples, nonfinite_in_a_row = 0, 0
+    local_samples = 0
     begin, seconds_before = time.perf_counter(), state.train_seconds
-    scale, skipped_by_deepspeed = _loss_scale(engine), engine.skipped_steps
+    tracker = StepTracker.start(run.engine)
     peak = peak_tflops(cfg.train.peak_tflops, info.device)
+
+    def next_batch():
+        nonlocal batches
+        batch, batches = _next_batch(run, batches)
+        return batch.to(info.device, dtype=run.dtype, non_blocking=True)
+
+    def forward(batch):
+        out = run.engine(batch)
+        return out.loss, out.losses
+
+    def measure(batch):
+        return batch.num_samples, int(batch.attention_mask.sum()), batch_training_flops(cfg.model, batch)
+
     while state.step < cfg.train.max_steps:
         step = state.step + 1
         log_now = step % cfg.train.log_every == 0 or step == cfg.train.max_steps
-        bad = torch.zeros((), device=info.device)
-        losses = []
-        for micro in range(accumulation):
-            t0 = time.perf_counter()
-            batch, batches = _next_batch(run, batches)
-            window.wait += time.perf_counter() - t0
-            batch = batch.to(info.device, dtype=run.dtype, non_blocking=True)
-            if micro == 0:
-                run.faults.at("forward", step)
-            out = engine(batch)
-            loss = run.faults.loss(out.loss, step)
-            bad += (~torch.isfinite(loss.detach())).float()
-            if micro == 0:
-                run.faults.at("backward", step)
-            engine.backward(loss)
-            if micro == accumulation - 1:
-                # One all-reduce per step: every rank skips the update if any rank saw a non-finite loss.
-                bad_total = int(all_reduce_sum([float(bad)], info.device)[0])
-                run.optimizer.skip_update = bad_total > 0
-                if log_now:
-                    window.grad_norm = _local_grad_norm(engine.module)  # engine.step() zeroes the gradients
-            engine.step()
-            losses.append((loss, out.losses))
-            window.samples += batch.num_samples
-            window.tokens += int(batch.attention_mask.sum())
-            window.flops += batch_training_flops(cfg.model, batch)
-            local_samples += batch.num_samples
-        with warnings.catch_warnings():
-            # torch warns when the optimizer did not step first: exactly the case of a skipped fp16 step
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-            run.scheduler.step()  # the schedule follows the step counter, skipped steps included
-        state.step = step
-        if bad_total:
-            nonfinite_in_a_row += 1
-            state.nonfinite_steps += 1
-            logger.print(
-                f"step {step}: non-finite loss in {bad_total} micro batch(es) over the ranks: update skipped on every "
-                f"rank ({nonfinite_in_a_row} in a row, {state.nonfinite_steps} in total)"
-            )
-            if nonfinite_in_a_row >= cfg.engine.max_nonfinite_steps:
-                raise TrainingAborted(
-                    f"{nonfinite_in_a_row} steps in a row with a non-finite loss (steps {step - nonfinite_in_a_row + 1}"
-                    f"-{step}; engine.max_nonfinite_steps={cfg.engine.max_nonfinite_steps}): aborting. Lower the "
-                    f"learning rate, check the data, or resume from the last checkpoint"
-                )
-        else:
-            nonfinite_in_a_row = 0
-            for loss, parts in losses:
-                window.add_losses(loss, parts)
-        new_scale = _loss_scale(engine)
-        if new_scale is not None and (new_scale != scale or engine.skipped_steps != skipped_by_deepspeed):
-            overflow = engine.skipped_steps != skipped_by_deepspeed
-            logger.print(
-                f"step {step}: fp16 "
-                + ("gradient overflow, update skipped; " if overflow else "")
-                + f"loss scale {scale:g} -> {new_scale:g}"
-            )
-        scale, skipped_by_deepspeed = new_scale, engine.skipped_steps
+        outcome = optimizer_step(run, step, accumulation, next_batch, forward, measure, window, log_now)
+        local_samples += outcome.samples
+        after_step(run, step, outcome, window, tracker)
         logger.advance(step)
         if log_now:
-            metrics = _window_metrics(window, run, peak)
+            metrics = window_metrics(window, run, peak)
             logger.log(step, metrics)
             state.first_metrics = state.first_metrics or metrics
             state.last_metrics = metrics
@@ -292,38 +236,6 @@ def _save(run: Run, local_samples: int) -> None:
     tag_dir = checkpoint.save(run.engine, run.cfg, run.info, run.state, run.scheduler, local_samples, run.faults)
     run.saved_step = run.state.step
     run.logger.print(f"step {run.state.step}: checkpoint {tag_dir}")
-
-
-def _local_grad_norm(module: torch.nn.Module) -> float | None:
-    """L2 norm of the gradients this rank holds, before clipping. Without ZeRO every rank holds all of them after
-    the all-reduce, so it is the global norm; with ZeRO DeepSpeed's own global norm is used instead."""
-    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else None
-
-
-def _window_metrics(window: Window, run: Run, peak: float | None) -> dict:
-    elapsed = time.perf_counter() - window.start
-    samples, tokens, flops = all_reduce_sum([window.samples, window.tokens, window.flops], run.info.device)
-    tflops = flops / elapsed / 1e12
-    means = window.means()
-    loss = means.pop("loss", float("nan"))  # nan: every step of the window was skipped
-    grad = run.engine.get_global_grad_norm()  # None where DeepSpeed does not track it (fp32 without ZeRO)
-    grad = window.grad_norm if grad is None else grad
-    return {
-        "loss": loss,
-        "losses": means,
-        "lr": float(run.scheduler.get_last_lr()[0]),
-        "grad_norm": None if grad is None else float(grad),
-        "samples_per_s": samples / elapsed,
-        "tokens_per_s": tokens / elapsed,
-        "tflops": tflops,
-        "mfu": None if peak is None else tflops / (peak * run.info.world_size),
-        "data_wait_share": window.wait / elapsed,
-        "memory_gb": memory_gb(run.info.device),
-        "loss_scale": _loss_scale(run.engine),
-        "overflow_steps": int(run.engine.skipped_steps) if run.engine.fp16_enabled() else None,
-        "nonfinite_steps": run.state.nonfinite_steps,
-    }
 
 
 def _report_skips(run: Run) -> None:

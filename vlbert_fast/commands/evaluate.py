@@ -1,0 +1,77 @@
+"""`vlbert-fast evaluate [--task T] RUN_OR_CHECKPOINT [--split val|test|...] [--out DIR]`: predictions of a
+fine-tuned model on a split, written in the task's official format (VQA: the results JSON of the evaluation
+server), and the official metrics where the split has annotations (printed and saved as metrics_<split>.json).
+
+Reads the run's config from the checkpoint, consolidates its weights (any ZeRO stage, any world size) and runs on
+one device (a GPU when there is one), without DeepSpeed."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..config.finetune import TASK_NAMES
+
+HELP = "predict a split with a fine-tuned run; write the official prediction file and the metrics"
+CONFIG = None
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("source", help="a fine-tuning run directory, its checkpoints/ directory, or a tag directory")
+    parser.add_argument("--task", choices=TASK_NAMES, default=None, help="check that the run fine-tuned this task")
+    parser.add_argument("--split", default="val", help="val, test, or a split name of the task (e.g. testA)")
+    parser.add_argument("--out", default=None, help="output directory (default: RUN/eval/<split>)")
+    parser.add_argument("--batch-size", type=int, default=128, help="samples per forward")
+
+
+def main(args, cfg) -> int:
+    import torch
+
+    from ..config import ConfigError, load_config
+    from ..config.finetune import FinetuneConfig
+    from ..data.formats import FormatError
+    from ..engine.checkpoint import CheckpointError
+    from ..engine.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
+    from ..engine.distributed import DistInfo
+    from ..engine.finetune import predict_split
+    from ..model.finetune import VLBertForFinetuning
+    from ..model.pretrained import PretrainedError, check_state_dict
+    from ..tasks import build_task
+
+    start = time.perf_counter()
+    try:
+        tag_dir = resolve_checkpoint(args.source)
+        saved = checkpoint_info(tag_dir)["config"]
+        if "task" not in saved:
+            raise CheckpointError(f"{tag_dir} is not a fine-tuning checkpoint (its config names no task)")
+        ft_cfg = load_config(FinetuneConfig, extra=[saved])
+        if args.task and args.task != ft_cfg.task:
+            raise CheckpointError(f"{tag_dir} fine-tuned {ft_cfg.task!r}, not {args.task!r}")
+        run_dir = tag_dir.parent.parent
+        task = build_task(ft_cfg, run_dir)
+        dataset = task.datasets(args.split)
+        model = VLBertForFinetuning(ft_cfg.model, task.build_head())
+        state = consolidated_state_dict(tag_dir)
+        check_state_dict(state, model.state_dict(), f"weights in {tag_dir}")
+        model.load_state_dict(state)
+    except (CheckpointError, ConfigError, PretrainedError, FormatError, FileNotFoundError, ValueError) as exc:
+        print(f"vlbert-fast evaluate: {exc}", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    predictions = predict_split(model, task, dataset, DistInfo(0, 1, 0, device), args.batch_size, torch.float32)
+    out = Path(args.out) if args.out else run_dir / "eval" / args.split
+    path = task.write_predictions(predictions, args.split, out)
+    metrics = task.metrics(predictions, args.split)
+    (out / f"metrics_{args.split}.json").write_text(
+        json.dumps({"checkpoint": str(tag_dir), "split": args.split, "samples": len(predictions), **metrics}, indent=2)
+        + "\n"
+    )
+    print(f"{ft_cfg.task} {args.split}: {len(predictions)} predictions -> {path} ({time.perf_counter() - start:.1f} s)")
+    if metrics:
+        print(", ".join(f"{k} {100 * v:.2f}%" for k, v in metrics.items()))
+    else:
+        print(f"{args.split} has no annotations here: no metrics (submit {path.name} to the task's server)")
+    return 0

@@ -1,0 +1,171 @@
+"""One optimizer step on DeepSpeed, shared by pretraining (trainer.py) and fine-tuning (finetune.py).
+
+`optimizer_step` runs the micro batches of one step: fetch, forward, the injected faults, backward, DeepSpeed's
+step (accumulation, clipping, precision, ZeRO), and one all-reduce that tells every rank whether some rank's loss was
+not finite, in which case every rank skips the update (SkippableAdamW / SkippableSGD). `after_step` steps the lr
+schedule, counts non-finite steps and aborts after `engine.max_nonfinite_steps` in a row, and logs fp16 loss-scale
+changes. `window_metrics` turns a log window's sums into the log line's numbers.
+
+The `run` these take is either loop's run object: it has cfg (with engine.max_nonfinite_steps), info, engine,
+optimizer, scheduler, faults, state (TrainState) and logger.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .distributed import all_reduce_sum
+from .metrics import Window, memory_gb
+
+
+class TrainingAborted(RuntimeError):
+    """The run stopped on purpose (too many non-finite steps) or because another rank failed; says which."""
+
+
+def loss_scale(engine) -> float | None:
+    if not engine.fp16_enabled():
+        return None
+    for name in ("loss_scale", "cur_scale"):
+        value = getattr(engine.optimizer, name, None)
+        if isinstance(value, (int, float, torch.Tensor)):
+            return float(value)
+    return None
+
+
+def local_grad_norm(module: torch.nn.Module) -> float | None:
+    """L2 norm of the gradients this rank holds, before clipping. Without ZeRO every rank holds all of them after
+    the all-reduce, so it is the global norm; with ZeRO DeepSpeed's own global norm is used instead."""
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else None
+
+
+@dataclass
+class StepTracker:
+    """What `after_step` carries from one step to the next."""
+
+    nonfinite_in_a_row: int = 0
+    scale: float | None = None
+    skipped_by_deepspeed: int = 0
+
+    @classmethod
+    def start(cls, engine) -> StepTracker:
+        return cls(0, loss_scale(engine), engine.skipped_steps)
+
+
+@dataclass
+class StepOutcome:
+    bad_total: int = 0
+    """Micro batches with a non-finite loss, over all ranks."""
+    losses: list[tuple[torch.Tensor, dict]] = field(default_factory=list)
+    samples: int = 0
+    """Samples this rank trained on in the step."""
+
+
+def optimizer_step(
+    run,
+    step: int,
+    accumulation: int,
+    next_batch: Callable[[], object],
+    forward: Callable[[object], tuple[torch.Tensor, dict]],
+    measure: Callable[[object], tuple[int, int, float]],
+    window: Window,
+    log_now: bool,
+) -> StepOutcome:
+    """The `accumulation` micro batches of optimizer step `step`. `next_batch()` gives a batch on the device,
+    `forward(batch)` its (loss, parts), `measure(batch)` its (samples, tokens, FLOPs) for the log window."""
+    engine, info, faults = run.engine, run.info, run.faults
+    bad = torch.zeros((), device=info.device)
+    outcome = StepOutcome()
+    for micro in range(accumulation):
+        t0 = time.perf_counter()
+        batch = next_batch()
+        window.wait += time.perf_counter() - t0
+        if micro == 0:
+            faults.at("forward", step)
+        loss, parts = forward(batch)
+        loss = faults.loss(loss, step)
+        bad += (~torch.isfinite(loss.detach())).float()
+        if micro == 0:
+            faults.at("backward", step)
+        engine.backward(loss)
+        if micro == accumulation - 1:
+            # One all-reduce per step: every rank skips the update if any rank saw a non-finite loss.
+            outcome.bad_total = int(all_reduce_sum([float(bad)], info.device)[0])
+            run.optimizer.skip_update = outcome.bad_total > 0
+            if log_now:
+                window.grad_norm = local_grad_norm(engine.module)  # engine.step() zeroes the gradients
+        engine.step()
+        outcome.losses.append((loss, parts))
+        samples, tokens, flops = measure(batch)
+        window.samples += samples
+        window.tokens += tokens
+        window.flops += flops
+        outcome.samples += samples
+    return outcome
+
+
+def after_step(run, step: int, outcome: StepOutcome, window: Window, tracker: StepTracker) -> None:
+    """The schedule, the non-finite bookkeeping and the fp16 loss-scale log of step `step` (module docstring)."""
+    state, logger, engine = run.state, run.logger, run.engine
+    with warnings.catch_warnings():
+        # torch warns when the optimizer did not step first: exactly the case of a skipped fp16 step
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+        run.scheduler.step()  # the schedule follows the step counter, skipped steps included
+    state.step = step
+    if outcome.bad_total:
+        tracker.nonfinite_in_a_row += 1
+        state.nonfinite_steps += 1
+        logger.print(
+            f"step {step}: non-finite loss in {outcome.bad_total} micro batch(es) over the ranks: update skipped on "
+            f"every rank ({tracker.nonfinite_in_a_row} in a row, {state.nonfinite_steps} in total)"
+        )
+        limit = run.cfg.engine.max_nonfinite_steps
+        if tracker.nonfinite_in_a_row >= limit:
+            raise TrainingAborted(
+                f"{tracker.nonfinite_in_a_row} steps in a row with a non-finite loss (steps "
+                f"{step - tracker.nonfinite_in_a_row + 1}-{step}; engine.max_nonfinite_steps={limit}): aborting. "
+                f"Lower the learning rate, check the data, or resume from the last checkpoint"
+            )
+    else:
+        tracker.nonfinite_in_a_row = 0
+        for loss, parts in outcome.losses:
+            window.add_losses(loss, parts)
+    new_scale = loss_scale(engine)
+    if new_scale is not None and (new_scale != tracker.scale or engine.skipped_steps != tracker.skipped_by_deepspeed):
+        overflow = engine.skipped_steps != tracker.skipped_by_deepspeed
+        logger.print(
+            f"step {step}: fp16 "
+            + ("gradient overflow, update skipped; " if overflow else "")
+            + f"loss scale {tracker.scale:g} -> {new_scale:g}"
+        )
+    tracker.scale, tracker.skipped_by_deepspeed = new_scale, engine.skipped_steps
+
+
+def window_metrics(window: Window, run, peak: float | None) -> dict:
+    elapsed = time.perf_counter() - window.start
+    samples, tokens, flops = all_reduce_sum([window.samples, window.tokens, window.flops], run.info.device)
+    tflops = flops / elapsed / 1e12
+    means = window.means()
+    loss = means.pop("loss", float("nan"))  # nan: every step of the window was skipped
+    grad = run.engine.get_global_grad_norm()  # None where DeepSpeed does not track it (fp32 without ZeRO)
+    grad = window.grad_norm if grad is None else grad
+    return {
+        "loss": loss,
+        "losses": means,
+        "lr": float(run.scheduler.get_last_lr()[0]),
+        "grad_norm": None if grad is None else float(grad),
+        "samples_per_s": samples / elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "tflops": tflops,
+        "mfu": None if peak is None else tflops / (peak * run.info.world_size),
+        "data_wait_share": window.wait / elapsed,
+        "memory_gb": memory_gb(run.info.device),
+        "loss_scale": loss_scale(run.engine),
+        "overflow_steps": int(run.engine.skipped_steps) if run.engine.fp16_enabled() else None,
+        "nonfinite_steps": run.state.nonfinite_steps,
+    }
