@@ -100,7 +100,7 @@ class RefCOCOTask:
 
     def __init__(self, cfg: FinetuneConfig, run_dir: str | Path | None = None, cache_dir: str | Path | None = None):
         self.cfg = cfg
-        self.options = options = cfg.refcoco
+        self.opts = options = cfg.refcoco
         if cfg.model.visual.end_to_end:
             raise ValueError(
                 "RefCOCO+ fine-tuning reads precomputed region features; model.visual.mode=e2e is not wired in"
@@ -132,7 +132,7 @@ class RefCOCOTask:
     # -- the files, read once -------------------------------------------------------------------------------------
 
     def path(self, name: str) -> Path:
-        return _under(self.root, getattr(self.options, name))
+        return _under(self.root, getattr(self.opts, name))
 
     @property
     def refs(self) -> list[Ref]:
@@ -166,7 +166,7 @@ class RefCOCOTask:
     @property
     def store(self) -> RegionStore:
         if self._store is None:
-            self._store = RegionStore(self.path("features"), self.options.box_match_tolerance)
+            self._store = RegionStore(self.path("features"), self.opts.box_match_tolerance)
         return self._store
 
     def target_box(self, ref: Ref) -> np.ndarray:
@@ -181,7 +181,7 @@ class RefCOCOTask:
         items = [(ref, k) for ref in self.refs if ref.split in wanted for k in range(len(ref.sentences))]
         if not items:
             raise FormatError(os.fspath(self.path("refs")), message=f"no refs of split {split!r}", reason="empty split")
-        protocol = self.options.train_boxes if split == "train" else self.options.eval_boxes
+        protocol = self.opts.train_boxes if split == "train" else self.opts.eval_boxes
         return RefCOCODataset(self, items, protocol, split)
 
     def rois(self, image_id: int, protocol: str, where: str) -> np.ndarray:
@@ -194,7 +194,7 @@ class RefCOCOTask:
         if "gt" in protocol:
             anns = self.instances.by_image.get(image_id, [])
             parts.append(np.asarray([self.instances.annotations[a].box for a in anns], np.float32).reshape(-1, 4))
-        return np.concatenate(parts)[: self.options.max_regions]
+        return np.concatenate(parts)[: self.opts.max_regions]
 
     def sample(self, ref: Ref, sentence: Sentence, protocol: str, where: str) -> TaskSample:
         """The sample of one sentence of a ref, with the protocol's RoIs."""
@@ -207,7 +207,7 @@ class RefCOCOTask:
         boxes = np.concatenate([[[0.0, 0.0, w - 1, h - 1]], clip_boxes(raw, w, h)]).astype(np.float32)
         features = np.concatenate([whole[None].astype(np.float32), features])
         target = clip_boxes(self.target_box(ref)[None], w, h)[0]
-        ids = self.tokenizer.encode(sentence.tokens).ids[: self.options.max_expression_len]
+        ids = self.tokenizer.encode(sentence.tokens).ids[: self.opts.max_expression_len]
         tok = self.tokenizer
         example = Example(
             input_ids=torch.as_tensor([tok.cls_id, *ids, tok.sep_id], dtype=torch.long),
@@ -220,7 +220,7 @@ class RefCOCOTask:
         return TaskSample([example], {"labels": torch.from_numpy(region_labels(boxes, target))}, meta)
 
     def build_head(self) -> nn.Module:
-        return RefCOCOHead(self.hidden_size, self.options.classifier_dropout)
+        return RefCOCOHead(self.hidden_size, self.opts.classifier_dropout)
 
     def init_head(self, head: nn.Module, pretraining_state: dict[str, torch.Tensor]) -> list[str]:
         """The head's Dense(H -> H) from the pretraining masked-RoI head's (the original's prefix change
