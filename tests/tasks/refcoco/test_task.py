@@ -114,3 +114,21 @@ def test_box_without_features_is_named(dataset_root, make_task):
     (dataset_root / "dets.json").write_text('{"2": [[0, 0, 5, 5]]}')
     with pytest.raises(FormatError, match=r"dets.json, record 1: no detections \(val sample 0\)"):
         make_task(eval_boxes="detected", detections="dets.json").datasets("val")[0]
+
+
+def test_every_region_format_gives_the_same_samples(dataset_root, make_task):
+    from vlbert_fast.data.formats import FeatureShards, write_bua_tsv, write_region_json
+
+    shards = FeatureShards(dataset_root / "features")
+    records = [shards[k] for k in ("1", "2")]
+    write_bua_tsv(dataset_root / "regions.tsv", records)
+    (dataset_root / "regions").mkdir()
+    for record in records:
+        write_region_json(dataset_root / "regions" / f"{record.image_id}.json", record)
+    expected = make_task(train_boxes="detected+gt").datasets("train")[0].rows[0]
+    for features in ("regions.tsv", "regions"):
+        row = make_task(train_boxes="detected+gt", features=features).datasets("train")[0].rows[0]
+        torch.testing.assert_close(row.region_features, expected.region_features)
+        torch.testing.assert_close(row.boxes, expected.boxes)
+    with pytest.raises(FormatError, match=r"nothing.json: no region features here"):
+        make_task(features="nothing.json").datasets("train")[0]
