@@ -2,6 +2,9 @@
 runs), so it is set here, first. DeepSpeed is told to use its CPU accelerator quietly."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -11,6 +14,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from vlbert_fast.config import ModelConfig  # noqa: E402
+
+from .shared import once  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -41,3 +46,40 @@ def tiny_cfg() -> ModelConfig:
         attention_probs_dropout_prob=0.0,
         visual_dropout=0.0,
     )
+
+
+@pytest.fixture(scope="session")
+def session_shared_dir(tmp_path_factory, worker_id) -> Path:
+    """A directory every xdist worker of this session sees (the base temp directory's parent under xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if worker_id != "master" else base
+
+
+@pytest.fixture(scope="session")
+def synth_cache(session_shared_dir) -> Path:
+    """The VLBERT_FAST_CACHE of the session's embedded-default runs (the synthetic world and the synthetic tasks)."""
+    path = session_shared_dir / "synth_cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pretrained_default(session_shared_dir, synth_cache) -> Path:
+    """The embedded default pretraining (`vlbert-fast pretrain`, no arguments), run once per test session and shared
+    by every test and xdist worker that needs it (the learning tests of pretraining and of each fine-tuning task).
+    Returns the run directory; its stdout is in `pretrain.log` beside it. The world is in `synth_cache`."""
+
+    def make(directory: Path) -> None:
+        env = {**os.environ, "VLBERT_FAST_CACHE": str(synth_cache)}
+        env.pop("VLBERT_FAST_FAULT", None)
+        result = subprocess.run(
+            [sys.executable, "-m", "vlbert_fast", "pretrain", f"run_dir={directory / 'run'}"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=1800,  # a safety net against a hang; the run takes ~3 min on an idle 2-core machine
+        )
+        (directory / "pretrain.log").write_text(result.stdout + result.stderr)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    return once(session_shared_dir, "pretrained_default", make) / "run"

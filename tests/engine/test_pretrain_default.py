@@ -7,9 +7,6 @@ colours and 1/4 for shapes), loss 16.5 -> 4.2, 133 s of training. The assertions
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -18,19 +15,9 @@ from vlbert_fast.config import RunConfig, load_config
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pretrain")
-    env = {**os.environ, "VLBERT_FAST_CACHE": str(root / "cache")}
-    run_dir = root / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "vlbert_fast", "pretrain", f"run_dir={run_dir}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1800,  # a safety net against a hang; the run takes ~3 min on an idle 2-core machine
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return run_dir, result.stdout
+def default_run(pretrained_default):
+    """The session's embedded-default run (tests/conftest.py), shared with the fine-tuning learning tests."""
+    return pretrained_default, (pretrained_default.parent / "pretrain.log").read_text()
 
 
 def test_the_model_reads_the_image(default_run):

@@ -263,6 +263,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
     resume_from = checkpoint.resolve_resume(cfg)
     if resume_from is not None and checkpoint.is_complete(resume_from):
         checkpoint.check_config(cfg, checkpoint.read_marker(resume_from)["config"], resume_from)
+    if resume_from is None and cfg.init_from and not Path(cfg.init_from).exists():  # say so before any work
+        raise PretrainedError(
+            _init_message(cfg, FileNotFoundError(f"init_from={cfg.init_from}: no such file or directory"))
+        )
     info = init_distributed(cfg.engine)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

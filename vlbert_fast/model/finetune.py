@@ -123,15 +123,24 @@ def init_finetune_model(model: VLBertForFinetuning, task, path: str | Path) -> F
     encoder_state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     check_state_dict(encoder_state, model.vlbert.state_dict(), f"weights in {path}")
     model.vlbert.load_state_dict(encoder_state)
-    before = {k: v.detach().clone() for k, v in model.head.state_dict().items()}
+    # Which head parameters init_head set: fill them with NaN first, see which it overwrote, restore the others
+    # (comparing values would miss a pretrained tensor that equals the fresh initialisation, e.g. an untrained bias).
+    params = dict(model.head.named_parameters())
+    fresh = {k: p.detach().clone() for k, p in params.items()}
+    with torch.no_grad():
+        for p in params.values():
+            p.fill_(float("nan"))
     head_lines = task.init_head(model.head, state)
-    after = model.head.state_dict()
-    changed = [k for k in after if not torch.equal(before[k], after[k])]
+    changed = [k for k, p in params.items() if not bool(torch.isnan(p).all())]
+    with torch.no_grad():
+        for k, p in params.items():
+            if k not in changed:
+                p.copy_(fresh[k])
     return FinetuneLoadReport(
         source=str(path),
         loaded=[prefix + k for k in encoder_state],
         head_initialised=["head." + k for k in changed],
-        new=["head." + k for k in after if k not in changed],
+        new=["head." + k for k in params if k not in changed],
         dropped=[k for k in state if not k.startswith(prefix)],
         head_lines=list(head_lines),
     )
