@@ -8,8 +8,10 @@ margin over the objects-only chance.
 """
 
 import json
+import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -22,7 +24,7 @@ OVERRIDES = ["refcoco.synth_train_images=300", "train.epochs=3", "train.log_ever
 
 
 @pytest.mark.slow
-def test_finetuned_refcoco_beats_chance(pretrained_default, tmp_path):
+def test_finetuned_refcoco_beats_chance(pretrained_default, synth_cache, tmp_path):
     run_dir = tmp_path / "refcoco"
     result = subprocess.run(
         [
@@ -38,12 +40,14 @@ def test_finetuned_refcoco_beats_chance(pretrained_default, tmp_path):
         ],
         capture_output=True,
         text=True,
+        env={**os.environ, "VLBERT_FAST_CACHE": str(synth_cache)},  # the world the model was pretrained on
         timeout=900,  # a safety net against a hang; the run takes well under a minute on an idle 2-core machine
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["init_from"] == str(pretrained_default)
-    task = RefCOCOTask(load_config(FinetuneConfig, [run_dir / "config.yaml"]))
+    with mock.patch.dict(os.environ, {"VLBERT_FAST_CACHE": str(synth_cache)}):
+        task = RefCOCOTask(load_config(FinetuneConfig, [run_dir / "config.yaml"]))
     rois = np.array([len(sample.target["labels"]) for sample in task.datasets("val")])
     chance_all, chance_objects = float(np.mean(1 / rois)), float(np.mean(1 / (rois - 1)))
     accuracy = summary["val"]["accuracy"]
