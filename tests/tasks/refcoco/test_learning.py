@@ -1,10 +1,13 @@
 """The learning test: synthetic RefCOCO+ (ground-truth boxes), fine-tuned with `vlbert-fast finetune --task refcoco`
-from the embedded default's pretraining run, picks the referred object far more often than chance.
+(the task's embedded default: 3 epochs, 330 steps of 32 expressions) from the embedded default's pretraining run,
+picks the referred object far more often than chance.
 
 Chance: a uniform pick among a sample's RoIs (the whole image and the 2-4 objects) is right 1 / R of the time; the
-whole image is never the target, so an informed guesser among the objects only reaches 1 / (R - 1); both are
-computed from the val samples. Measured on 2 cores (seed 0): see MEASURED below; the assertion takes about half the
-margin over the objects-only chance.
+whole image is never the target, so a guess among the objects only is right 1 / (R - 1); both are computed from the
+val samples. Measured on 2 (heavily shared) cores, seed 0, from the embedded default's checkpoint: val accuracy
+60.7% against chances of 24.2% (1 / R) and 32.4% (1 / (R - 1)); the assertion takes about half the margin over the
+objects-only chance. (The loss sits near the prior's for ~200 steps, then falls: the expression kinds that name a
+shape are learnt first.)
 """
 
 import json
@@ -20,7 +23,7 @@ from vlbert_fast.config import load_config
 from vlbert_fast.config.finetune import FinetuneConfig
 from vlbert_fast.tasks.refcoco import RefCOCOTask
 
-OVERRIDES = ["refcoco.synth_train_images=300", "train.epochs=3", "train.log_every=10"]
+OVERRIDES = ["train.log_every=20"]  # otherwise the task's embedded default (RefCOCOTask.EMBEDDED_DEFAULT)
 
 
 @pytest.mark.slow
@@ -54,6 +57,6 @@ def test_finetuned_refcoco_beats_chance(pretrained_default, synth_cache, tmp_pat
     print(f"refcoco val accuracy {accuracy:.3f} (chance {chance_all:.3f}, among the objects {chance_objects:.3f})")
     assert summary["val_samples"] == len(rois) > 200
     assert summary["final_loss"] < summary["first_loss"]
-    assert accuracy > chance_objects + 0.25
+    assert accuracy > chance_objects + 0.14
     predictions = json.loads((run_dir / "predictions" / "refcoco+_val.json").read_text())
     assert len(predictions) == len(rois) and {"ref_id", "sent_id", "box"} <= predictions[0].keys()

@@ -93,10 +93,11 @@ class RefCOCOTask:
 
     name = "refcoco"
     EMBEDDED_DEFAULT: dict = {
-        "train": {"epochs": 6, "global_batch_size": 32, "micro_batch_size": 32, "lr": 1e-3, "warmup_steps": 20},
+        "train": {"epochs": 3, "global_batch_size": 32, "micro_batch_size": 32, "lr": 1e-3, "warmup_steps": 20},
     }
-    """Overrides for `vlbert-fast finetune --task refcoco` with no config: the synthetic RefCOCO+ (ground-truth
-    boxes) from the embedded pretraining run's checkpoint, on the CPU in about a minute."""
+    """Overrides for `vlbert-fast finetune --task refcoco` with no config: the synthetic RefCOCO+ (ground-truth boxes,
+    800 training images, about 3500 expressions) from the embedded pretraining run's checkpoint, 3 epochs of 32
+    expressions per step (about 330 steps), under a minute of training on 2 idle CPU cores."""
 
     def __init__(self, cfg: FinetuneConfig, run_dir: str | Path | None = None, cache_dir: str | Path | None = None):
         self.cfg = cfg
