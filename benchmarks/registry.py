@@ -41,12 +41,7 @@ SUITES: dict[str, list[str]] = {
 }
 SUITE_ORDER = ("kernels", "step", "peers")
 
-WHY_MISSING = {
-    "bench_roi_align": "RoIAlign against torchvision (issue 6)",
-    "bench_e2e_step": "the end-to-end Base step with the detector, which needs model.visual.mode=e2e (issue 6)",
-    "bench_attention": "varlen attention against SDPA and flash-attn (issue 7)",
-    "bench_encoder_layer": "the fused encoder layer (issue 7)",
-}
+WHY_MISSING: dict[str, str] = {}  # module -> the issue that brings it, for scripts still on another branch
 
 OURS_PREFIXES = ("ours", "triton", "native")
 

@@ -9,6 +9,12 @@ from pathlib import Path
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# DeepSpeed compiles its shared-memory op into TORCH_EXTENSIONS_DIR when a process group starts. Torch's default
+# (~/.cache/torch_extensions) is shared by every checkout, and two virtual environments rebuild it in turn; every run
+# the tests launch keeps it in this checkout's pytest cache instead (as tests/distributed/conftest.py does).
+os.environ.setdefault(
+    "TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "d" / "torch_extensions")
+)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -77,7 +83,8 @@ def pretrained_default(session_shared_dir, synth_cache) -> Path:
             capture_output=True,
             text=True,
             env=env,
-            timeout=1800,  # a safety net against a hang; the run takes ~3 min on an idle 2-core machine
+            # a safety net against a hang: ~3 min on an idle 2-core machine, 50 min seen on one loaded by other jobs
+            timeout=5400,
         )
         (directory / "pretrain.log").write_text(result.stdout + result.stderr)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

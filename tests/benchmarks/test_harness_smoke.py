@@ -149,3 +149,28 @@ def test_iterations_timer_and_the_time_budget():
     finally:
         harness.set_time_budget(None)
     assert not harness.budget_spent()
+
+
+def test_roi_align_bench_smoke(tmp_path):
+    from benchmarks import bench_roi_align
+
+    assert bench_roi_align.main([*SMOKE_ARGS, "--results-dir", str(tmp_path), "--providers", "native,torch"]) == 0
+    header, rows = read_rows(tmp_path / "roi_align.csv")
+    assert tuple(header) == harness.COLUMNS
+    check_schema(rows)
+    measured = {(r["op"], r["provider"], r["mode"]) for r in rows}
+    for provider in ("native", "torch"):  # the interpreted Triton provider is minutes on CPU (tests/ops cover it)
+        assert {("roi_align", provider, mode) for mode in harness.MODES} <= measured
+    assert ("copy", "torch", "forward") in measured and {r["x_name"] for r in rows} == {"rois"}
+
+
+def test_e2e_step_bench_smoke(tmp_path):
+    from benchmarks import bench_e2e_step
+
+    args = [*SMOKE_ARGS, "--results-dir", str(tmp_path), "--providers", "ours", "--modes", "forward,full"]
+    assert bench_e2e_step.main(args) == 0
+    header, rows = read_rows(tmp_path / "e2e_step.csv")
+    assert tuple(header) == harness.COLUMNS
+    check_schema(rows)
+    measured = {(r["op"], r["mode"]) for r in rows if r["metric"] == "time"}
+    assert measured == {(op, mode) for op in bench_e2e_step.OPS for mode in ("forward", "full")}

@@ -35,7 +35,7 @@ def main(args, cfg) -> int:
     from ..engine.checkpoint import CheckpointError
     from ..engine.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
     from ..engine.distributed import DistInfo
-    from ..engine.finetune import predict_split
+    from ..engine.predict import predict_split
     from ..model.finetune import VLBertForFinetuning
     from ..model.pretrained import PretrainedError, check_state_dict
     from ..tasks import build_task

@@ -79,6 +79,11 @@ class Batch:
     roi_targets: torch.Tensor | None = None
     """[K, C] float soft class distribution of each region from the detector."""
 
+    # optional region inputs of some tasks
+    region_masks: torch.Tensor | None = None
+    """[K, P, P] float 0/1 instance mask of each region in its box's frame (VCR), multiplied into the RoIAlign output
+    in end-to-end mode (P = model.visual.pooled_size); ignored with precomputed features."""
+
     # ---------------------------------------------------------------------------------------------------------------
     @property
     def num_samples(self) -> int:
@@ -117,7 +122,9 @@ class Batch:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, torch.Tensor):
-                cast = dtype if (dtype is not None and f.name in ("region_features", "images")) else None
+                cast = (
+                    dtype if (dtype is not None and f.name in ("region_features", "images", "region_masks")) else None
+                )
                 v = v.to(device=device, dtype=cast, non_blocking=non_blocking)
             moved[f.name] = v
         return Batch(**moved)
@@ -202,6 +209,10 @@ def _check_shapes(b: Batch, feature_dim: int | None, num_classes: int | None) ->
             )
         if not b.images.is_floating_point():
             _fail(f"images: expected normalised floating-point pixels, found {b.images.dtype}")
+    if b.region_masks is not None:
+        m = b.region_masks
+        if m.dim() != 3 or m.shape[0] != k or m.shape[1] != m.shape[2]:
+            _fail(f"region_masks: expected shape [K, P, P] with K = {k} (boxes), found {tuple(m.shape)}")
     if tuple(b.image_size.shape) != (bl[0], 2):
         _fail(f"image_size: expected shape [B, 2] = ({bl[0]}, 2), found {tuple(b.image_size.shape)}")
 

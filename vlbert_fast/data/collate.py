@@ -46,6 +46,9 @@ class Example:
     image: torch.Tensor | None = None
     """[3, h, w] float normalised pixels (end-to-end mode), with the masked regions' pixels already zeroed; boxes
     and image_size are in these pixels."""
+    region_masks: torch.Tensor | None = None
+    """[R, P, P] float 0/1 instance masks in each box's frame (VCR's polygons), multiplied into the region's RoIAlign
+    output before the res5 head in end-to-end mode; unused with precomputed features. None: no mask."""
 
     @property
     def num_text(self) -> int:
@@ -155,4 +158,5 @@ def collate(examples: Sequence[Example]) -> Batch:
         region_predict=region_predict,
         roi_targets=_optional_cat(regions("roi_targets"), "roi_targets", has_regions),
         images=_pad_images(regions("image"), has_regions),
+        region_masks=_optional_cat(regions("region_masks"), "region_masks", has_regions),
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -36,12 +35,20 @@ from ..tasks import build_task, collate_task
 from ..version import __version__
 from . import checkpoint
 from .checkpoint import TrainState
-from .distributed import DistInfo, all_reduce_sum, comm_failure_message, init_distributed, is_comm_failure
+from .distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    comm_failure_message,
+    init_distributed,
+    is_comm_failure,
+)
 from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
 from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
 from .metrics import MetricsLogger, Window
 from .optim import build_finetune_optimizer, build_finetune_scheduler
+from .predict import predict_split
 from .steps import StepTracker, TrainingAborted, after_step, optimizer_step, window_metrics
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -96,36 +103,7 @@ class FinetuneRun:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# evaluation (also used offline by `vlbert-fast evaluate`)
-
-
-def predict_split(call, task, dataset, info: DistInfo, batch_size: int, dtype: torch.dtype, num_workers: int = 0):
-    """The task's prediction records for every sample of `dataset`, in dataset order, on every rank. Each rank
-    predicts an equal share (the last ranks repeat samples to fill it, then drop them), so all ranks run the same
-    number of forwards, which ZeRO-3's parameter gathering needs."""
-    n = len(dataset)
-    per_rank = math.ceil(n / info.world_size)
-    mine = [info.rank + info.world_size * i for i in range(per_rank)]
-    batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
-    loader = DataLoader(
-        dataset,
-        batch_sampler=[[j % n for j in b] for b in batches],
-        collate_fn=partial(collate_task, task),
-        num_workers=num_workers,
-    )
-    records: list[tuple[int, dict]] = []
-    with torch.no_grad():
-        for indices, task_batch in zip(batches, loader, strict=True):
-            task_batch = task_batch.to(info.device, dtype)
-            predictions = task.predict(call(task_batch), task_batch)
-            records += [(j, p) for j, p in zip(indices, predictions, strict=True) if j < n]
-    if info.world_size > 1:
-        import torch.distributed as dist
-
-        gathered: list = [None] * info.world_size
-        dist.all_gather_object(gathered, records)
-        records = [r for part in gathered for r in part]
-    return [p for _, p in sorted(records, key=lambda r: r[0])]
+# evaluation
 
 
 def _evaluate(run: FinetuneRun, final: bool = False) -> dict:
@@ -180,7 +158,12 @@ def _init_message(cfg: FinetuneConfig, exc: Exception) -> str:
 
 def _build(cfg: FinetuneConfig, info: DistInfo, resume_from: Path | None) -> FinetuneRun:
     run_dir = Path(cfg.run_dir)
+    # The main rank first: it generates the synthetic data and writes the answer vocabulary the others then read.
+    if not info.is_main:
+        barrier()
     task = build_task(cfg, run_dir)
+    if info.is_main:
+        barrier()
     train_set, val_set = task.datasets("train"), task.datasets("val")
     accumulation = gradient_accumulation(cfg, info.world_size)
     sampler = EpochSampler(

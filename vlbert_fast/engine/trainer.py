@@ -25,13 +25,13 @@ import torch
 
 from ..config import RunConfig, save_config
 from ..data.loader import PretrainData, build_pretrain_data
-from ..model import VLBertForPretraining
+from ..model import ZERO3_LEAF_MODULES, VLBertForPretraining
 from ..model.pretrained import init_weights_from
 from ..version import __version__
 from . import checkpoint
 from .checkpoint import TrainState
 from .distributed import DistInfo, all_reduce_sum, comm_failure_message, init_distributed, is_comm_failure
-from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
+from .ds_config import check_pretrain_engine_config, deepspeed_config, gradient_accumulation
 from .evaluate import masked_word_accuracy
 from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
@@ -83,6 +83,10 @@ def build_engine(cfg: RunConfig, info: DistInfo, init_from: str = "") -> Built:
     model.to(info.device)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
+    if cfg.engine.zero_stage == 3:
+        from deepspeed.utils import set_z3_leaf_modules
+
+        set_z3_leaf_modules(model, list(ZERO3_LEAF_MODULES))
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=deepspeed_config(cfg, info.world_size)
     )
@@ -91,7 +95,7 @@ def build_engine(cfg: RunConfig, info: DistInfo, init_from: str = "") -> Built:
 
 def pretrain(cfg: RunConfig) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # dataloader workers fork after the tokenizer runs
-    check_engine_config(cfg)
+    check_pretrain_engine_config(cfg)
     run_dir = Path(cfg.run_dir)
     resume_from = checkpoint.resolve_resume(cfg)
     if resume_from is not None and checkpoint.is_complete(resume_from):

@@ -2,9 +2,10 @@
 
 from .hf_bert import BertLoadError, LoadReport, load_hf_bert
 from .pretrained import PretrainedError, from_pretrained, save_pretrained
-from .vlbert import PretrainOutput, VLBertForPretraining, VLBertModel
+from .vlbert import ZERO3_LEAF_MODULES, PretrainOutput, VLBertForPretraining, VLBertModel
 
 __all__ = [
+    "ZERO3_LEAF_MODULES",
     "BertLoadError",
     "LoadReport",
     "PretrainOutput",

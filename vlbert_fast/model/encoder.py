@@ -94,8 +94,17 @@ class EncoderLayer(nn.Module):
         self.kernels = cfg.kernels
 
     def forward(
-        self, x_BLH: torch.Tensor, mask_BL: torch.Tensor, return_probs: bool = False
+        self,
+        x_BLH: torch.Tensor,
+        mask_BL: torch.Tensor | None = None,
+        return_probs: bool = False,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int = 0,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The padded layer ([B, L, H] with mask_BL), or with `cu_seqlens` the packed one on [N, H]: both through
+        the module call, so DeepSpeed ZeRO-3's hooks gather the layer's parameters either way."""
+        if cu_seqlens is not None:
+            return self.forward_packed(x_BLH, cu_seqlens, max_seqlen)
         attended = self.attention(x_BLH, mask_BL, return_probs=return_probs)
         attended_BLH, probs = attended if return_probs else (attended, None)
         x_BLH = self.attention_norm(x_BLH + self.dropout(attended_BLH))
@@ -140,5 +149,5 @@ class Encoder(nn.Module):
 
     def forward_packed(self, x_NH: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
-            x_NH = self._call(i, layer.forward_packed, x_NH, cu_seqlens, max_seqlen)
+            x_NH = self._call(i, layer, x_NH, None, False, cu_seqlens, max_seqlen)
         return x_NH

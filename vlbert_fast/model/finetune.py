@@ -72,7 +72,10 @@ class FinetuneLoadReport:
             f"({', '.join(self.new) or 'none'})",
         ]
         lines += [f"    {line}" for line in self.head_lines]
-        lines.append(f"  dropped {len(self.dropped)} tensors of the pretraining heads ({_groups(self.dropped)})")
+        lines.append(
+            f"  dropped {len(self.dropped)} tensors of the pretraining heads, not loaded under their names (the head "
+            f"lines above say which of them it copied): {_groups(self.dropped)}"
+        )
         return "\n".join(lines)
 
 

@@ -5,12 +5,18 @@
 - Masked-RoI classification (the original's MVRC head): Dense(H -> H) + GELU, then Linear(H -> C), trained with
   soft cross-entropy against the detector's class distribution.
 
-`forward` is the plain reference. The packed model calls the fused pieces instead: `transform(..., fused=True)`
-(the dense layer's bias and the GELU as `ops.bias_gelu`) and `MLMHead.loss`, the decoder and the cross-entropy as
-`ops.linear_cross_entropy`, which never holds more than a chunk of the [M, V] logits (backends `cfg.kernels`).
+Each head is called once per forward, through `nn.Module.__call__`, on however many rows have targets (possibly
+none): the same modules in the same order on every rank, as DeepSpeed ZeRO-3's parameter gathering requires.
+`MLMHead.forward` without labels returns the plain reference's logits; with labels (the packed model) it computes
+each group's loss with the fused pieces: the dense layer's bias and the GELU as `ops.bias_gelu`, the decoder and the
+cross-entropy as `ops.linear_cross_entropy`, which never holds more than a chunk of the [M, V] logits (backends
+`cfg.kernels`). `anchor` outputs are an exact 0 that depends on every parameter of the head, so a batch without
+targets still gives each parameter a (zero) gradient, as ZeRO-1/2's gradient reduction requires.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +33,13 @@ def _dense_gelu(dense: nn.Linear, hidden_MH: torch.Tensor, fused: bool, backend:
     return F.gelu(dense(hidden_MH))
 
 
+class MLMLosses(NamedTuple):  # a named tuple: DeepSpeed's hooks find the tensors inside (not in a dataclass)
+    anchor: torch.Tensor
+    """An exact 0 that depends on every parameter of the head (module docstring)."""
+    losses: dict[str, torch.Tensor]
+    logits: torch.Tensor | None
+
+
 class MLMHead(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -41,14 +54,32 @@ class MLMHead(nn.Module):
     def decode(self, x_MH: torch.Tensor, word_embeddings_VH: torch.Tensor) -> torch.Tensor:  # [M, V]
         return F.linear(x_MH, word_embeddings_VH, self.bias)
 
-    def forward(self, hidden_MH: torch.Tensor, word_embeddings_VH: torch.Tensor) -> torch.Tensor:  # [M, V]
-        return self.decode(self.transform(hidden_MH), word_embeddings_VH)
-
-    def loss(self, x_MH: torch.Tensor, word_embeddings_VH: torch.Tensor, labels_M: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the decoder on transformed positions, fused and chunked (no [M, V] logits)."""
-        return linear_cross_entropy(
-            x_MH, word_embeddings_VH, self.bias, labels_M, ignore_index=IGNORE_INDEX, backend=self.kernels
-        )
+    def forward(
+        self,
+        hidden_MH: torch.Tensor,
+        word_embeddings_VH: torch.Tensor,
+        labels_M: torch.Tensor | None = None,
+        groups: dict[str, torch.Tensor] | None = None,
+        return_logits: bool = False,
+    ) -> torch.Tensor | MLMLosses:
+        """Without labels: the logits [M, V] (the reference). With labels: the fused mean cross-entropy over the rows
+        of each group (name -> [M] bool; a group without rows gets no entry), and the logits too if asked."""
+        if labels_M is None:
+            return self.decode(self.transform(hidden_MH), word_embeddings_VH)
+        x_MH = self.transform(hidden_MH, fused=True)
+        # Evaluation reads the predictions; the loss then comes from them, not from a second pass.
+        logits_MV = self.decode(x_MH, word_embeddings_VH) if return_logits else None
+        losses = {}
+        for name, rows_M in (groups or {"mlm": torch.ones_like(labels_M, dtype=torch.bool)}).items():
+            if not bool(rows_M.any()):
+                continue
+            if logits_MV is not None:
+                losses[name] = F.cross_entropy(logits_MV[rows_M].float(), labels_M[rows_M])
+            else:
+                losses[name] = linear_cross_entropy(
+                    x_MH[rows_M], word_embeddings_VH, self.bias, labels_M[rows_M], IGNORE_INDEX, backend=self.kernels
+                )
+        return MLMLosses(self.decode(x_MH[:0], word_embeddings_VH).sum(), losses, logits_MV)
 
 
 class RoIClassificationHead(nn.Module):

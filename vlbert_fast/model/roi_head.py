@@ -5,6 +5,8 @@ Legend: I images, K regions, C4 res4 channels, D appearance width (res5 channels
 - trunk: conv1 (7x7, stride 2) + max pool, res2 (layer1), res3 (layer2, /2), res4 (layer3, /2): stride 16;
 - RoIAlign of each region's box on its image's res4 map: P x P bins at spatial scale 1/16, `sampling_ratio`
   samples per bin and axis, legacy (not half-pixel-aligned) boxes, as the original and Detectron's C4 heads;
+- optional instance masks (VCR's polygons, [K, P, P] in each box's frame) multiply the pooled maps, as the
+  original's VCR model does, so res5 sees only the object's cells;
 - head: res5 (layer4) on the pooled maps, stride 1 with dilation 2 (P x P out) or stride 2, then the mean over the
   spatial positions (the original's AvgPool2d(14) on 14 x 14) -> [K, D].
 
@@ -97,5 +99,16 @@ class VisualBranch(nn.Module):
         images_I3HW: torch.Tensor,  # normalised, zero-padded images
         boxes_K4: torch.Tensor,  # (x1, y1, x2, y2) in the pixels of the (resized) image
         image_K: torch.Tensor,  # [K] int64 index of each region's image
+        masks_KPP: torch.Tensor | None = None,  # [K, P, P] 0/1 instance masks in each box's frame (VCR), or None
     ) -> torch.Tensor:  # [K, D] appearance
-        return self.head(self.pool(self.trunk(images_I3HW), boxes_K4, image_K))
+        pooled_KC4PP = self.pool(self.trunk(images_I3HW), boxes_K4, image_K)
+        if masks_KPP is not None:
+            # The original's VCR head: the object's segmentation zeroes the RoI cells outside it before res5.
+            p = self.cfg.pooled_size
+            if tuple(masks_KPP.shape) != (pooled_KC4PP.shape[0], p, p):
+                raise ValueError(
+                    f"region_masks: expected shape [K, {p}, {p}] (model.visual.pooled_size) with K = "
+                    f"{pooled_KC4PP.shape[0]}, found {tuple(masks_KPP.shape)}"
+                )
+            pooled_KC4PP = pooled_KC4PP * masks_KPP[:, None].to(pooled_KC4PP.dtype)
+        return self.head(pooled_KC4PP)

@@ -16,6 +16,7 @@ off it computes what the padded reference computes (tests/model/test_packed*).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +25,15 @@ from torch import nn
 from ..config import ModelConfig
 from ..data.batch import IGNORE_INDEX, Batch, TokenKind
 from .embeddings import VLBertEmbeddings
-from .encoder import Encoder
+from .encoder import Encoder, EncoderLayer
 from .heads import MLMHead, RoIClassificationHead, soft_cross_entropy
 from .roi_head import VisualBranch
 from .visual import RegionEncoder
+
+ZERO3_LEAF_MODULES: tuple[type[nn.Module], ...] = (VLBertEmbeddings, EncoderLayer, MLMHead, RoIClassificationHead)
+"""Modules whose forward hands their children's parameters to fused ops directly (the embeddings, a packed encoder
+layer, the heads): DeepSpeed ZeRO-3 must gather each one's parameters as a whole when it runs
+(`deepspeed.utils.set_z3_leaf_modules`), as its hooks on the children never fire."""
 
 
 def init_weights(module: nn.Module, std: float) -> None:
@@ -75,7 +81,7 @@ class VLBertModel(nn.Module):
                 raise ValueError("model.visual.mode is e2e but the batch has no images (the dataset must load them)")
             # A masked region's pixels were zeroed in the image before it got here (data/images.py), so every
             # region's appearance comes from the backbone and none is replaced by the learned mask vector.
-            appearance_KD = self.visual(batch.images, batch.boxes, batch.region_image)
+            appearance_KD = self.visual(batch.images, batch.boxes, batch.region_image, batch.region_masks)
             return self.region_encoder(appearance_KD, batch.boxes, batch.image_size[batch.region_sample], None)
         if batch.region_features is None:
             raise ValueError("batch has regions but no region_features (precomputed mode needs appearance features)")
@@ -86,11 +92,15 @@ class VLBertModel(nn.Module):
             batch.region_masked,
         )
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # [B, L, H]
+    def forward(self, batch: Batch, packed_output: bool = False) -> torch.Tensor | PackedHidden:  # [B, L, H]
         """Hidden states in the padded layout. In packed mode the padding positions hold zeros (nothing is computed
-        there); the padded reference fills them with values that nothing reads."""
+        there); the padded reference fills them with values that nothing reads. With `packed_output` (packed mode
+        only) the `PackedHidden` stream itself, still through the module call (DeepSpeed ZeRO-3 hooks)."""
         if self.cfg.packed:
-            return self.forward_packed(batch).padded()
+            packed = self.forward_packed(batch)
+            return packed if packed_output else packed.padded()
+        if packed_output:
+            raise ValueError("packed_output=True needs model.packed=true")
         self.validate(batch)
         embedded_BLH = self.embeddings(batch, self.region_features(batch))
         return self.encoder(embedded_BLH, batch.attention_mask)
@@ -117,9 +127,8 @@ class VLBertModel(nn.Module):
         return PackedHidden(hidden_NH, tokens_BL, cu_seqlens, max_seqlen)
 
 
-@dataclass
-class PackedHidden:
-    """The encoder's output on the packed stream."""
+class PackedHidden(NamedTuple):
+    """The encoder's output on the packed stream (a named tuple: DeepSpeed's module hooks find the tensors)."""
 
     hidden: torch.Tensor
     """[N, H] hidden states of the batch's tokens, sample after sample (row-major order of the padded batch)."""
@@ -162,78 +171,66 @@ class VLBertForPretraining(nn.Module):
             head.apply(lambda m: init_weights(m, cfg.initializer_range))
 
     def forward(self, batch: Batch) -> PretrainOutput:
+        """Every head runs once, through its module call, on the rows that have targets (possibly none), whatever
+        the batch holds: the same modules in the same order on every rank (DeepSpeed ZeRO-3 gathers parameters in
+        module hooks), and the heads' `anchor` zeros give every parameter a gradient (ZeRO-1/2 reduce them all)."""
         if self.cfg.packed:
             return self.forward_packed(batch)
         hidden_BLH = self.vlbert(batch)
-        losses: dict[str, torch.Tensor] = {}
-        out = PretrainOutput(loss=hidden_BLH.sum() * 0.0, losses=losses)
-
-        if batch.mlm_labels is not None:
-            masked_BL = batch.mlm_labels != IGNORE_INDEX
-            labels_M = batch.mlm_labels[masked_BL]
-            logits_MV = self.mlm_head(hidden_BLH[masked_BL], self.vlbert.embeddings.word_embeddings.weight)
-            has_image_M = (batch.token_kind == TokenKind.TEXT)[masked_BL]
-            out.mlm_logits, out.mlm_labels, out.mlm_has_image = logits_MV, labels_M, has_image_M
-            for name, rows in (("mlm_image", has_image_M), ("mlm_text", ~has_image_M)):
-                if bool(rows.any()):
-                    losses[name] = F.cross_entropy(logits_MV[rows].float(), labels_M[rows])
-
-        if batch.region_predict is not None and batch.roi_targets is not None and bool(batch.region_predict.any()):
-            # The token of region k: the ROI position whose visual_index is k.
-            roi_tokens_BL = (batch.token_kind == TokenKind.ROI) & batch.region_predict[batch.visual_index.clamp(min=0)]
-            order = torch.argsort(batch.visual_index[roi_tokens_BL])
-            hidden_PH = hidden_BLH[roi_tokens_BL][order]
-            targets_PC = batch.roi_targets[batch.region_predict]
-            out.roi_logits = self.roi_head(hidden_PH)
-            losses["roi"] = soft_cross_entropy(out.roi_logits, targets_PC)
-
-        if losses:
-            out.loss = torch.stack(list(losses.values())).sum()
-        out.loss = self.with_idle_heads(out.loss, hidden_BLH, losses)
+        masked_BL = self._mlm_labels(batch) != IGNORE_INDEX
+        labels_M = self._mlm_labels(batch)[masked_BL]
+        has_image_M = (batch.token_kind == TokenKind.TEXT)[masked_BL]
+        logits_MV = self.mlm_head(hidden_BLH[masked_BL], self.vlbert.embeddings.word_embeddings.weight)
+        out = PretrainOutput(loss=logits_MV[:0].sum(), mlm_logits=logits_MV, mlm_labels=labels_M)
+        out.mlm_has_image = has_image_M
+        for name, rows in (("mlm_image", has_image_M), ("mlm_text", ~has_image_M)):
+            if bool(rows.any()):
+                out.losses[name] = F.cross_entropy(logits_MV[rows].float(), labels_M[rows])
+        # The token of region k: the ROI position whose visual_index is k.
+        roi_tokens_BL = (batch.token_kind == TokenKind.ROI) & self._region_predict(batch)[
+            batch.visual_index.clamp(min=0)
+        ]
+        order = torch.argsort(batch.visual_index[roi_tokens_BL])
+        self._roi_loss(out, batch, hidden_BLH[roi_tokens_BL][order], fused=False)
         return out
+
+    @staticmethod
+    def _mlm_labels(batch: Batch) -> torch.Tensor:  # [B, L]: IGNORE_INDEX everywhere when the batch has none
+        if batch.mlm_labels is not None:
+            return batch.mlm_labels
+        return torch.full_like(batch.input_ids, IGNORE_INDEX)
+
+    @staticmethod
+    def _region_predict(batch: Batch) -> torch.Tensor:  # [K] bool: regions with a class target
+        if batch.region_predict is not None and batch.roi_targets is not None:
+            return batch.region_predict
+        return torch.zeros(batch.num_regions, dtype=torch.bool, device=batch.boxes.device)
+
+    def _roi_loss(self, out: PretrainOutput, batch: Batch, hidden_PH: torch.Tensor, fused: bool) -> None:
+        """The masked-RoI classification of the P predicted regions (in region order), and the total loss."""
+        out.roi_logits = self.roi_head(hidden_PH, fused=fused)
+        out.loss = out.loss + out.roi_logits[:0].sum()
+        if out.roi_logits.shape[0]:
+            out.losses["roi"] = soft_cross_entropy(out.roi_logits, batch.roi_targets[batch.region_predict])
+        if out.losses:
+            out.loss = out.loss + torch.stack(list(out.losses.values())).sum()
 
     def forward_packed(self, batch: Batch) -> PretrainOutput:
         """The same losses from the packed stream, with the fused heads (module docstring)."""
-        packed = self.vlbert.forward_packed(batch)
+        packed = self.vlbert(batch, packed_output=True)
         hidden_NH, tokens_BL = packed.hidden, packed.tokens
         kind_N = batch.token_kind[tokens_BL]
-        losses: dict[str, torch.Tensor] = {}
-        out = PretrainOutput(loss=hidden_NH.sum() * 0.0, losses=losses)
-        if batch.mlm_labels is not None:
-            labels_N = batch.mlm_labels[tokens_BL]
-            masked_N = labels_N != IGNORE_INDEX
-            labels_M = labels_N[masked_N]
-            has_image_M = (kind_N == TokenKind.TEXT)[masked_N]
-            x_MH = self.mlm_head.transform(hidden_NH[masked_N], fused=True)
-            words_VH = self.vlbert.embeddings.word_embeddings.weight
-            out.mlm_labels, out.mlm_has_image = labels_M, has_image_M
-            if not self.training:  # evaluation reads the predictions; M rows of logits are small there
-                out.mlm_logits = self.mlm_head.decode(x_MH, words_VH)
-            for name, rows in (("mlm_image", has_image_M), ("mlm_text", ~has_image_M)):
-                if not bool(rows.any()):
-                    continue
-                if out.mlm_logits is not None:  # already decoded: the loss from them, not a second decoder pass
-                    losses[name] = F.cross_entropy(out.mlm_logits[rows].float(), labels_M[rows])
-                else:
-                    losses[name] = self.mlm_head.loss(x_MH[rows], words_VH, labels_M[rows])
-        if batch.region_predict is not None and batch.roi_targets is not None and bool(batch.region_predict.any()):
-            region_N = batch.visual_index[tokens_BL]
-            roi_tokens_N = (kind_N == TokenKind.ROI) & batch.region_predict[region_N.clamp(min=0)]
-            order = torch.argsort(region_N[roi_tokens_N])
-            out.roi_logits = self.roi_head(hidden_NH[roi_tokens_N][order], fused=True)
-            losses["roi"] = soft_cross_entropy(out.roi_logits, batch.roi_targets[batch.region_predict])
-        if losses:
-            out.loss = torch.stack(list(losses.values())).sum()
-        out.loss = self.with_idle_heads(out.loss, hidden_NH, losses)
+        labels_N = self._mlm_labels(batch)[tokens_BL]
+        masked_N = labels_N != IGNORE_INDEX
+        labels_M = labels_N[masked_N]
+        has_image_M = (kind_N == TokenKind.TEXT)[masked_N]
+        groups = {"mlm_image": has_image_M, "mlm_text": ~has_image_M}
+        words_VH = self.vlbert.embeddings.word_embeddings.weight
+        mlm = self.mlm_head(hidden_NH[masked_N], words_VH, labels_M, groups, return_logits=not self.training)
+        out = PretrainOutput(loss=mlm.anchor, losses=mlm.losses, mlm_logits=mlm.logits, mlm_labels=labels_M)
+        out.mlm_has_image = has_image_M
+        region_N = batch.visual_index[tokens_BL]
+        roi_tokens_N = (kind_N == TokenKind.ROI) & self._region_predict(batch)[region_N.clamp(min=0)]
+        order = torch.argsort(region_N[roi_tokens_N])
+        self._roi_loss(out, batch, hidden_NH[roi_tokens_N][order], fused=True)
         return out
-
-    def with_idle_heads(self, loss: torch.Tensor, hidden: torch.Tensor, losses: dict) -> torch.Tensor:
-        """`loss` plus 0 x the output of each head that had no target in this batch, run on zero rows. DeepSpeed ZeRO
-        reduces gradients parameter by parameter as backward produces them, so every rank must produce a gradient
-        for every parameter in every micro batch; this adds exactly 0 to the loss and to every gradient."""
-        idle = hidden.new_zeros(0, hidden.shape[-1])
-        if "mlm_image" not in losses and "mlm_text" not in losses:
-            loss = loss + self.mlm_head(idle, self.vlbert.embeddings.word_embeddings.weight).sum() * 0.0
-        if "roi" not in losses:
-            loss = loss + self.roi_head(idle).sum() * 0.0
-        return loss

@@ -15,6 +15,7 @@ from .base import Task, TaskBatch, TaskSample, collate_task
 
 TASKS: dict[str, str] = {
     "vqa": "vlbert_fast.tasks.vqa:VQATask",
+    "vcr": "vlbert_fast.tasks.vcr:VCRTask",
     # refcoco and vcr: one line each below.
     "refcoco": "vlbert_fast.tasks.refcoco:RefCOCOTask",
 }

@@ -184,7 +184,7 @@ def cached_world(cfg: SynthConfig, cache_dir: str | Path | None = None) -> Path:
     if not (path / "world.json").is_file():
         try:
             generate(cfg, path)
-        except FileExistsError:
+        except OSError:  # exists already, or (a rename onto a directory just completed) not empty
             if not (path / "world.json").is_file():  # another process won the race only if it finished
                 raise
     return path
