@@ -17,6 +17,7 @@ TASKS: dict[str, str] = {
     "vqa": "vlbert_fast.tasks.vqa:VQATask",
     "vcr": "vlbert_fast.tasks.vcr:VCRTask",
     # refcoco and vcr: one line each below.
+    "refcoco": "vlbert_fast.tasks.refcoco:RefCOCOTask",
 }
 
 
