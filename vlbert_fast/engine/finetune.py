@@ -202,7 +202,7 @@ def _build(cfg: FinetuneConfig, info: DistInfo, resume_from: Path | None) -> Fin
     logger = MetricsLogger(run_dir, info.is_main, max_steps, resume_step=state.step if resume_from else None)
     held_out = "" if not getattr(task.opts, "trainval", False) else " (trainval: val is also trained on, not held out)"
     logger.print(
-        f"vlbert_fast {__version__} | finetune {cfg.task} on {getattr(task, 'root', '?')} | train {len(train_set)}, "
+        f"vlbert_fast {__version__} | finetune {cfg.task} on {task.root} | train {len(train_set)}, "
         f"val {len(val_set)} samples{held_out} | {num_params / 1e6:.2f} M parameters | world size {info.world_size} | "
         f"ZeRO-{cfg.engine.zero_stage} | accumulation {accumulation} | {max_steps} steps ({sampler.steps_per_epoch} "
         f"per epoch) | {cfg.train.precision} on {info.device}"

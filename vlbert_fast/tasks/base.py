@@ -57,6 +57,11 @@ class Task(Protocol):
     """What every task module provides (tasks/<name>/task.py), registered in tasks/__init__.py."""
 
     name: str
+    root: Path
+    """The directory of the dataset's files (the synthetic version's cache directory when no root is configured)."""
+    opts: Any
+    """The task's section of the fine-tuning config (`cfg.vqa`, `cfg.refcoco`, `cfg.vcr`); the loop reads only its
+    optional `trainval` flag."""
 
     def datasets(self, split: str) -> Sequence[TaskSample]:
         """The samples of `split` ("train", "val", "test", or the task's own names such as RefCOCO+'s "testA"),

@@ -56,7 +56,7 @@ class VCRTask:
 
     def __init__(self, cfg: FinetuneConfig, run_dir: str | Path | None = None, cache_dir: str | Path | None = None):
         self.cfg = cfg
-        self.options = self.opts = opts = cfg.vcr
+        self.opts = opts = cfg.vcr
         self.model_cfg = cfg.model
         self.root = Path(opts.root) if opts.root else cached_vcr(opts.synth, opts, cache_dir)
         if not self.root.is_dir():
@@ -73,7 +73,7 @@ class VCRTask:
         if split not in SPLITS:
             raise ValueError(f"vcr: unknown split {split!r}; expected one of {SPLITS}")
         if split not in self._records:
-            name = {"train": self.options.train_file, "val": self.options.val_file, "test": self.options.test_file}
+            name = {"train": self.opts.train_file, "val": self.opts.val_file, "test": self.opts.test_file}
             self._records[split] = read_vcr_jsonl(self.root / name[split], labelled=split != "test")
         return self._records[split]
 
