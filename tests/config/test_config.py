@@ -119,3 +119,23 @@ def test_every_field_is_documented():
     assert len(rows) > 20
     undocumented = [key for key, _, _, doc in rows if not doc]
     assert undocumented == []
+
+
+@pytest.mark.parametrize("path", sorted(Path("configs/pretrain").glob("*.yaml")), ids=lambda p: p.stem)
+def test_pretrain_configs_load_and_their_batches_divide(path):
+    cfg = load_config(RunConfig, [path])
+    gpus = 8 if "8xH100" in path.stem else 1
+    assert cfg.train.global_batch_size % (cfg.train.micro_batch_size * gpus) == 0
+
+
+def test_base_e2e_is_the_originals_e2e_setting():
+    """cfgs/pretrain/base_e2e_16x16G_fp16.yaml of the original: ResNet-101 C4, stages 1-2 and BatchNorm frozen, Caffe
+    means, dilated res5 on 14 x 14 RoIs, scales 600 / 1000, flip 0.5, 1e-7 per sample, 16 x 16 rows per step."""
+    cfg = load_config(RunConfig, ["configs/pretrain/base_e2e_8xH100_bf16.yaml"])
+    v = cfg.model.visual
+    assert (v.mode, v.depth, v.frozen_stages, v.frozen_bn, v.stride_in_1x1) == ("e2e", 101, 2, True, True)
+    assert (v.res5_dilated, v.pooled_size, v.sampling_ratio, v.normalization) == (True, 14, 1, "caffe")
+    assert (v.short_side, v.long_side, v.flip_prob, v.out_channels) == (600, 1000, 0.5, 2048)
+    assert cfg.model.visual_feature_dim == v.out_channels
+    assert cfg.train.global_batch_size == 256 and cfg.train.lr == pytest.approx(1e-7 * 256)
+    assert cfg.model.visual_scale_text_init == 0.0 and cfg.model.visual_scale_object_init == 0.0
