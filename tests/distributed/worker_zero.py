@@ -53,7 +53,6 @@ def eval_outputs(model, batch) -> list[torch.Tensor]:
 def run_stage(config: Path, out_dir: Path, stage: int, precision: str) -> dict:
     name = f"zero{stage}-{precision}"
     overrides = [f"run_dir={out_dir / name}", f"engine.zero_stage={stage}", f"train.precision={precision}"]
-    overrides += ["model.packed=false"] if stage == 3 else []  # ZeRO-3 runs the padded encoder (ds_config.py)
     cfg = load_config(RunConfig, [config], overrides)
     info = init_distributed(cfg.engine)
     data = build_pretrain_data(cfg, info.rank, info.world_size)

@@ -6,7 +6,7 @@ import torch
 from vlbert_fast.config import ConfigError, RunConfig, load_config
 from vlbert_fast.engine.ds_config import (
     EngineConfigError,
-    check_pretrain_engine_config,
+    check_engine_config,
     deepspeed_config,
     gradient_accumulation,
 )
@@ -33,9 +33,7 @@ def test_batch_sizes_accumulation_precision_clipping():
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_zero_options(stage):
-    c = cfg(
-        f"engine.zero_stage={stage}", "engine.overlap_comm=true", "engine.reduce_bucket_size=1000", "model.packed=false"
-    )
+    c = cfg(f"engine.zero_stage={stage}", "engine.overlap_comm=true", "engine.reduce_bucket_size=1000")
     zero = deepspeed_config(c, 1)["zero_optimization"]
     assert zero["stage"] == stage and zero["overlap_comm"] is True and zero["reduce_bucket_size"] == 1000
     assert ("stage3_param_persistence_threshold" in zero) == (stage == 3)
@@ -104,10 +102,7 @@ def test_example_hostfile_is_what_the_deepspeed_launcher_reads():
     assert dict(fetch_hostfile("examples/hostfile")) == {"node-a": 8, "node-b": 8}
 
 
-def test_zero3_refuses_the_packed_encoder_and_its_template_sets_padded():
-    with pytest.raises(EngineConfigError, match="zero_stage=3 needs model.packed=false"):
-        check_pretrain_engine_config(cfg("engine.zero_stage=3"))
+def test_zero3_template_runs_the_packed_encoder():
     c = load_config(RunConfig, ["configs/zero/zero3.yaml"])
-    check_pretrain_engine_config(c)
-    assert not c.model.packed and deepspeed_config(c, 1)["zero_optimization"]["stage"] == 3
-    check_pretrain_engine_config(cfg("engine.zero_stage=2"))  # packed is fine with ZeRO-1/2
+    check_engine_config(c)
+    assert c.model.packed and deepspeed_config(c, 1)["zero_optimization"]["stage"] == 3

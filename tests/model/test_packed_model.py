@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vlbert_fast.config import ModelConfig
 from vlbert_fast.config.model import checkpointed_layers
-from vlbert_fast.data import collate
+from vlbert_fast.data import IGNORE_INDEX, collate
 from vlbert_fast.data.random import random_examples
 from vlbert_fast.engine.flops import forward_flops
 from vlbert_fast.model import VLBertForPretraining
@@ -84,6 +84,28 @@ def test_hidden_states_equal_at_the_tokens_and_zero_at_the_padding(cfg, batch):
     assert torch.equal(got[~mask], torch.zeros_like(got[~mask]))
     # eval mode fills the MLM logits (the evaluation reads them); in training the fused loss never makes them
     torch.testing.assert_close(packed_out.mlm_logits, reference_out.mlm_logits, atol=ATOL, rtol=RTOL)
+
+
+def test_an_empty_mlm_group_changes_the_report_not_the_heads_outputs(cfg, batch):
+    """Text-only rows without a masked word: the MLM head still returns a loss for every group (ZeRO-3 counts the
+    head's output tensors when it traces the backward; a rank returning fewer leaves the others waiting in a
+    collective, tests/distributed/test_zero_stages.py). The empty group's exact 0 joins the total loss, not the report,
+    and the packed model still equals the padded reference."""
+    batch.mlm_labels[~batch.has_image] = IGNORE_INDEX
+    packed = dataclasses.replace(cfg, packed=True)
+    model, out, _ = run(packed, batch)
+    assert out.losses.keys() == {"mlm_image", "roi"}
+    hidden = torch.randn(3, cfg.hidden_size, requires_grad=True)
+    labels = torch.tensor([4, 5, 6])
+    groups = {"mlm_image": torch.tensor([True, True, True]), "mlm_text": torch.tensor([False, False, False])}
+    heads = model.mlm_head(hidden, model.vlbert.embeddings.word_embeddings.weight, labels, groups)
+    assert heads.losses.keys() == groups.keys()
+    assert heads.losses["mlm_text"].item() == 0.0 and heads.losses["mlm_text"].requires_grad
+    reference = run(cfg, batch)
+    assert reference[1].losses.keys() == out.losses.keys()
+    for name in out.losses:
+        torch.testing.assert_close(out.losses[name], reference[1].losses[name], atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(out.loss, reference[1].loss, atol=ATOL, rtol=RTOL)
 
 
 def test_training_never_materialises_the_mlm_logits(cfg, batch):

@@ -26,20 +26,6 @@ def check_engine_config(cfg: RunConfig) -> None:
         )
 
 
-def check_pretrain_engine_config(cfg: RunConfig) -> None:
-    """What the pretraining job cannot run on top of `check_engine_config`."""
-    check_engine_config(cfg)
-    if cfg.engine.zero_stage == 3 and cfg.model.packed:
-        # Measured on 2 CPU ranks (gloo, DeepSpeed 0.19.8): training steps of the packed pretraining model under
-        # ZeRO-3 run, but the first eval-mode forward after them hangs in a parameter all-gather that only one rank
-        # issues. The padded reference runs it correctly (tests/distributed/test_zero_stages.py); fine-tuning runs
-        # the packed encoder under ZeRO-3 (tests/distributed/test_finetune_zero3.py).
-        raise EngineConfigError(
-            "pretraining with engine.zero_stage=3 needs model.packed=false for now (configs/zero/zero3.yaml sets "
-            "it): the packed encoder hangs in ZeRO-3's parameter gathering in eval mode; ZeRO-1/2 run it"
-        )
-
-
 def gradient_accumulation(cfg: RunConfig, world_size: int) -> int:
     per_step = cfg.train.micro_batch_size * world_size
     if cfg.train.global_batch_size % per_step:

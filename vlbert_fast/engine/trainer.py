@@ -31,7 +31,7 @@ from ..version import __version__
 from . import checkpoint
 from .checkpoint import TrainState
 from .distributed import DistInfo, all_reduce_sum, comm_failure_message, init_distributed, is_comm_failure
-from .ds_config import check_pretrain_engine_config, deepspeed_config, gradient_accumulation
+from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
 from .evaluate import masked_word_accuracy
 from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
@@ -95,7 +95,7 @@ def build_engine(cfg: RunConfig, info: DistInfo, init_from: str = "") -> Built:
 
 def pretrain(cfg: RunConfig) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # dataloader workers fork after the tokenizer runs
-    check_pretrain_engine_config(cfg)
+    check_engine_config(cfg)
     run_dir = Path(cfg.run_dir)
     resume_from = checkpoint.resolve_resume(cfg)
     if resume_from is not None and checkpoint.is_complete(resume_from):

@@ -63,7 +63,10 @@ class MLMHead(nn.Module):
         return_logits: bool = False,
     ) -> torch.Tensor | MLMLosses:
         """Without labels: the logits [M, V] (the reference). With labels: the fused mean cross-entropy over the rows
-        of each group (name -> [M] bool; a group without rows gets no entry), and the logits too if asked."""
+        of each group (name -> [M] bool), and the logits too if asked. A group without rows gets an exact 0 that
+        depends on the head: every rank returns the same tensors whatever its batch holds, as ZeRO-3 requires (its
+        trace of the backward counts one parameter fetch per output tensor; a rank whose count differs leaves the
+        others waiting in a collective). The caller drops those zeros from what it reports."""
         if labels_M is None:
             return self.decode(self.transform(hidden_MH), word_embeddings_VH)
         x_MH = self.transform(hidden_MH, fused=True)
@@ -72,8 +75,8 @@ class MLMHead(nn.Module):
         losses = {}
         for name, rows_M in (groups or {"mlm": torch.ones_like(labels_M, dtype=torch.bool)}).items():
             if not bool(rows_M.any()):
-                continue
-            if logits_MV is not None:
+                losses[name] = self.decode(x_MH[:0], word_embeddings_VH).sum()
+            elif logits_MV is not None:
                 losses[name] = F.cross_entropy(logits_MV[rows_M].float(), labels_M[rows_M])
             else:
                 losses[name] = linear_cross_entropy(

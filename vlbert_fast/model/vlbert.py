@@ -227,7 +227,12 @@ class VLBertForPretraining(nn.Module):
         groups = {"mlm_image": has_image_M, "mlm_text": ~has_image_M}
         words_VH = self.vlbert.embeddings.word_embeddings.weight
         mlm = self.mlm_head(hidden_NH[masked_N], words_VH, labels_M, groups, return_logits=not self.training)
-        out = PretrainOutput(loss=mlm.anchor, losses=mlm.losses, mlm_logits=mlm.logits, mlm_labels=labels_M)
+        present = {name: bool(rows_M.any()) for name, rows_M in groups.items()}
+        # The zeros of empty groups join the anchor: in the loss's graph (their backward hooks fire on every rank),
+        # not in what is reported.
+        anchor = sum((loss for name, loss in mlm.losses.items() if not present[name]), mlm.anchor)
+        losses = {name: loss for name, loss in mlm.losses.items() if present[name]}
+        out = PretrainOutput(loss=anchor, losses=losses, mlm_logits=mlm.logits, mlm_labels=labels_M)
         out.mlm_has_image = has_image_M
         region_N = batch.visual_index[tokens_BL]
         roi_tokens_N = (kind_N == TokenKind.ROI) & self._region_predict(batch)[region_N.clamp(min=0)]
