@@ -1,5 +1,5 @@
 """The VCR learning test: `vlbert-fast finetune --task vcr` with no config (the embedded default: synthetic Q->A,
-SGD with momentum and a step decay, the tiny model) from the session's embedded-default pretraining run picks the
+AdamW with a linear schedule, 1 epoch, the tiny model) from the session's embedded-default pretraining run picks the
 right answer to colour and shape questions about a referenced object of held-out images far above chance (1/4:
 the choices are shuffled, so the text alone cannot tell).
 
