@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 	$(BIN)/vlbert-fast pretrain
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
 
 # The benchmark suites: `make bench` on a GPU; arguments through BENCH, e.g. BENCH="all --smoke" on a CPU.
 BENCH ?=
