@@ -79,7 +79,7 @@ class VCRTask:
 
     def datasets(self, split: str) -> VCRDataset:
         m = self.model_cfg
-        opts = self.options
+        opts = self.opts
         features = None if m.visual.end_to_end else _under(self.root, opts.features)
         return VCRDataset(
             self.records(split), self.root, opts, self.tokenizer, m.visual, m.visual_feature_dim, features
@@ -87,7 +87,7 @@ class VCRTask:
 
     def build_head(self) -> nn.Module:
         m = self.model_cfg
-        return VCRHead(m.hidden_size, self.options.classifier_dropout, m.initializer_range)
+        return VCRHead(m.hidden_size, self.opts.classifier_dropout, m.initializer_range)
 
     def init_head(self, head: nn.Module, pretraining_state: dict[str, torch.Tensor]) -> list[str]:
         return init_pooler(head, pretraining_state)
@@ -103,7 +103,7 @@ class VCRTask:
     def loss(self, logits: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         label_S = targets["label"]
         logits = logits.float()
-        if self.options.loss == "softmax":
+        if self.opts.loss == "softmax":
             return F.cross_entropy(logits, label_S)
         one_hot = F.one_hot(label_S, logits.shape[1]).to(logits.dtype)
         return F.binary_cross_entropy_with_logits(logits, one_hot)
@@ -116,16 +116,16 @@ class VCRTask:
         """Q->A or QA->R accuracy (+ Q->AR with `q2a_predictions`); {} for a split without labels (test)."""
         if all(p["label"] is None for p in predictions):
             return {}
-        if self.options.mode == "q2a":
+        if self.opts.mode == "q2a":
             return {"q2a_accuracy": choice_accuracy(predictions)}
         given_right = [p for p in predictions if p["label"] is not None]
         out = {"qa2r_accuracy": choice_accuracy(given_right)}
-        if self.options.q2a_predictions:
+        if self.opts.q2a_predictions:
             labels = {r.annot_id: r.answer_label for r in self.records(split)}
-            answers = predictions_from_csv(self.options.q2a_predictions, labels)
+            answers = predictions_from_csv(self.opts.q2a_predictions, labels)
             out["q2a_accuracy"] = choice_accuracy(answers)
             out["q2ar_accuracy"] = q2ar_accuracy(answers, given_right)
         return out
 
     def write_predictions(self, predictions: list[dict[str, Any]], split: str, out_dir: Path) -> Path:
-        return write_task_csv(predictions, Path(out_dir) / f"vcr_{self.options.mode}_{split}.csv")
+        return write_task_csv(predictions, Path(out_dir) / f"vcr_{self.opts.mode}_{split}.csv")
