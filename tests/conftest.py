@@ -2,8 +2,6 @@
 runs), so it is set here, first. DeepSpeed is told to use its CPU accelerator quietly."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -21,7 +19,7 @@ import torch  # noqa: E402
 
 from vlbert_fast.config import ModelConfig  # noqa: E402
 
-from .shared import once  # noqa: E402
+from .shared import once, output_tail, run_cli  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -76,17 +74,9 @@ def pretrained_default(session_shared_dir, synth_cache) -> Path:
     Returns the run directory; its stdout is in `pretrain.log` beside it. The world is in `synth_cache`."""
 
     def make(directory: Path) -> None:
-        env = {**os.environ, "VLBERT_FAST_CACHE": str(synth_cache)}
-        env.pop("VLBERT_FAST_FAULT", None)
-        result = subprocess.run(
-            [sys.executable, "-m", "vlbert_fast", "pretrain", f"run_dir={directory / 'run'}"],
-            capture_output=True,
-            text=True,
-            env=env,
-            # a safety net against a hang: ~3 min on an idle 2-core machine, 50 min seen on one loaded by other jobs
-            timeout=5400,
-        )
+        # the timeout: ~3 min on an idle 2-core machine, 50 min seen on one loaded by other jobs
+        result = run_cli(["pretrain", f"run_dir={directory / 'run'}"], synth_cache, timeout=5400)
         (directory / "pretrain.log").write_text(result.stdout + result.stderr)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert result.returncode == 0, output_tail(result)
 
     return once(session_shared_dir, "pretrained_default", make) / "run"

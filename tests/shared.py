@@ -5,7 +5,10 @@ reuse it. A failed attempt leaves no `.done` marker and is retried by the next w
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,3 +31,17 @@ def once(shared: Path, name: str, make: Callable[[Path], None]) -> Path:
             make(target)
             (target / ".done").write_text("ok\n")
     return target
+
+
+def run_cli(args: list[str], cache: Path, timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m vlbert_fast ARGS` in its own process, with `cache` as VLBERT_FAST_CACHE (the session's synthetic
+    world and tasks) and no injected fault; `timeout` is a safety net against a hang. `output_tail` of the result
+    makes the assertion message."""
+    environment = {**os.environ, "VLBERT_FAST_CACHE": str(cache), **(env or {})}
+    environment.pop("VLBERT_FAST_FAULT", None)
+    command = [sys.executable, "-m", "vlbert_fast", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=timeout)
+
+
+def output_tail(result: subprocess.CompletedProcess, chars: int = 3000) -> str:
+    return result.stdout[-chars:] + result.stderr[-chars:]

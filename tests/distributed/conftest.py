@@ -12,12 +12,9 @@ one compile per checkout, then reused by every later session (CI: cache .pytest_
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,42 +22,18 @@ import pytest
 from vlbert_fast.config import RunConfig, load_config
 from vlbert_fast.data.synth import cached_world
 
+from ..shared import once
 from .helpers import TINY_YAML, pretrain_args, two_nodes
 
 
-@contextmanager
-def _locked(path: Path):
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def once(shared: Path, name: str, make) -> Path:
-    """`make(directory)` run once across xdist workers; a failed attempt leaves no `.done` and is retried."""
-    target = shared / name
-    with _locked(shared / f"{name}.lock"):
-        if not (target / ".done").is_file():
-            shutil.rmtree(target, ignore_errors=True)
-            target.mkdir(parents=True)
-            make(target)
-            (target / ".done").write_text("ok\n")
-    return target
-
-
 @pytest.fixture(scope="session")
-def shared_dir(tmp_path_factory, worker_id) -> Path:
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if worker_id != "master" else base
-
-
-@pytest.fixture(scope="session")
-def ds_env(request, shared_dir) -> dict:
+def ds_env(request, session_shared_dir) -> dict:
     """Environment of every launched process: shared caches, CPU DeepSpeed, one thread per rank, no faults."""
     extensions = os.environ.get("TORCH_EXTENSIONS_DIR") or str(request.config.cache.mkdir("torch_extensions"))
     env = {
         **os.environ,
         "TORCH_EXTENSIONS_DIR": extensions,
-        "VLBERT_FAST_CACHE": str(shared_dir / "cache"),
+        "VLBERT_FAST_CACHE": str(session_shared_dir / "cache"),
         "DS_ACCELERATOR": "cpu",
         "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false",
@@ -78,12 +51,12 @@ def ds_env(request, shared_dir) -> dict:
         )
         subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600)
 
-    once(shared_dir, "shm_op", build_op)
+    once(session_shared_dir, "shm_op", build_op)
     return env
 
 
 @pytest.fixture(scope="session")
-def tiny_config(shared_dir, ds_env) -> Path:
+def tiny_config(session_shared_dir, ds_env) -> Path:
     """The tiny run config (helpers.TINY_YAML), with its synthetic world generated into the shared cache."""
 
     def make(directory: Path) -> None:
@@ -91,14 +64,14 @@ def tiny_config(shared_dir, ds_env) -> Path:
         cfg = load_config(RunConfig, [directory / "tiny.yaml"])
         cached_world(cfg.data.synth, Path(ds_env["VLBERT_FAST_CACHE"]))
 
-    return once(shared_dir, "tiny", make) / "tiny.yaml"
+    return once(session_shared_dir, "tiny", make) / "tiny.yaml"
 
 
 REFERENCE_OVERRIDES = ("engine.zero_stage=2", "engine.save_interval_steps=2", "engine.keep_last_k=0")
 
 
 @pytest.fixture(scope="session")
-def reference_run(shared_dir, ds_env, tiny_config) -> Path:
+def reference_run(session_shared_dir, ds_env, tiny_config) -> Path:
     """8 uninterrupted steps of 2 ranks with ZeRO-2, launched as two torchrun "nodes" on loopback; checkpoints at
     steps 2, 4, 6 and 8. Returns the run directory (node0.log, node1.log hold the launchers' output)."""
 
@@ -110,4 +83,4 @@ def reference_run(shared_dir, ds_env, tiny_config) -> Path:
         for node, result in enumerate(results):
             assert result.returncode == 0, f"node {node} failed:\n{result.tail()}"
 
-    return once(shared_dir, "reference", make) / "run"
+    return once(session_shared_dir, "reference", make) / "run"

@@ -3,11 +3,10 @@ weights: the run directory, the log, the metrics, the official prediction file, 
 the loop's val accuracy, resuming, and a missing init_from explained."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+
+from ..shared import run_cli
 
 SMALL = [
     "vqa.synth.train_images=64",
@@ -23,11 +22,7 @@ SMALL = [
 
 
 def _cli(args, cache, timeout=600):
-    env = {**os.environ, "VLBERT_FAST_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    env.pop("VLBERT_FAST_FAULT", None)
-    return subprocess.run(
-        [sys.executable, "-m", "vlbert_fast", *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
+    return run_cli(args, cache, timeout, env={"OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")

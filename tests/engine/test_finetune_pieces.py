@@ -90,3 +90,16 @@ def test_optimizers_and_schedules():
         adamw.step()
         sched.step()
     assert lrs[4] == pytest.approx(0.2) and lrs[8] == pytest.approx(0.1) and lrs[12] == 0.0
+
+
+@pytest.mark.parametrize("optimizer", [SkippableAdamW, SkippableSGD])
+def test_skip_update_changes_nothing_then_steps(optimizer):
+    weight = torch.nn.Parameter(torch.ones(3))
+    opt = optimizer([weight], lr=0.1, momentum=0.9) if optimizer is SkippableSGD else optimizer([weight], lr=0.1)
+    weight.grad = torch.ones(3)
+    opt.skip_update = True
+    opt.step()
+    assert torch.equal(weight, torch.ones(3)) and not opt.state[weight]  # no moment, no step count
+    opt.skip_update = False
+    opt.step()
+    assert bool((weight < 1).all()) and opt.state[weight]

@@ -10,9 +10,6 @@ The assertions leave about a third of the margin over the per-template baseline 
 """
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -22,29 +19,15 @@ from vlbert_fast.tasks.vqa.answers import answer_accuracy
 from vlbert_fast.tasks.vqa.formats import read_annotations
 from vlbert_fast.tasks.vqa.synth import cached_synth_vqa
 
+from ..shared import output_tail, run_cli
+
 
 @pytest.fixture(scope="module")
 def vqa_run(pretrained_default, synth_cache, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("vqa") / "run"
-    env = {**os.environ, "VLBERT_FAST_CACHE": str(synth_cache)}
-    env.pop("VLBERT_FAST_FAULT", None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vlbert_fast",
-            "finetune",
-            "--task",
-            "vqa",
-            f"init_from={pretrained_default}",
-            f"run_dir={run_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1200,  # a safety net against a hang
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    args = ["finetune", "--task", "vqa", f"init_from={pretrained_default}", f"run_dir={run_dir}"]
+    result = run_cli(args, synth_cache, timeout=1200)
+    assert result.returncode == 0, output_tail(result)
     return run_dir, result.stdout
 
 

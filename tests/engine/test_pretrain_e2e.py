@@ -11,13 +11,12 @@ half the margin.
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from ..shared import output_tail, run_cli
 
 CONFIG = Path(__file__).parents[2] / "configs" / "pretrain" / "tiny_e2e_cpu_fp32.yaml"
 
@@ -25,16 +24,8 @@ CONFIG = Path(__file__).parents[2] / "configs" / "pretrain" / "tiny_e2e_cpu_fp32
 @pytest.mark.slow
 def test_tiny_e2e_run_reads_the_image_through_its_resnet(synth_cache, tmp_path):
     run_dir = tmp_path / "e2e"
-    env = {**os.environ, "VLBERT_FAST_CACHE": str(synth_cache)}
-    env.pop("VLBERT_FAST_FAULT", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "vlbert_fast", "pretrain", "--config", str(CONFIG), f"run_dir={run_dir}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=2400,  # a safety net against a hang; ~2.5 min on 2 idle cores
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_cli(["pretrain", "--config", str(CONFIG), f"run_dir={run_dir}"], synth_cache, timeout=2400)
+    assert result.returncode == 0, output_tail(result)
     summary = json.loads((run_dir / "summary.json").read_text())
     acc = summary["masked_word_accuracy"]
     print(f"tiny e2e: {acc['real']:.3f} with the real images, {acc['shuffled']:.3f} shuffled ({acc['words']} words)")

@@ -49,7 +49,7 @@ from .flops import batch_training_flops, peak_tflops
 from .metrics import MetricsLogger, Window
 from .optim import build_finetune_optimizer, build_finetune_scheduler
 from .predict import predict_split
-from .steps import StepTracker, TrainingAborted, after_step, optimizer_step, window_metrics
+from .steps import StepTracker, TrainingAborted, after_step, log_window, optimizer_step
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -280,7 +280,7 @@ def _seed(run: FinetuneRun) -> None:
 
 
 def _train(run: FinetuneRun) -> None:
-    cfg, info, state, logger = run.cfg, run.info, run.state, run.logger
+    cfg, info, state = run.cfg, run.info, run.state
     accumulation = run.sampler.accumulation
     run.sampler.set_epoch(state.epoch, state.batch_in_epoch)
     batches = iter(run.loader)
@@ -320,13 +320,7 @@ def _train(run: FinetuneRun) -> None:
         outcome = optimizer_step(run, step, accumulation, next_batch, forward, measure, window, log_now)
         local_samples += outcome.samples
         after_step(run, step, outcome, window, tracker)
-        logger.advance(step)
-        if log_now:
-            metrics = window_metrics(window, run, peak)
-            logger.log(step, metrics)
-            state.first_metrics = state.first_metrics or metrics
-            state.last_metrics = metrics
-            window = Window()
+        window = log_window(run, step, window, peak, log_now)
         state.train_seconds = seconds_before + time.perf_counter() - begin
         if step % eval_every == 0 and step < run.max_steps:
             _evaluate(run)

@@ -14,7 +14,9 @@ from torch import nn
 from ..config import TrainConfig
 
 
-class SkippableAdamW(torch.optim.AdamW):
+class _SkipSwitch:
+    """Mixed in before a torch optimizer: while `skip_update` is set, `step()` changes nothing."""
+
     skip_update: bool = False
 
     @torch.no_grad()
@@ -22,6 +24,10 @@ class SkippableAdamW(torch.optim.AdamW):
         if self.skip_update:
             return None
         return super().step(closure)
+
+
+class SkippableAdamW(_SkipSwitch, torch.optim.AdamW):
+    pass
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -65,16 +71,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     )
 
 
-class SkippableSGD(torch.optim.SGD):
+class SkippableSGD(_SkipSwitch, torch.optim.SGD):
     """torch's SGD with the same `skip_update` switch as SkippableAdamW (the original's VCR fine-tuning)."""
-
-    skip_update: bool = False
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        if self.skip_update:
-            return None
-        return super().step(closure)
 
 
 def build_finetune_optimizer(model: nn.Module, cfg) -> SkippableAdamW | SkippableSGD:

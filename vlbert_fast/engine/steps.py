@@ -4,7 +4,8 @@
 step (accumulation, clipping, precision, ZeRO), and one all-reduce that tells every rank whether some rank's loss was
 not finite, in which case every rank skips the update (SkippableAdamW / SkippableSGD). `after_step` steps the lr
 schedule, counts non-finite steps and aborts after `engine.max_nonfinite_steps` in a row, and logs fp16 loss-scale
-changes. `window_metrics` turns a log window's sums into the log line's numbers.
+changes. `log_window` advances the progress display and, at a log step, logs the window (`window_metrics` turns its
+sums into the log line's numbers) and starts the next one.
 
 The `run` these take is either loop's run object: it has cfg (with engine.max_nonfinite_steps), info, engine,
 optimizer, scheduler, faults, state (TrainState) and logger.
@@ -144,6 +145,19 @@ def after_step(run, step: int, outcome: StepOutcome, window: Window, tracker: St
             + f"loss scale {tracker.scale:g} -> {new_scale:g}"
         )
     tracker.scale, tracker.skipped_by_deepspeed = new_scale, engine.skipped_steps
+
+
+def log_window(run, step: int, window: Window, peak: float | None, log_now: bool) -> Window:
+    """After step `step`: the progress display advances; at a log step the window's metrics are logged and kept as the
+    run's first (once) and last, and a fresh window is returned (otherwise `window` itself)."""
+    run.logger.advance(step)
+    if not log_now:
+        return window
+    metrics = window_metrics(window, run, peak)
+    run.logger.log(step, metrics)
+    run.state.first_metrics = run.state.first_metrics or metrics
+    run.state.last_metrics = metrics
+    return Window()
 
 
 def window_metrics(window: Window, run, peak: float | None) -> dict:

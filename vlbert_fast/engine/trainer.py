@@ -37,7 +37,7 @@ from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
 from .metrics import MetricsLogger, Window, format_summary
 from .optim import SkippableAdamW, build_optimizer, build_scheduler
-from .steps import StepTracker, TrainingAborted, after_step, optimizer_step, window_metrics
+from .steps import StepTracker, TrainingAborted, after_step, log_window, optimizer_step
 
 
 @dataclass
@@ -191,7 +191,7 @@ def _next_batch(run: Run, batches):
 
 
 def _train(run: Run) -> None:
-    cfg, info, state, logger = run.cfg, run.info, run.state, run.logger
+    cfg, info, state = run.cfg, run.info, run.state
     accumulation = gradient_accumulation(cfg, info.world_size)
     run.data.set_epoch(state.epoch, state.batch_in_epoch)
     batches = iter(run.data.loader)
@@ -220,13 +220,7 @@ def _train(run: Run) -> None:
         outcome = optimizer_step(run, step, accumulation, next_batch, forward, measure, window, log_now)
         local_samples += outcome.samples
         after_step(run, step, outcome, window, tracker)
-        logger.advance(step)
-        if log_now:
-            metrics = window_metrics(window, run, peak)
-            logger.log(step, metrics)
-            state.first_metrics = state.first_metrics or metrics
-            state.last_metrics = metrics
-            window = Window()
+        window = log_window(run, step, window, peak, log_now)
         state.train_seconds = seconds_before + time.perf_counter() - begin
         interval = cfg.engine.save_interval_steps
         if interval and step % interval == 0 and step < cfg.train.max_steps:

@@ -12,8 +12,6 @@ shape are learnt first.)
 
 import json
 import os
-import subprocess
-import sys
 from unittest import mock
 
 import numpy as np
@@ -23,30 +21,17 @@ from vlbert_fast.config import load_config
 from vlbert_fast.config.finetune import FinetuneConfig
 from vlbert_fast.tasks.refcoco import RefCOCOTask
 
+from ...shared import output_tail, run_cli
+
 OVERRIDES = ["train.log_every=20"]  # otherwise the task's embedded default (RefCOCOTask.EMBEDDED_DEFAULT)
 
 
 @pytest.mark.slow
 def test_finetuned_refcoco_beats_chance(pretrained_default, synth_cache, tmp_path):
     run_dir = tmp_path / "refcoco"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vlbert_fast",
-            "finetune",
-            "--task",
-            "refcoco",
-            f"init_from={pretrained_default}",
-            f"run_dir={run_dir}",
-            *OVERRIDES,
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "VLBERT_FAST_CACHE": str(synth_cache)},  # the world the model was pretrained on
-        timeout=900,  # a safety net against a hang; the run takes well under a minute on an idle 2-core machine
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    args = ["finetune", "--task", "refcoco", f"init_from={pretrained_default}", f"run_dir={run_dir}", *OVERRIDES]
+    result = run_cli(args, synth_cache, timeout=900)  # synth_cache: the world the model was pretrained on
+    assert result.returncode == 0, output_tail(result)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["init_from"] == str(pretrained_default)
     with mock.patch.dict(os.environ, {"VLBERT_FAST_CACHE": str(synth_cache)}):

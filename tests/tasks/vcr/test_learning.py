@@ -9,11 +9,10 @@ Measured on this 2-core machine (shared, heavily loaded) from the embedded-defau
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+
+from ...shared import output_tail, run_cli
 
 MARGIN = 0.15
 """Over chance (0.25): 0.40 is 5 points, about 1.7 standard errors of 300 questions, under the measured 45.3%."""
@@ -22,17 +21,9 @@ MARGIN = 0.15
 @pytest.fixture(scope="module")
 def vcr_run(pretrained_default, synth_cache, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("vcr") / "run"
-    env = {**os.environ, "VLBERT_FAST_CACHE": str(synth_cache)}
-    env.pop("VLBERT_FAST_FAULT", None)
     command = ["finetune", "--task", "vcr", f"init_from={pretrained_default}", f"run_dir={run_dir}"]
-    result = subprocess.run(
-        [sys.executable, "-m", "vlbert_fast", *command],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1200,  # a safety net against a hang
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_cli(command, synth_cache, timeout=1200)
+    assert result.returncode == 0, output_tail(result)
     return run_dir, result.stdout
 
 

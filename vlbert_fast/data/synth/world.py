@@ -22,8 +22,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -39,6 +37,7 @@ from ..formats import (
     write_bua_tsv,
     write_cc_jsonl,
 )
+from .directories import cached_directory, write_new_directory
 from .extractor import RegionExtractor
 from .scene import COLOURS, NUM_CLASSES, SHAPES, SceneObject, caption, class_id, corpus_line, render, sample_scene
 
@@ -99,18 +98,7 @@ def train_vocabulary(texts: list[str], vocab_size: int, out_dir: Path) -> None:
 
 def generate(cfg: SynthConfig, out: str | Path) -> Path:
     """Writes the world into `out` (module docstring); returns it. Refuses to overwrite an existing directory."""
-    out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} exists; the synthetic world is written into a new directory only")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        _write(cfg, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return write_new_directory(out, "the synthetic world", lambda root: _write(cfg, root))
 
 
 def _write(cfg: SynthConfig, root: Path) -> None:
@@ -181,10 +169,4 @@ def cached_world(cfg: SynthConfig, cache_dir: str | Path | None = None) -> Path:
     """The world for `cfg` under the cache directory, generated on first use (keyed by the config's values)."""
     key = f"v{GENERATOR_VERSION}-" + "-".join(f"{k}{v}" for k, v in asdict(cfg).items())
     path = Path(cache_dir or default_cache_dir()) / "synth" / key
-    if not (path / "world.json").is_file():
-        try:
-            generate(cfg, path)
-        except OSError:  # exists already, or (a rename onto a directory just completed) not empty
-            if not (path / "world.json").is_file():  # another process won the race only if it finished
-                raise
-    return path
+    return cached_directory(path, "world.json", "the synthetic world", lambda root: _write(cfg, root))

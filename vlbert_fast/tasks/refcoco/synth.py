@@ -26,9 +26,7 @@ give byte-identical files; `cached_refcoco` keys the cache directory by them.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import numpy as np
 
 from ...config import SynthConfig
 from ...data.formats import RegionRecord, convert_to_shards
+from ...data.synth.directories import cached_directory, write_new_directory
 from ...data.synth.extractor import RegionExtractor
 from ...data.synth.scene import COLOURS, SHAPES, SceneObject, class_id, relation, render, sample_scene
 from ...data.synth.world import cached_world, default_cache_dir
@@ -102,23 +101,14 @@ def generate_refcoco(
 ) -> Path:
     """Writes synthetic RefCOCO+ into the new directory `out` (module docstring), with a copy of the `tokenizer`
     directory (the world's) when given; returns it."""
-    out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} exists; synthetic RefCOCO+ is written into a new directory only")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        _write(synth, train_images, eval_images, tmp)
-        if tokenizer is not None:
-            shutil.copytree(tokenizer, tmp / "tokenizer")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return write_new_directory(
+        out, "synthetic RefCOCO+", lambda root: _write(synth, train_images, eval_images, root, tokenizer)
+    )
 
 
-def _write(synth: SynthConfig, train_images: int, eval_images: int, root: Path) -> None:
+def _write(synth: SynthConfig, train_images: int, eval_images: int, root: Path, tokenizer: Path | None) -> None:
+    if tokenizer is not None:
+        shutil.copytree(tokenizer, root / "tokenizer")
     rng = np.random.default_rng([synth.seed, SEED_STREAM])
     extractor = RegionExtractor(synth.feature_dim)
     size = synth.image_size
@@ -216,11 +206,9 @@ def cached_refcoco(
         + "-".join(f"{k}{v}" for k, v in asdict(synth).items())
     )
     path = Path(cache_dir or default_cache_dir()) / "refcoco" / key
-    if not (path / "synth_refcoco.json").is_file():
-        try:
-            tokenizer = cached_world(synth, cache_dir) / "tokenizer" if with_world_tokenizer else None
-            generate_refcoco(synth, train_images, eval_images, path, tokenizer)
-        except FileExistsError:
-            if not (path / "synth_refcoco.json").is_file():  # another process won the race only if it finished
-                raise
-    return path
+
+    def write(root: Path) -> None:
+        tokenizer = cached_world(synth, cache_dir) / "tokenizer" if with_world_tokenizer else None
+        _write(synth, train_images, eval_images, root, tokenizer)
+
+    return cached_directory(path, "synth_refcoco.json", "synthetic RefCOCO+", write)

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import numpy as np
 from ...config import SynthConfig
 from ...config.tasks import VCROptions
 from ...data.formats import RegionRecord, convert_to_shards
+from ...data.synth.directories import cached_directory, write_new_directory
 from ...data.synth.extractor import RegionExtractor
 from ...data.synth.scene import COLOURS, NUM_CLASSES, SHAPES, SceneObject, class_id, render, sample_scene
 from ...data.synth.world import cached_world, default_cache_dir, detections
@@ -119,22 +119,11 @@ def _scene(rng: np.random.Generator, size: int, max_objects: int) -> list[SceneO
 def generate_vcr(world: SynthConfig, options: VCROptions, out: str | os.PathLike, tokenizer: Path) -> Path:
     """Writes the synthetic VCR into the new directory `out` (module docstring) with a copy of the `tokenizer`
     directory; returns it."""
-    out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} exists; the synthetic VCR is written into a new directory only")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        _write(world, options, tmp)
-        shutil.copytree(tokenizer, tmp / "tokenizer")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return write_new_directory(out, "the synthetic VCR", lambda root: _write(world, options, root, tokenizer))
 
 
-def _write(world: SynthConfig, options: VCROptions, root: Path) -> None:
+def _write(world: SynthConfig, options: VCROptions, root: Path, tokenizer: Path) -> None:
+    shutil.copytree(tokenizer, root / "tokenizer")
     rng = np.random.default_rng([world.seed, SEED_SALT])
     extractor = RegionExtractor(world.feature_dim)
     size = world.image_size
@@ -199,10 +188,9 @@ def cached_vcr(world: SynthConfig, options: VCROptions, cache_dir: str | os.Path
     values.update({"val": options.synth_val, "test": options.synth_test})
     key = f"v{GENERATOR_VERSION}-" + "-".join(f"{k}{v}" for k, v in values.items())
     path = Path(cache_dir or default_cache_dir()) / "synth_vcr" / key
-    if not (path / "vcr.json").is_file():
-        try:
-            generate_vcr(world, options, path, cached_world(world, cache_dir) / "tokenizer")
-        except FileExistsError:
-            if not (path / "vcr.json").is_file():  # another process won the race only if it finished
-                raise
-    return path
+    return cached_directory(
+        path,
+        "vcr.json",
+        "the synthetic VCR",
+        lambda root: _write(world, options, root, cached_world(world, cache_dir) / "tokenizer"),
+    )

@@ -22,9 +22,7 @@ and appears complete or not at all.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import numpy as np
 from ...config.tasks import VQAOptions
 from ...data.formats import FeatureShards
 from ...data.synth import cached_world
+from ...data.synth.directories import cached_directory
 from ...data.synth.world import default_cache_dir
 from .formats import Annotation, Question, write_annotations, write_questions
 
@@ -113,18 +112,4 @@ def cached_synth_vqa(opts: VQAOptions, cache_dir: str | Path | None = None) -> P
     params = {"per_image": opts.synth_questions_per_image, "noise": opts.synth_noise, **asdict(opts.synth)}
     key = f"v{GENERATOR_VERSION}-" + "-".join(f"{k}{v}" for k, v in params.items())
     path = Path(cache_dir or default_cache_dir()) / "vqa" / key
-    if (path / "vqa_synth.json").is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        _write(opts, world, tmp)
-        os.replace(tmp, path)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (path / "vqa_synth.json").is_file():  # another process won the race only if it finished
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return cached_directory(path, "vqa_synth.json", "the synthetic VQA", lambda root: _write(opts, world, root))
