@@ -33,8 +33,8 @@ bench: $(VENV)/.installed
 	$(BIN)/vlbert-fast bench $(BENCH)
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check vlbert_fast kernels benchmarks tests setup.py
-	$(BIN)/ruff format --check vlbert_fast kernels benchmarks tests setup.py
+	$(BIN)/ruff check vlbert_fast benchmarks tests setup.py
+	$(BIN)/ruff format --check vlbert_fast benchmarks tests setup.py
 
 # Compile-check the CUDA sources with nvcc (object files for sm_90 only; no GPU needed). CI runs it where nvcc is.
 check-cuda: $(VENV)/.installed

@@ -1,8 +1,10 @@
 """Build and install vlbert_fast.
 
-`kernels/` (Triton) installs as the subpackage `vlbert_fast.kernels` through `package_dir`, which also works for
-editable installs. Install with `pip install -e . --no-build-isolation -c constraints.txt` so the build sees the
-installed torch (the C++/CUDA extension in csrc/ is built against it).
+The Triton kernels are the subpackage `vlbert_fast.kernels` (vlbert_fast/kernels/), an ordinary package that imports
+from a source checkout without an install step. (They were a top-level `kernels/` folder mapped by `package_dir`;
+that name shadowed Hugging Face's `kernels` package, a dependency of transformers >= 5.x whose setuptools hook then
+broke every build run from the repository root.) Install with `pip install -e . --no-build-isolation
+-c constraints.txt` so the build sees the installed torch (the C++/CUDA extension in csrc/ is built against it).
 
 The extension `vlbert_fast._C` (csrc/) is built with ninja: its C++ part everywhere, its CUDA part (the .cu files)
 where torch has CUDA and the CUDA toolkit is found (`VLBERT_FAST_CUDA=0` turns that off, `=1` forces it). Without
@@ -60,7 +62,7 @@ def extension_modules() -> tuple[list, dict]:
 
 
 ext_modules, cmdclass = extension_modules()
-packages = find_packages(include=["vlbert_fast", "vlbert_fast.*"]) + ["vlbert_fast.kernels"]
+packages = find_packages(include=["vlbert_fast", "vlbert_fast.*"])
 
 setup(
     name="vlbert_fast",
@@ -70,7 +72,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=packages,
-    package_dir={"vlbert_fast.kernels": "kernels"},
     install_requires=read_requirements(),
     extras_require={
         # flash-attn has no CPU wheel; it is an optional attention backend on CUDA machines.

@@ -29,7 +29,7 @@ OPS = ("box_geometry_embedding", "visual_input")
 
 
 def _tile(elements: int):
-    """kernels/geometry.py's rows-per-program rule with another tile size (the launch config the loop sweeps)."""
+    """The geometry kernel's rows-per-program rule with another tile size (the launch config the loop sweeps)."""
 
     def tile_rows(columns: int) -> int:
         from vlbert_fast.kernels.utils import tile_rows as rule

@@ -19,6 +19,7 @@ import tempfile
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+
 from vlbert_fast.kernels import embedding, geometry, scatter
 from vlbert_fast.kernels.utils import accumulating_row_warps, row_warps
 
