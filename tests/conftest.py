@@ -7,12 +7,11 @@ from pathlib import Path
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# DeepSpeed compiles its shared-memory op into TORCH_EXTENSIONS_DIR when a process group starts. Torch's default
-# (~/.cache/torch_extensions) is shared by every checkout, and two virtual environments rebuild it in turn; every run
-# the tests launch keeps it in this checkout's pytest cache instead (as tests/distributed/conftest.py does).
-os.environ.setdefault(
-    "TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "d" / "torch_extensions")
-)
+# DeepSpeed compiles its shared-memory op into TORCH_EXTENSIONS_DIR when a process group starts; `make install` builds
+# it into the virtual environment's own folder, which every run the tests launch uses too (engine/comm_op.py).
+from vlbert_fast.engine.comm_op import use_default_extensions_dir  # noqa: E402
+
+use_default_extensions_dir()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

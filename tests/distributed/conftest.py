@@ -3,11 +3,9 @@
 Each is made once per test session even under pytest-xdist: the first worker to need it builds it under a file lock
 in a directory all workers share, the others wait and reuse it.
 
-TORCH_EXTENSIONS_DIR: DeepSpeed compiles a small shared-memory op (deepspeed_shm_comm) the first time a process
-group starts (25-60 s on 2 cores). Torch's default cache (~/.cache/torch_extensions) is keyed by Python version
-only, so two checkouts with different virtual environments rebuild it in turn (their include paths differ). The
-tests keep it in this checkout's pytest cache (.pytest_cache/d/torch_extensions) unless TORCH_EXTENSIONS_DIR is set:
-one compile per checkout, then reused by every later session (CI: cache .pytest_cache).
+DeepSpeed's shared-memory op (deepspeed_shm_comm, 25-60 s to compile on 2 cores) is built by `make install` into the
+virtual environment (vlbert_fast/engine/comm_op.py); the session builds it here if it is missing, before any launch,
+so that no compile runs inside a launch's timeout.
 """
 
 from __future__ import annotations
@@ -21,18 +19,18 @@ import pytest
 
 from vlbert_fast.config import RunConfig, load_config
 from vlbert_fast.data.synth import cached_world
+from vlbert_fast.engine.comm_op import use_default_extensions_dir
 
 from ..shared import once
 from .helpers import TINY_YAML, pretrain_args, two_nodes
 
 
 @pytest.fixture(scope="session")
-def ds_env(request, session_shared_dir) -> dict:
+def ds_env(session_shared_dir) -> dict:
     """Environment of every launched process: shared caches, CPU DeepSpeed, one thread per rank, no faults."""
-    extensions = os.environ.get("TORCH_EXTENSIONS_DIR") or str(request.config.cache.mkdir("torch_extensions"))
+    use_default_extensions_dir()
     env = {
         **os.environ,
-        "TORCH_EXTENSIONS_DIR": extensions,
         "VLBERT_FAST_CACHE": str(session_shared_dir / "cache"),
         "DS_ACCELERATOR": "cpu",
         "OMP_NUM_THREADS": "1",
@@ -42,14 +40,10 @@ def ds_env(request, session_shared_dir) -> dict:
     env.pop("VLBERT_FAST_FAULT", None)
 
     def build_op(_):
-        # Once per session, before the launches (a few seconds when the cache is current): a compile inside a launch
-        # would run into the launch timeout on a loaded machine. Not skipped when a .so exists: torch rebuilds a stale
-        # one (its hash check), and a launch killed mid-build would leave its lock behind for the next one.
-        code = (
-            "from deepspeed.accelerator import get_accelerator; "
-            "get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
-        )
-        subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600)
+        # Once per session, before the launches (a few seconds when the module is current): torch's hash check
+        # rebuilds a stale one, and a stale lock of a killed build is removed (engine/comm_op.py).
+        code = "from vlbert_fast.engine.comm_op import ensure_shm_op; ensure_shm_op()"
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=1800)
 
     once(session_shared_dir, "shm_op", build_op)
     return env

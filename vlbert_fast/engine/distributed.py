@@ -20,6 +20,7 @@ from datetime import timedelta
 import torch
 
 from ..config import EngineConfig
+from .comm_op import ensure_shm_op
 
 
 @dataclass
@@ -73,6 +74,7 @@ def init_distributed(cfg: EngineConfig | None = None) -> DistInfo:
 
     timeout = timedelta(seconds=cfg.dist_timeout_s)
     if not dist.is_initialized():
+        ensure_shm_op(log=lambda message: print(f"vlbert_fast: {message}", flush=True))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
     # DeepSpeed makes its own groups (data parallel, ZeRO partitions) with new_group() and no timeout, which torch
