@@ -8,7 +8,7 @@ import math
 
 from vlbert_fast.engine.checkpoint import read_marker
 
-from .helpers import step_losses
+from .helpers import deepspeed_launcher, step_losses
 
 
 def test_two_nodes_train_one_run(reference_run):
@@ -26,3 +26,14 @@ def test_two_nodes_train_one_run(reference_run):
     ]
     summary = json.loads((reference_run / "summary.json").read_text())
     assert summary["steps"] == 8 and summary["consumed_samples"] == 8 * 8  # 8 steps of 8 rows over both ranks
+
+
+def test_default_config_on_two_ranks_is_a_config_error(ds_env, tmp_path):
+    """`deepspeed --num_gpus 2 --module vlbert_fast pretrain` on the embedded default: its global batch (64 rows of
+    micro-batch 64) does not split over 2 ranks, which is found once the world size is known: exit 2 with the sizes
+    and a valid choice, before any data or model is built."""
+    result = deepspeed_launcher(["pretrain", f"run_dir={tmp_path / 'run'}"], ds_env)
+    assert result.returncode == 2, result.tail()
+    assert "train.global_batch_size 64 is not a multiple of train.micro_batch_size 64 x world size 2" in result.output
+    assert "train.micro_batch_size=32" in result.output
+    assert "Traceback" not in result.output

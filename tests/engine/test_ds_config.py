@@ -27,7 +27,10 @@ def test_batch_sizes_accumulation_precision_clipping():
     )
     assert ds["gradient_clipping"] == 2.5 and ds["bf16"] == {"enabled": True} and not ds["fp16"]["enabled"]
     assert ds["zero_optimization"] == {"stage": 0} and "optimizer" not in ds and "scheduler" not in ds
-    with pytest.raises(ValueError, match="not a multiple of micro_batch_size 8 x world size 3"):
+    expected = (
+        "micro_batch_size 8 x world size 3 = 24; use e.g. train.global_batch_size=48 or train.global_batch_size=72"
+    )
+    with pytest.raises(EngineConfigError, match=expected):
         gradient_accumulation(c, 3)
 
 

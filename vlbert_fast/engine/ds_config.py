@@ -27,13 +27,30 @@ def check_engine_config(cfg: RunConfig) -> None:
 
 
 def gradient_accumulation(cfg: RunConfig, world_size: int) -> int:
-    per_step = cfg.train.micro_batch_size * world_size
-    if cfg.train.global_batch_size % per_step:
-        raise ValueError(
-            f"train.global_batch_size {cfg.train.global_batch_size} is not a multiple of micro_batch_size "
-            f"{cfg.train.micro_batch_size} x world size {world_size}"
+    """Micro-batches per rank and optimizer step; the global batch must split evenly over ranks and micro-batches
+    (a config error otherwise, found only once the world size is known)."""
+    micro, total = cfg.train.micro_batch_size, cfg.train.global_batch_size
+    per_step = micro * world_size
+    if total % per_step:
+        raise EngineConfigError(
+            f"train.global_batch_size {total} is not a multiple of train.micro_batch_size {micro} x world size "
+            f"{world_size} = {per_step}; {valid_batch_choices(total, micro, world_size)}"
         )
-    return cfg.train.global_batch_size // per_step
+    return total // per_step
+
+
+def valid_batch_choices(total: int, micro: int, world_size: int) -> str:
+    """Settings that divide: the largest micro-batch up to `micro` for this global batch, or the nearest global
+    batches for this micro-batch."""
+    options = []
+    if total % world_size == 0:
+        per_rank = total // world_size
+        fit = max(m for m in range(1, min(micro, per_rank) + 1) if per_rank % m == 0)
+        options.append(f"train.micro_batch_size={fit} (accumulation {per_rank // fit})")
+    per_step = micro * world_size
+    below, above = (total // per_step) * per_step, -(-total // per_step) * per_step
+    options += [f"train.global_batch_size={b}" for b in (below, above) if b > 0]
+    return "use e.g. " + " or ".join(options)
 
 
 def zero_section(cfg: RunConfig) -> dict:

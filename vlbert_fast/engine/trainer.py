@@ -101,6 +101,7 @@ def pretrain(cfg: RunConfig) -> dict:
     if resume_from is not None and checkpoint.is_complete(resume_from):
         checkpoint.check_config(cfg, checkpoint.read_marker(resume_from)["config"], resume_from)  # before any work
     info = init_distributed(cfg.engine)
+    gradient_accumulation(cfg, info.world_size)  # a global batch that does not divide: a config error, before any work
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
