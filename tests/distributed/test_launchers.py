@@ -26,6 +26,10 @@ def test_two_nodes_train_one_run(reference_run):
     ]
     summary = json.loads((reference_run / "summary.json").read_text())
     assert summary["steps"] == 8 and summary["consumed_samples"] == 8 * 8  # 8 steps of 8 rows over both ranks
+    # no warning repeats per step: each node's process shows a given warning at most once
+    for log in logs:
+        warnings = [line.split("Warning:", 1)[1] for line in log.splitlines() if "Warning:" in line]
+        assert len(warnings) == len(set(warnings)), warnings
 
 
 def test_default_config_on_two_ranks_is_a_config_error(ds_env, tmp_path):

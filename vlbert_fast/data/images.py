@@ -41,6 +41,10 @@ ASPECT_TOLERANCE = 0.01
 # Whole words only: a substring swap would turn "bright" into "bleft". Case is kept ("Left" -> "Right").
 LEFT_RIGHT = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost": "leftmost"}
 
+# PIL warns from 89 M pixels; our own side limit (open_image) decides (10000 x 10000 is 100 M). Set once here: a
+# catch_warnings per image resets Python's warnings registry, and every show-once warning would repeat per image.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 def _error(source: str, message: str, reason: str) -> FormatError:
     return FormatError(source, message=message, reason=reason)
@@ -49,10 +53,7 @@ def _error(source: str, message: str, reason: str) -> FormatError:
 def open_image(data: bytes, source: str, cfg: VisualConfig) -> Image.Image:
     """A PIL image with its header read and size checked; pixels are decoded by `decode`."""
     try:
-        with warnings.catch_warnings():
-            # PIL warns from 89 M pixels; our own side limit below decides (10000 x 10000 is 100 M)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise _error(source, f"the image is too large to decode ({exc})", "image too large") from None
     except Exception as exc:  # PIL's parsers raise many types on corrupt headers (struct.error, IndexError, ...)

@@ -23,6 +23,12 @@ import torch
 from .distributed import all_reduce_sum
 from .metrics import Window, memory_gb
 
+# torch warns when the scheduler steps without an optimizer step: exactly a skipped (non-finite or fp16 overflow) step,
+# which the loop logs itself. Set once here: a catch_warnings around every step reset Python's warnings registry each
+# time, so every show-once warning of the process (DeepSpeed's deprecated all_gather_into_tensor under ZeRO-1/2, on
+# torch 2.13) was printed again at every step on every rank.
+warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+
 
 class TrainingAborted(RuntimeError):
     """The run stopped on purpose (too many non-finite steps) or because another rank failed; says which."""
@@ -113,10 +119,7 @@ def optimizer_step(
 def after_step(run, step: int, outcome: StepOutcome, window: Window, tracker: StepTracker) -> None:
     """The schedule, the non-finite bookkeeping and the fp16 loss-scale log of step `step` (module docstring)."""
     state, logger, engine = run.state, run.logger, run.engine
-    with warnings.catch_warnings():
-        # torch warns when the optimizer did not step first: exactly the case of a skipped fp16 step
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-        run.scheduler.step()  # the schedule follows the step counter, skipped steps included
+    run.scheduler.step()  # the schedule follows the step counter, skipped steps included
     state.step = step
     if outcome.bad_total:
         tracker.nonfinite_in_a_row += 1
