@@ -117,23 +117,35 @@ def attention_head_block(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def attention_configs(kind: str) -> list[triton.Config]:
-    """Autotune candidates of the attention kernels (kind "fwd" or "bwd"), as BLOCK_M (query rows) x BLOCK_N (key
-    rows), warps and pipeline stages.
+ATTENTION_CANDIDATES = {
+    "fwd": [(128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 4, 2), (64, 64, 4, 3), (128, 32, 4, 2), (64, 32, 4, 2),
+            (32, 32, 4, 1), (32, 32, 2, 1), (64, 32, 4, 1), (128, 128, 8, 2), (64, 128, 4, 2)],
+    "dkdv": [(64, 64, 4, 2), (32, 64, 4, 2), (64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2), (32, 32, 4, 1),
+             (16, 32, 2, 1), (32, 64, 4, 1), (16, 64, 4, 1)],
+    "dq": [(64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2), (128, 32, 8, 2), (32, 32, 4, 1), (32, 32, 2, 1),
+           (64, 32, 4, 1), (16, 32, 2, 1)],
+}
 
-    Under the interpreter: one config of 16 x 16, so that short test sequences still span several blocks (the
-    online softmax and every boundary mask run) while the program count stays small. On a GPU the ladder of
-    FlashAttention-2's Triton ports: 128 x 64 with 4 warps for small heads, 8 warps for 128-wide heads; 64 x 64 for
-    short sequences (mean length 100-256: fewer idle rows in the last block of each sequence). The backward's
-    programs hold four tiles of BLOCK_N x BLOCK_D, so its blocks are smaller. Configs that do not fit a GPU's shared
-    memory fail to compile and the autotuner passes over them."""
+
+def attention_configs(kind: str) -> list[triton.Config]:
+    """Autotune candidates of the attention kernels (kind "fwd", "dkdv" or "dq") as BLOCK_M (queries) x BLOCK_N
+    (keys), warps and pipeline stages; `prune_attention_configs` keeps the few that earn their place for the inputs.
+
+    Under the interpreter: one config of 16 x 32, the smallest tile of whole dropout draws (16 queries x 32 keys per
+    Philox call, kernels/attention_common.py), so short test sequences still span several blocks."""
     if interpreter_on():
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
-    if kind == "fwd":
-        shapes = [(128, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4), (64, 32, 4, 4)]
-    else:
-        shapes = [(64, 64, 4, 2), (64, 64, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in shapes]
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32}, num_warps=1, num_stages=1)]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+            for m, n, w, s in ATTENTION_CANDIDATES[kind]]  # fmt: skip
+
+
+def prune_attention_configs(kind: str):
+    """The autotuner's early pruning for one kernel kind: all candidates for now."""
+
+    def prune(configs, named_args, **kwargs):
+        return configs
+
+    return prune
 
 
 def sequence_bucket(max_seqlen: int) -> int:
