@@ -74,19 +74,21 @@ def _kernel_table(rows: list[dict]) -> list[str]:
 
 
 def _findings(rows: list[dict]) -> list[str]:
-    """Spills, fenced atomics, and persistent launches that assume more programs per SM than fit."""
-    lines = []
+    """Spills, fenced atomics, and persistent launches that assume more programs per SM than fit; the row lengths
+    of one attention variant share their kernels, so they are named once."""
+    found = defaultdict(set)
     for r in rows:
-        where = f"`{r['kernel']}` {r['variant']} {r['dtype']} p={r['dropout']} [{r['config']}]"
+        variant = " ".join(w for w in r["variant"].split() if not (w.startswith("S") and w[1:].isdigit()))
+        where = f"`{r['kernel']}` {variant} {r['dtype']} [{r['config']}]"
         if r["spill_bytes"] not in ("", "0") and int(r["spill_bytes"]):
-            lines.append(f"- spills {r['spill_bytes']} B: {where}")
+            found[f"spills {r['spill_bytes']} B: {where}"].add(r["dropout"])
         if r["fenced_atomics"] not in ("", "0") and int(r["fenced_atomics"]):
-            lines.append(f"- {r['fenced_atomics']} of {r['atomics']} atomics fenced by a MEMBAR: {where}")
+            found[f"{r['fenced_atomics']} of {r['atomics']} atomics fenced by a MEMBAR: {where}"].add(r["dropout"])
         if r["programs_per_sm"] not in ("", None) and r["ctas_per_sm"] not in ("", None):
             if int(r["programs_per_sm"]) > int(r["ctas_per_sm"]):
-                lines.append(f"- the launcher assumes {r['programs_per_sm']} programs per SM, {r['ctas_per_sm']} fit: "
-                             f"{where}")  # fmt: skip
-    return sorted(set(lines)) or ["- none"]
+                line = f"the launcher assumes {r['programs_per_sm']} programs per SM, {r['ctas_per_sm']} fit: {where}"
+                found[line].add(r["dropout"])
+    return [f"- {line} (dropout {', '.join(sorted(p))})" for line, p in sorted(found.items())] or ["- none"]
 
 
 def markdown(rows, command, seconds, triton_version, ratios, problems) -> str:
