@@ -81,13 +81,13 @@ def _findings(rows: list[dict]) -> list[str]:
         variant = " ".join(w for w in r["variant"].split() if not (w.startswith("S") and w[1:].isdigit()))
         where = f"`{r['kernel']}` {variant} {r['dtype']} [{r['config']}]"
         if r["spill_bytes"] not in ("", "0") and int(r["spill_bytes"]):
-            found[f"spills {r['spill_bytes']} B: {where}"].add(r["dropout"])
+            found[f"spills {r['spill_bytes']} B: {where}"].add(str(r["dropout"]))
         if r["fenced_atomics"] not in ("", "0") and int(r["fenced_atomics"]):
-            found[f"{r['fenced_atomics']} of {r['atomics']} atomics fenced by a MEMBAR: {where}"].add(r["dropout"])
+            found[f"{r['fenced_atomics']} of {r['atomics']} atomics fenced by a MEMBAR: {where}"].add(str(r["dropout"]))
         if r["programs_per_sm"] not in ("", None) and r["ctas_per_sm"] not in ("", None):
             if int(r["programs_per_sm"]) > int(r["ctas_per_sm"]):
                 line = f"the launcher assumes {r['programs_per_sm']} programs per SM, {r['ctas_per_sm']} fit: {where}"
-                found[line].add(r["dropout"])
+                found[line].add(str(r["dropout"]))
     return [f"- {line} (dropout {', '.join(sorted(p))})" for line, p in sorted(found.items())] or ["- none"]
 
 
