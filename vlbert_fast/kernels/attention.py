@@ -15,10 +15,10 @@ Forward (Dao 2023, "FlashAttention-2", algorithm 1): a block of BLOCK_M queries 
 blocks of BLOCK_N, keeping the running maximum m and sum l of exp(scores) in fp32 and rescaling the fp32 output
 accumulator whenever m grows. Scores are kept in log2 units (softmax_scale * log2(e) folded into one multiplier) so
 exp2 does the exponentials. The full key blocks run without any boundary mask; only the sequence's last, partial
-block masks its missing keys (VL-BERT's rows are 64-256 tokens: one to four blocks, so the mask would otherwise
-run on every block). Dropout zeroes probabilities of the undropped sum l (module docstring of attention_common.py
-for the draws); the kept ones' scale 1/(1 - p) multiplies the output once, with 1/l. The log2-sum-exp2 of each
-row, m + log2(l), is stored for the backward.
+block masks its missing keys (VL-BERT's rows are 64-256 tokens: one to four blocks, so the mask would otherwise run
+on every block). Dropout zeroes probabilities of the undropped sum l (module docstring of attention_common.py for
+the draws); the kept ones' scale 256 / (256 - threshold) multiplies the output once, with 1/l. The log2-sum-exp2 of
+each row, m + log2(l), is stored for the backward.
 """
 
 from __future__ import annotations

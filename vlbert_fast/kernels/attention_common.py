@@ -6,15 +6,16 @@ an element of the score tile of head h is (query i, key j), both positions withi
 is `start` in the packed stream of T tokens. Write i = 16a + 8h' + r (r < 8, h' < 2) and j = 32g + 8w + 2c + d
 (c < 4, w < 4, d < 2). The element is kept when byte 2h' + d (least significant first) of word w of
 
-    Philox-4x32-10(key = seed, counter = (offset + (h T + start + 16a + r) max_seqlen + 32g + 2c, 0, 0, 0))
+    Philox-4x32-7(key = seed, counter = (offset + (h T + start + 16a + r) max_seqlen + 32g + 2c, 0, 0, 0))
 
-(Triton's `tl.randint4x`) is at least `threshold` = round(256 p), at most 255; kept elements are scaled by
-256 / (256 - threshold). So the probability is realised in steps of 1/256 (FlashAttention-2's own CUDA kernels do the
-same), and one Philox call serves 16 elements. Those 16 are (i, i + 8) x (j, j + 1, j + 8, j + 9, ..., j + 24, j + 25)
-for i, j with bits 3 (and 0, 3, 4 of j) clear: the elements one thread holds in the tensor-core accumulator layouts
-(mma.sync and wgmma both give a thread rows r and r + 8 and the column pair 2c, 2c + 1 of every 8 columns), so the
-draws never move between threads. Every kernel computes the score tile as queries x keys, so the forward and both
-backward kernels draw the identical mask from the same code.
+is at least `threshold` = round(256 p), at most 255; kept elements are scaled by 256 / (256 - threshold). So the
+probability is realised in steps of 1/256, with 7 Philox rounds, as in FlashAttention-2's own CUDA kernels, and one
+Philox call serves 16 elements: the dropout loops cost 1.4-1.7x the instructions of the loops without it
+(benchmarks/results/sm90_static.md), where one Philox-4x32-10 per element (tl.rand) cost 5.4x. Those 16 are (i, i +
+8) x (j, j + 1, j + 8, j + 9, ..., j + 24, j + 25) for i, j with bits 3 (and 0, 3, 4 of j) clear: the elements one
+thread holds in the tensor-core accumulator layouts (mma.sync and wgmma both give a thread rows r and r + 8 and the
+column pair 2c, 2c + 1 of every 8 columns), so the draws never move between threads. Every kernel computes the score
+tile as queries x keys, so the forward and both backward kernels draw the identical mask from the same code.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ def _philox(
     seed,  # int64 scalar key (low word, high word)
     counter,  # int32 tensor: the counter's first word; the other three are 0
 ):
-    """Philox-4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011): the four words of
-    `tl.randint4x(seed, counter)`. Written out because each round's two 32 x 32 -> 64-bit products are one
-    instruction each this way (IMAD.WIDE.U32) where umulhi and the low multiply are two."""
+    """Philox-4x32 with PHILOX_ROUNDS rounds (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC
+    2011) on the counter (counter, 0, 0, 0): `tl.randint4x` at 7 rounds. Written out because each round's two
+    32 x 32 -> 64-bit products are one instruction each this way (IMAD.WIDE.U32) where umulhi and the low multiply
+    are two."""
     seed = seed.to(tl.uint64)
     k0 = (seed & 0xFFFFFFFF).to(tl.uint32)
     k1 = ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32)
