@@ -10,7 +10,7 @@ PIP := $(BIN)/pip --disable-pip-version-check
 # into the environment (vlbert_fast/engine/comm_op.py), outside any test or run timeout.
 export DS_BUILD_OPS := 0
 
-.PHONY: install demo test lint bench clean check-cuda
+.PHONY: install demo test lint bench bench-static clean check-cuda
 
 # The extension's sources (csrc/): editing one rebuilds vlbert_fast._C on the next `make install` / `make test`.
 CSRC := $(wildcard csrc/*.cpp csrc/*.cu csrc/*.h)
@@ -35,6 +35,10 @@ test: $(VENV)/.installed
 BENCH ?=
 bench: $(VENV)/.installed
 	$(BIN)/vlbert-fast bench $(BENCH)
+
+# The static sm_90 scorecard (no GPU needed): benchmarks/results/sm90_static.csv and .md; BENCH="--smoke" for CI's subset.
+bench-static: $(VENV)/.installed
+	$(BIN)/vlbert-fast bench static $(BENCH)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check vlbert_fast benchmarks tests setup.py

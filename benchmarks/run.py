@@ -5,6 +5,7 @@ vlbert_fast/commands/bench.py or --help).
     python -m benchmarks.run all --smoke              # CPU: tiny shapes into a temp dir (checks the harness)
     python -m benchmarks.run kernels --op roi_align --check     # the kernel developer's loop
     python -m benchmarks.run step --compare benchmarks/results --fail-if-regression 5
+    python -m benchmarks.run static [--smoke]                  # the static sm_90 scorecard (no GPU needed)
 
 Suites run their modules (benchmarks/registry.py) in this process, each appending rows to <out>/<bench>.csv. Then
 the rows this run wrote are read back from the CSVs and become <out>/report.md and <out>/plots/*.png, compared
@@ -19,6 +20,7 @@ import contextlib
 import os
 import random
 import shlex
+import subprocess
 import sys
 import time
 import traceback
@@ -119,7 +121,18 @@ def _command(args) -> str:
     return shlex.join(words)
 
 
+def _static(args) -> int:
+    """The static sm_90 scorecard, in a process of its own: its kernels must be compiled, not interpreted, and this
+    process may already have imported them for the interpreter."""
+    command = [sys.executable, "-m", "benchmarks.sm90_static"] + (["--quick", "--check"] if args.smoke else [])
+    command += ["--out", str(args.out)] if args.out else []
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    return subprocess.run(command, cwd=Path(__file__).resolve().parents[1], env=env).returncode
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.suite == "static":
+        return _static(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cpu" and args.suite != "report" and not args.smoke:
         print("vlbert-fast bench: no CUDA GPU here; the full sizes are for a GPU. Add --smoke for the CPU check.")

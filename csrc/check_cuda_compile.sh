@@ -5,7 +5,8 @@
 # <torch/extension.h> and <cuda_runtime.h> (TOOLCHAIN.md).
 #
 # Usage: csrc/check_cuda_compile.sh [PYTHON]   (PYTHON: the interpreter whose torch to compile against;
-#        default .venv/bin/python, else python3). NVCC, CXX and CUDA_CHECK_ARCH override the defaults.
+#        default .venv/bin/python, else python3). NVCC, CXX and CUDA_CHECK_ARCH override the defaults;
+#        CUDA_CHECK_FLAGS adds nvcc flags (the sm_90 scorecard passes "-Xptxas -v" for registers and spills).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${1:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
@@ -33,6 +34,8 @@ INC=($INCLUDES)
 NVCC_FLAGS=($TORCH_NVCC_FLAGS)
 # 3189: torch's own headers (torch/python.h) use `module` as an identifier, which nvcc flags in C++20 mode
 NVCC_FLAGS+=(-Xcudafe --diag_suppress=3189)
+# shellcheck disable=SC2206
+NVCC_FLAGS+=(${CUDA_CHECK_FLAGS:-})
 
 start=$(date +%s)
 for cu in csrc/*.cu; do

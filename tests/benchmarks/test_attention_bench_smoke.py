@@ -32,12 +32,14 @@ def check_rates(rows):
 
 
 def test_attention_bench_smoke(tmp_path, capsys):
-    providers = "triton,flash_attn,sdpa,sdpa_padded,reference"
-    assert bench_attention.main([*SMOKE_ARGS, "--results-dir", str(tmp_path), "--providers", providers]) == 0
+    providers = "triton,flash_attn,sdpa,sdpa_padded,reference,triton_packed,sdpa_packed"
+    args = [*SMOKE_ARGS, "--results-dir", str(tmp_path), "--providers", providers, "--dropout", "0.1"]
+    assert bench_attention.main(args) == 0
     header, rows = read_rows(tmp_path / "attention.csv")
     assert tuple(header) == harness.COLUMNS
+    assert {json.loads(r["config_json"])["dropout"] for r in rows} == {0.1}
     measured = {(r["provider"], r["mode"], r["metric"]) for r in rows}
-    for provider in ("triton", "sdpa", "sdpa_padded", "reference"):
+    for provider in ("triton", "sdpa", "sdpa_padded", "reference", "triton_packed", "sdpa_packed"):
         for mode in harness.MODES:
             assert {(provider, mode, "time"), (provider, mode, "throughput")} <= measured
     assert not any(r["provider"] == "flash_attn" for r in rows)

@@ -1,14 +1,20 @@
 """The Triton varlen attention kernels against the reference under TRITON_INTERPRET=1: forward and every gradient,
 fp32 and fp16, sequences of length 1, primes and mixed lengths in one batch, head dims 64/80/96/128 and small ones,
-strided q/k/v, empty sequences, and dropout (the reference's mask, reproducible by seed).
+strided q/k/v, the packed [T, 3, heads, D] entry and its one gradient tensor, empty sequences, and dropout (the
+reference's mask in the forward and both backward kernels, reproducible by seed).
 
-The interpreter runs blocks of 16 x 16 (kernels/utils.py), so lengths 17 and 31 span two blocks with a ragged last
-one, and every boundary mask runs."""
+The interpreter runs tiles of 16 queries x 32 keys (kernels/utils.py), so lengths 17, 33 and 70 span several blocks
+with a ragged last one: the full blocks run unmasked, the last one masked, in every kernel."""
 
 import pytest
 import torch
 
-from vlbert_fast.ops import varlen_attention, varlen_attention_reference
+from vlbert_fast.ops import (
+    varlen_attention,
+    varlen_attention_packed,
+    varlen_attention_packed_reference,
+    varlen_attention_reference,
+)
 
 from ..ops.attention_inputs import cu_seqlens_of, output_and_grads, packed_qkv
 
@@ -99,6 +105,41 @@ def test_dropout_draws_the_reference_mask(dtype):
     assert_all_close(got, want, *TOLERANCES[dtype])
 
 
+def test_dropout_mask_over_several_blocks_in_every_kernel():
+    """Rows of 70 and 33 tokens: several query blocks of 16 and key blocks of 32 (full and ragged), so every bit of
+    the draw rule (row bit 3, key bits 0, 3, 4) and every tile offset is exercised in the forward, dK/dV and dQ
+    kernels; the gradients equal the reference's only if all three kernels drew the forward's mask."""
+    got, want = triton_vs_reference([70, 33, 5], 2, 16, torch.float32, dropout_p=0.2, seed=2**40 + 99, offset=3)
+    assert_all_close(got, want, *TOLERANCES[torch.float32])
+
+
+def test_packed_entry_forward_and_its_one_gradient():
+    """qkv [T, 3, heads, D] in, one [T, 3, heads, D] gradient out, equal to the reference's (with dropout)."""
+    g = torch.Generator().manual_seed(3)
+    lengths = [40, 1, 17]
+    qkv = torch.randn(sum(lengths), 3, 2, 16, generator=g, requires_grad=True)
+    grad_out = torch.randn(sum(lengths), 2, 16, generator=g)
+    args = dict(cu_seqlens=cu_seqlens_of(lengths), max_seqlen=40, dropout_p=0.1, seed=77)
+    results = []
+    for backend in ("triton", "reference"):
+        out = varlen_attention_packed(qkv, backend=backend, **args)
+        results.append((out, *torch.autograd.grad(out, qkv, grad_out)))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    want = varlen_attention_packed_reference(qkv, **args)
+    torch.testing.assert_close(results[0][0], want, atol=2e-5, rtol=1e-5)
+
+
+def test_precision_tf32_is_accepted_and_reaches_the_kernels():
+    """The interpreter multiplies fp32 exactly whatever the precision (the GPU test bounds TF32's error); an unknown
+    precision is an error naming the choices."""
+    got, want = triton_vs_reference([9, 3], 1, 16, torch.float32, precision="tf32")
+    assert_all_close(got, want, *TOLERANCES[torch.float32])
+    q, k, v, cu, max_len, _ = packed_qkv([3], 1, 16)
+    with pytest.raises(ValueError, match=r"precision: expected one of \('ieee', 'tf32'\), found 'fp32'"):
+        varlen_attention(q, k, v, cu, max_len, precision="fp32")
+
+
 def test_dropout_reproducible_by_seed():
     q, k, v, cu, max_len, grad_out = packed_qkv([7, 11], 1, 16)
     run = lambda seed: output_and_grads(  # noqa: E731
@@ -113,6 +154,38 @@ def test_dropout_reproducible_by_seed():
     unseeded = varlen_attention(q, k, v, cu, max_len, dropout_p=0.5, backend="triton")
     torch.manual_seed(0)
     assert torch.equal(unseeded, varlen_attention(q, k, v, cu, max_len, dropout_p=0.5, backend="triton"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_dropout_draws_the_reference_mask_in_compiled_kernels(dtype):
+    """The compiled kernels (not the interpreter) draw the reference's mask: rows of VL-BERT's lengths, p = 0.1,
+    a seed; fp32 "ieee" against the fp32 reference, bf16 against the bf16-input reference within bf16 rounding."""
+    lengths = [100, 1, 256, 37, 181, 64]
+    q, k, v, cu, max_len, grad_out = packed_qkv(lengths, 4, 64, dtype)
+    q, k, v = (t.detach().cuda().requires_grad_(True) for t in (q, k, v))
+    args = dict(cu_seqlens=cu.cuda(), max_seqlen=max_len, dropout_p=0.1, seed=2**35 + 5, offset=11)
+    got = output_and_grads(varlen_attention, q, k, v, grad_out.cuda(), backend="triton", **args)
+    want = output_and_grads(varlen_attention, q, k, v, grad_out.cuda(), backend="reference", **args)
+    atol, rtol = (2e-4, 1e-4) if dtype == torch.float32 else (3e-2, 2e-2)
+    assert_all_close(got, want, atol, rtol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["tf32", "ieee"])
+def test_gpu_fp32_precisions_against_fp64(precision):
+    """fp32 on a GPU: "ieee" within fp32 rounding of the fp64 result, "tf32" within TF32's (10-bit products)."""
+    lengths = [128, 1, 200, 77]
+    q, k, v, cu, max_len, grad_out = packed_qkv(lengths, 4, 64)
+    q, k, v = (t.detach().cuda().requires_grad_(True) for t in (q, k, v))
+    grad_out, cu = grad_out.cuda(), cu.cuda()
+    args = dict(cu_seqlens=cu, max_seqlen=max_len)
+    got = output_and_grads(varlen_attention, q, k, v, grad_out, backend="triton", precision=precision, **args)
+    q64, k64, v64 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
+    exact = output_and_grads(varlen_attention, q64, k64, v64, grad_out.double(), backend="reference", **args)
+    bound = 2e-4 if precision == "ieee" else 2e-2
+    for name, g, e in zip(("out", "dq", "dk", "dv"), got, exact, strict=True):
+        assert (g.double() - e).abs().max() <= bound * e.abs().max(), name
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-"""`vlbert-fast bench [kernels|step|peers|all|report] [--op NAME] [--check] [--smoke] [--compare OLD.csv]
+"""`vlbert-fast bench [kernels|step|peers|all|report|static] [--op NAME] [--check] [--smoke] [--compare OLD.csv]
 [--fail-if-regression PCT] [--out DIR]`: the benchmark suites, delegated to benchmarks/run.py.
 
 The benchmarks live in the source checkout (benchmarks/ beside vlbert_fast/), not in the installed package: they
@@ -17,7 +17,7 @@ from pathlib import Path
 
 HELP = "benchmarks: kernels, the full training step and the peers side by side (CSV, markdown report, plots)"
 CONFIG = None
-SUITES = ("kernels", "step", "peers", "all", "report")
+SUITES = ("kernels", "step", "peers", "all", "report", "static")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         default="all",
         choices=SUITES,
-        help="what to measure (default all); report: no measuring, rebuild report.md and plots from --out's CSVs",
+        help="what to measure (default all); report: no measuring, rebuild report.md and plots from --out's CSVs; "
+        "static: compile every kernel for sm_90 without a GPU (benchmarks/sm90_static.py; --smoke: CI's subset)",
     )
     parser.add_argument("--op", metavar="NAME", help="kernels: only the benchmarks of this op, once per launch config")
     parser.add_argument(

@@ -39,6 +39,7 @@ def example_inputs() -> dict[str, tuple[tuple, dict]]:
     cu_seqlens = torch.tensor([0, 3, 4], dtype=torch.int32, device=device)
     return {
         "varlen_attention": ((qkv, qkv, qkv, cu_seqlens, 3), {}),
+        "varlen_attention_packed": ((torch.stack([qkv, qkv, qkv], 1), cu_seqlens, 3), {}),
         "bias_dropout_residual_layer_norm": ((rows, vector(), rows, vector(), vector()), {}),
         "bias_gelu": ((rows, vector()), {}),
         "linear_cross_entropy": ((rows, table(8), torch.zeros(8, dtype=dtype, device=device), ids), {}),

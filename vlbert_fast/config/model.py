@@ -9,6 +9,7 @@ from .visual import VisualConfig
 
 KERNEL_CHOICES = ("auto", "reference", "triton")
 ATTENTION_CHOICES = ("auto", "flash_attn", "triton", "sdpa", "reference")
+ATTENTION_PRECISIONS = ("tf32", "ieee")
 
 
 def checkpointed_layers(spec: str, num_layers: int) -> frozenset[int]:
@@ -122,6 +123,11 @@ class ModelConfig:
     Triton kernel on a GPU, else PyTorch's SDPA), "flash_attn", "triton", "sdpa" or "reference" (an explicit one
     that cannot run the inputs is an error listing why). Only the packed path uses it."""
 
+    attention_precision: str = "tf32"
+    """How the Triton attention kernels multiply fp32 inputs (fine-tuning runs in fp32): "tf32" (tensor cores; the
+    products carry 10-bit mantissas, ~1e-3 relative, the sums stay fp32) or "ieee" (exact fp32 products on the CUDA
+    cores, several times slower). bf16/fp16 runs and the other backends ignore it (ops/attention.py)."""
+
     packed: bool = True
     """Run the encoder on the packed [tokens, H] stream (`x[attention_mask]` with cu_seqlens: no padding is ever
     computed) with varlen attention, the fused bias/dropout/residual/LayerNorm and bias/GELU ops, and the chunked
@@ -178,6 +184,9 @@ class ModelConfig:
             )
         if self.attention not in ATTENTION_CHOICES:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}, found {self.attention!r}")
+        if self.attention_precision not in ATTENTION_PRECISIONS:
+            choices = ", ".join(ATTENTION_PRECISIONS)
+            raise ValueError(f"attention_precision must be one of {choices}, found {self.attention_precision!r}")
         checkpointed_layers(self.activation_checkpointing, self.num_hidden_layers)
 
     @property

@@ -117,23 +117,80 @@ def attention_head_block(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def attention_configs(kind: str) -> list[triton.Config]:
-    """Autotune candidates of the attention kernels (kind "fwd" or "bwd"), as BLOCK_M (query rows) x BLOCK_N (key
-    rows), warps and pipeline stages.
+SHORT_ROWS = 64
+"""Rows up to this many tokens (VL-BERT's shortest samples) tune among tiles of at most 64 queries: a 128-query tile
+would leave half its rows idle."""
 
-    Under the interpreter: one config of 16 x 16, so that short test sequences still span several blocks (the
-    online softmax and every boundary mask run) while the program count stays small. On a GPU the ladder of
-    FlashAttention-2's Triton ports: 128 x 64 with 4 warps for small heads, 8 warps for 128-wide heads; 64 x 64 for
-    short sequences (mean length 100-256: fewer idle rows in the last block of each sequence). The backward's
-    programs hold four tiles of BLOCK_N x BLOCK_D, so its blocks are smaller. Configs that do not fit a GPU's shared
-    memory fail to compile and the autotuner passes over them."""
+# (kernel, operand family, head block > 64) -> (tiles for rows <= SHORT_ROWS, tiles for longer rows), each a list of
+# (BLOCK_M queries, BLOCK_N keys, warps, stages). Chosen from the static sm_90 scorecard (benchmarks/results/
+# sm90_static.md): the fewest warp instructions per score element among the tiles that neither spill (with and
+# without dropout) nor pay more than 1.7x for dropout, then the most CTAs per SM; a second tile only where the first
+# leaves an SM at one or two CTAs. The dK/dV kernel keeps four [keys, head dim] tiles live, so it gets one tile.
+# Two pipeline stages: rows of 64-256 tokens give a 64-key loop 1-4 iterations, which a third stage would never fill
+# (it costs shared memory, not instructions). Tiles are whole dropout draws (16 x 32, kernels/attention_common.py).
+# fp32 "ieee" products run on FMA units, whose dot operands live in registers (Triton keeps each operand's whole
+# reduction dimension per thread): only 16 x 32 tiles with 8-16 warps come near fitting, and the forward and dQ
+# kernels still spill 0.1-2.5 KB (the scorecard lists them; "tf32", the default, spills nowhere).
+ATTENTION_TILES = {
+    ("fwd", "16bit", False): ([(64, 64, 4, 2)], [(128, 64, 8, 2), (64, 64, 4, 2)]),
+    ("fwd", "16bit", True): ([(64, 64, 4, 2)], [(128, 64, 8, 2), (64, 64, 4, 2)]),
+    ("fwd", "tf32", False): ([(64, 64, 4, 2)], [(64, 64, 4, 2), (128, 64, 8, 2)]),
+    ("fwd", "tf32", True): ([(64, 32, 4, 1)], [(64, 32, 4, 1), (128, 64, 8, 2)]),
+    ("fwd", "ieee", False): ([(16, 32, 8, 1)], [(16, 32, 8, 1)]),
+    ("fwd", "ieee", True): ([(16, 32, 16, 1)], [(16, 32, 16, 1)]),
+    ("dkdv", "16bit", False): ([(64, 64, 4, 2)], [(64, 64, 4, 2)]),
+    ("dkdv", "16bit", True): ([(32, 64, 4, 1)], [(32, 64, 4, 1)]),
+    ("dkdv", "tf32", False): ([(32, 64, 4, 1)], [(32, 64, 4, 1)]),
+    ("dkdv", "tf32", True): ([(32, 64, 4, 1)], [(32, 64, 4, 1)]),
+    ("dkdv", "ieee", False): ([(16, 32, 8, 1)], [(16, 32, 8, 1)]),
+    ("dkdv", "ieee", True): ([(16, 32, 8, 1)], [(16, 32, 8, 1)]),
+    ("dq", "16bit", False): ([(64, 64, 4, 2), (64, 32, 4, 1)], [(64, 64, 4, 2), (128, 64, 8, 2)]),
+    ("dq", "16bit", True): ([(64, 64, 4, 2), (64, 32, 4, 1)], [(64, 64, 4, 2), (128, 64, 8, 2)]),
+    ("dq", "tf32", False): ([(64, 64, 4, 2), (64, 32, 4, 1)], [(64, 64, 4, 2), (128, 64, 8, 2)]),
+    ("dq", "tf32", True): ([(128, 32, 8, 2)], [(128, 32, 8, 2)]),
+    ("dq", "ieee", False): ([(16, 32, 16, 1)], [(16, 32, 16, 1)]),
+    ("dq", "ieee", True): ([(16, 32, 16, 1)], [(16, 32, 16, 1)]),
+}
+
+
+def _tile_config(tile: tuple[int, int, int, int]) -> triton.Config:
+    m, n, warps, stages = tile
+    return triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=warps, num_stages=stages)
+
+
+def attention_configs(kind: str) -> list[triton.Config]:
+    """Autotune candidates of an attention kernel (kind "fwd", "dkdv" or "dq"): every tile of ATTENTION_TILES for
+    it; `prune_attention_configs` keeps the ones for the inputs at hand (at most two).
+
+    Under the interpreter: one config of 16 x 32, the smallest tile of whole dropout draws (16 queries x 32 keys per
+    Philox call, kernels/attention_common.py), so short test sequences still span several blocks."""
     if interpreter_on():
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
-    if kind == "fwd":
-        shapes = [(128, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4), (64, 32, 4, 4)]
-    else:
-        shapes = [(64, 64, 4, 2), (64, 64, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in shapes]
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32}, num_warps=1, num_stages=1)]
+    tiles = dict.fromkeys(t for (k, _, _), lists in ATTENTION_TILES.items() if k == kind for ts in lists for t in ts)
+    return [_tile_config(t) for t in tiles]
+
+
+def attention_tiles(kind: str, dtype: torch.dtype, precision: str, block_d: int, seq_bucket: int) -> list[tuple]:
+    """The tiles the autotuner tries for these inputs (ATTENTION_TILES)."""
+    family = precision if dtype == torch.float32 else "16bit"
+    short, long = ATTENTION_TILES[(kind, family, block_d > 64)]
+    return short if seq_bucket <= SHORT_ROWS else long
+
+
+def prune_attention_configs(kind: str):
+    """The autotuner's early pruning for one kernel kind: the configs of `attention_tiles` (all of them under the
+    interpreter, which has one)."""
+
+    def prune(configs, named_args, **kwargs):
+        if interpreter_on():
+            return configs
+        dtype = named_args["q_ptr"].dtype
+        wanted = attention_tiles(kind, dtype, kwargs["DOT_PRECISION"], kwargs["BLOCK_D"], kwargs["seq_bucket"])
+        keep = [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in wanted]
+        return sorted(keep, key=lambda c: wanted.index((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps,
+                                                         c.num_stages)))  # fmt: skip
+
+    return prune
 
 
 def sequence_bucket(max_seqlen: int) -> int:

@@ -9,10 +9,12 @@ weights are concatenated when loaded (model/hf_bert.py).
 
 - `forward` (padded [B, L, H] with a key mask): plain PyTorch, the reference the packed path is tested against.
   It can return every layer's attention probabilities (`vlbert-fast attention-maps` draws them).
-- `forward_packed` ([N, H] with cu_seqlens): no padding is computed. Attention is `ops.varlen_attention` on views
-  of the fused QKV projection (backend `cfg.attention`); the output and down projections run without their bias,
-  which `ops.bias_dropout_residual_layer_norm` adds together with dropout, the residual and the LayerNorm; the up
-  projection's bias and the GELU are `ops.bias_gelu` (backends `cfg.kernels`).
+- `forward_packed` ([N, H] with cu_seqlens): no padding is computed. Attention is `ops.varlen_attention_packed` on
+  the fused QKV projection [N, 3, n, D] (backend `cfg.attention`, fp32 precision `cfg.attention_precision`), whose
+  backward writes the three gradients into one [N, 3, n, D] tensor: the projection's output gets one gradient, with
+  no per-part zero buffers and no sum of them (q, k, v as three views would cost both). The output and down
+  projections run without their bias, which `ops.bias_dropout_residual_layer_norm` adds together with dropout, the
+  residual and the LayerNorm; the up projection's bias and the GELU are `ops.bias_gelu` (backends `cfg.kernels`).
 
 `cfg.activation_checkpointing` picks layers whose activations are recomputed in the backward (both paths).
 Dropout stays exact under recomputation: the fused ops draw their seeds from torch's CPU generator, whose state
@@ -30,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
 from ..config.model import checkpointed_layers
-from ..ops import bias_dropout_residual_layer_norm, bias_gelu, varlen_attention
+from ..ops import bias_dropout_residual_layer_norm, bias_gelu, varlen_attention_packed
 
 
 class SelfAttention(nn.Module):
@@ -42,6 +44,7 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.attention_probs_dropout_prob)
         self.backend = cfg.attention
+        self.precision = cfg.attention_precision
 
     def forward(
         self, x_BLH: torch.Tensor, mask_BL: torch.Tensor, return_probs: bool = False
@@ -61,10 +64,15 @@ class SelfAttention(nn.Module):
     ) -> torch.Tensor:  # [N, H] the output projection *without* its bias (the fused LayerNorm op adds it)
         n = x_NH.shape[0]
         qkv_N3nD = self.qkv(x_NH).view(n, 3, self.num_heads, self.head_dim)
-        context_NnD = varlen_attention(
-            qkv_N3nD[:, 0], qkv_N3nD[:, 1], qkv_N3nD[:, 2], cu_seqlens, max_seqlen,
-            dropout_p=self.dropout.p if self.training else 0.0, backend=self.backend, check=False,
-        )  # fmt: skip
+        context_NnD = varlen_attention_packed(
+            qkv_N3nD,
+            cu_seqlens,
+            max_seqlen,
+            dropout_p=self.dropout.p if self.training else 0.0,
+            backend=self.backend,
+            check=False,
+            precision=self.precision,
+        )
         return F.linear(context_NnD.reshape(n, -1), self.out.weight)
 
 

@@ -1,7 +1,12 @@
 """Public ops. Each has a plain-PyTorch `<op>_reference` (the specification) and a `backend=` argument
 ("auto" | "reference" | "triton" | "native", and op-specific ones such as "sdpa"); see dispatch.py."""
 
-from .attention import varlen_attention, varlen_attention_reference
+from .attention import (
+    varlen_attention,
+    varlen_attention_packed,
+    varlen_attention_packed_reference,
+    varlen_attention_reference,
+)
 from .cross_entropy import linear_cross_entropy, linear_cross_entropy_reference
 from .dispatch import REGISTRY, BackendNotSupported
 from .embedding import EmbeddingWeights, fused_embedding, fused_embedding_reference
@@ -27,5 +32,7 @@ __all__ = [
     "roi_align",
     "roi_align_reference",
     "varlen_attention",
+    "varlen_attention_packed",
+    "varlen_attention_packed_reference",
     "varlen_attention_reference",
 ]

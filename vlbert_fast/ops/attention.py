@@ -1,7 +1,9 @@
 """Multi-head attention over packed variable-length sequences (DESIGN.md, "Ops").
 
     varlen_attention(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, backend="auto",
-                     *, seed=None, offset=0, check=True) -> [T, heads, D]
+                     *, seed=None, offset=0, check=True, precision="ieee") -> [T, heads, D]
+    varlen_attention_packed(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, backend="auto",
+                            *, seed=None, offset=0, check=True, precision="ieee") -> [T, heads, D]
 
 q, k and v are [T, heads, D] over the packed tokens of B sequences; sequence b holds tokens cu_seqlens[b] ..
 cu_seqlens[b+1] (cu_seqlens int32 [B+1], starting at 0, non-decreasing, ending at T; an empty sequence is allowed
@@ -10,19 +12,30 @@ max_seqlen is at least the longest sequence. Per sequence and head:
 
     out = Dropout(softmax(softmax_scale * q k^T)) v,     softmax_scale = 1 / sqrt(D) when None
 
-Precision: low-precision inputs are read as they are; scores, softmax statistics and accumulation are fp32 (fp64
-for fp64 inputs, reference and sdpa only); the output is rounded once to q's dtype.
+The packed entry takes the fused projection qkv [T, 3, heads, D] (q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]) and
+its gradient is one [T, 3, heads, D] tensor: the Triton kernels write dq, dk and dv straight into it, flash-attn's
+packed kernel does the same, and sdpa and the reference stack their three gradients into it once. Taking q, k and v
+as three views instead costs autograd three zero-filled [T, 3, heads, D] buffers and two full-size sums.
 
-Dropout (inverted, scale 1/(1-p)) acts on the normalised probabilities. With an integer `seed`, element (head h,
-query token i of the packed stream, key position j within its sequence) is kept when
-`philox_uniform(seed, offset + (h * T + i) * max_seqlen + j) >= p` — the draw of Triton's tl.rand, spelled in
-PyTorch by ops/embedding.py — so the triton and reference backends draw the same mask, and a seed reproduces it.
-The counters must stay below 2**31. With `seed=None` each backend takes a fresh mask from torch's generators (triton
-and reference draw their seed from torch's CPU generator; sdpa and flash-attn use their own Philox streams), so
-`torch.manual_seed` still makes a run reproducible; sdpa and flash_attn cannot take a seed.
+Precision: low-precision inputs are read as they are; scores, softmax statistics and accumulation are fp32 (fp64
+for fp64 inputs, reference and sdpa only); the output is rounded once to q's dtype. `precision` picks how the Triton
+kernels multiply fp32 inputs: "ieee" (exact fp32 products) or "tf32" (tensor cores: 10-bit mantissas in the
+products, about 1e-3 relative, fp32 sums; the model's default for fp32 training, `model.attention_precision`).
+Other backends ignore it (sdpa and the reference follow torch.backends.cuda.matmul.allow_tf32 on a GPU).
+
+Dropout (inverted) acts on the normalised probabilities, with the draws of FlashAttention-2's CUDA kernels: one
+byte per element, so p is realised in steps of 1/256 (`dropout_keep_threshold`: p = 0.1 drops 26/256 = 10.2%) and
+kept elements are scaled by 256 / (256 - threshold), which keeps the expectation exact. With an integer `seed` the
+mask is `attention_dropout_keep` (Philox-4x32-7; kernels/attention_common.py says which byte of which call serves
+which element), so the triton and reference backends draw the same mask, and a seed reproduces it. The counters
+(offset + heads * T * max_seqlen) must stay below 2**31. With `seed=None` each backend takes a fresh mask from
+torch's generators (triton and reference draw their seed from torch's CPU generator; sdpa and flash-attn use their
+own Philox streams and their own exact p), so `torch.manual_seed` still makes a run reproducible; sdpa and flash_attn
+cannot take a seed.
 
 Backends, in `auto`'s order:
-- flash_attn: `flash_attn_varlen_func` when the optional flash-attn package imports (CUDA, fp16/bf16);
+- flash_attn: `flash_attn_varlen_func` (`flash_attn_varlen_qkvpacked_func` for the packed entry) when the optional
+  flash-attn package imports (CUDA, fp16/bf16);
 - triton: our FlashAttention-2 style kernels (kernels/attention.py), forward and backward, head dims up to 128;
 - sdpa: PyTorch's scaled_dot_product_attention on the padded [B, heads, max_seqlen, D] layout with a key mask;
 - reference: plain PyTorch per sequence, the specification (its backward is autograd's).
@@ -41,16 +54,26 @@ import torch
 import torch.nn.functional as F
 
 from .dispatch import Backend, Op, interpreted, register, triton_reasons
-from .embedding import philox_uniform
+from .embedding import philox_4x32
 
 MAX_HEAD_DIM = 256
 """The op's largest head dimension: flash-attn's limit, so a model that runs on any backend runs on all."""
 MAX_COUNTER = 2**31
-"""Dropout counters (offset + heads * T * max_seqlen) stay below this: tl.rand's 32-bit Philox path."""
+"""Dropout counters (offset + heads * T * max_seqlen) stay below this: the kernels' 32-bit counter arithmetic."""
+PRECISIONS = ("ieee", "tf32")
+PHILOX_ROUNDS = 7
+"""FlashAttention-2's dropout generator: Philox-4x32 with 7 rounds (it passes BigCrush; Salmon et al. 2011)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the specification
+
+
+def dropout_keep_threshold(dropout_p: float) -> tuple[int, float]:
+    """(threshold, scale) of the byte draws: an element is kept when its draw (0..255) is at least threshold =
+    round(256 p), at most 255, and then scaled by 256 / (256 - threshold); threshold 0 means no dropout."""
+    threshold = min(255, round(dropout_p * 256)) if dropout_p > 0 else 0
+    return threshold, (256.0 / (256 - threshold) if threshold else 1.0)
 
 
 def attention_dropout_keep(
@@ -64,11 +87,19 @@ def attention_dropout_keep(
     dropout_p: float,
     device: torch.device,
 ) -> torch.Tensor:  # [heads, length, length] bool
-    """Keep mask of the sequence whose tokens start at `start` (module docstring)."""
+    """Keep mask of the sequence whose tokens start at `start`: element (head h, query i, key j) takes byte
+    2 * bit3(i) + bit0(j) of word (j >> 3) & 3 of Philox-4x32-7(seed; offset + (h T + start + (i with bit 3 clear))
+    max_seqlen + (j with bits 0, 3, 4 clear), 0, 0, 0) and is kept when the byte is >= the threshold
+    (`dropout_keep_threshold`): 16 elements per Philox call, as kernels/attention_common.py draws them."""
+    threshold, _ = dropout_keep_threshold(dropout_p)
+    i = torch.arange(length, device=device, dtype=torch.int64)
     head = torch.arange(heads, device=device, dtype=torch.int64)[:, None, None]
-    row = start + torch.arange(length, device=device, dtype=torch.int64)[None, :, None]
-    col = torch.arange(length, device=device, dtype=torch.int64)[None, None, :]
-    return philox_uniform(seed, offset + (head * total + row) * max_seqlen + col) >= dropout_p
+    counter = offset + (head * total + start + (i & ~8)[:, None]) * max_seqlen + (i & ~0b11001)[None, None, :]
+    zero = torch.zeros_like(counter)
+    words = torch.stack(philox_4x32((counter, zero, zero, zero), (seed & 0xFFFFFFFF, seed >> 32), PHILOX_ROUNDS))
+    word = words.gather(0, ((i >> 3) & 3).expand(1, heads, length, length))[0]
+    byte = 2 * ((i >> 3) & 1)[:, None] + (i & 1)[None, :]
+    return ((word >> (8 * byte)) & 0xFF) >= threshold
 
 
 def _resolve_seed(seed: int | None, dropout_p: float) -> int:
@@ -88,34 +119,63 @@ def varlen_attention_reference(
     softmax_scale: float | None = None,
     seed: int | None = None,
     offset: int = 0,
+    precision: str = "ieee",
     return_probs: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:  # [T, heads, D] in q's dtype
-    """Plain PyTorch, one sequence at a time: the specification (module docstring). With `return_probs`, also the
-    softmax probabilities of each sequence, [heads, n, n] in the compute dtype, before dropout."""
+    """Plain PyTorch, one sequence at a time: the specification (module docstring; `precision` is the Triton
+    kernels' and ignored here). With `return_probs`, also the softmax probabilities of each sequence, [heads, n, n]
+    in the compute dtype, before dropout. The sequences are split off as views (`torch.split`), whose backward is one
+    concatenation, not a zero-filled buffer per sequence."""
     total, heads, head_dim = q.shape
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     scale = 1.0 / math.sqrt(head_dim) if softmax_scale is None else softmax_scale
     seed = _resolve_seed(seed, dropout_p)
+    threshold, keep_scale = dropout_keep_threshold(dropout_p)
     bounds = cu_seqlens.tolist()
+    lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
     outs, all_probs = [], []
-    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-        q_h, k_h, v_h = (t[start:end].transpose(0, 1).to(compute) for t in (q, k, v))  # [heads, n, D]
+    for start, q_n, k_n, v_n in zip(bounds[:-1], *(t.split(lengths) for t in (q, k, v)), strict=True):
+        q_h, k_h, v_h = (t.transpose(0, 1).to(compute) for t in (q_n, k_n, v_n))  # [heads, n, D]
         probs = torch.softmax(torch.matmul(q_h, k_h.transpose(1, 2)) * scale, dim=-1)
         all_probs.append(probs)
-        if dropout_p > 0:
-            keep = attention_dropout_keep(seed, offset, start, end - start, heads, total, max_seqlen, dropout_p,
+        if threshold:
+            keep = attention_dropout_keep(seed, offset, start, q_n.shape[0], heads, total, max_seqlen, dropout_p,
                                           q.device)  # fmt: skip
-            probs = torch.where(keep, probs * (1.0 / (1.0 - dropout_p)), 0.0)
+            probs = torch.where(keep, probs * keep_scale, 0.0)
         outs.append(torch.matmul(probs, v_h).transpose(0, 1))
     out = torch.cat(outs).to(q.dtype) if outs else q.new_empty(0, heads, head_dim)
     return (out, all_probs) if return_probs else out
+
+
+def varlen_attention_packed_reference(
+    qkv: torch.Tensor,  # [T, 3, heads, D]
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    dropout_p: float = 0.0,
+    softmax_scale: float | None = None,
+    seed: int | None = None,
+    offset: int = 0,
+    precision: str = "ieee",
+) -> torch.Tensor:  # [T, heads, D]
+    """The packed entry's specification: the reference on qkv's three parts (their gradients are stacked into one
+    [T, 3, heads, D] tensor by autograd's unbind backward)."""
+    return varlen_attention_reference(*qkv.unbind(1), cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # checks
 
 
-def _check_inputs(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, check) -> None:
+def _check_packed(qkv) -> None:
+    if not isinstance(qkv, torch.Tensor):
+        raise TypeError(f"qkv: expected a tensor, found {type(qkv).__name__}")
+    if qkv.dim() != 4 or qkv.shape[1] != 3:
+        raise ValueError(f"qkv: expected shape [total_tokens, 3, heads, head_dim], found {tuple(qkv.shape)}")
+
+
+def _check_inputs(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision, check) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, found {precision!r}")
     for name, t in (("q", q), ("k", k), ("v", v), ("cu_seqlens", cu_seqlens)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name}: expected a tensor, found {type(t).__name__}")
@@ -179,7 +239,8 @@ def _show(values: list[int], limit: int = 12) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# backends
+# backends: each takes (q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision), or qkv
+# [T, 3, heads, D] in place of q, k, v for the packed entry
 
 
 def _head_dim_reasons(q: torch.Tensor, limit: int, who: str) -> list[str]:
@@ -203,7 +264,7 @@ def flash_attn_import_error() -> str | None:
     return None
 
 
-def _flash_reasons(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, offset=0):
+def _flash_reasons(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, *_):
     error = flash_attn_import_error()
     if error is not None:
         return [f"flash-attn is not importable ({error})"]
@@ -217,7 +278,7 @@ def _flash_reasons(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale
     return reasons + _head_dim_reasons(q, MAX_HEAD_DIM, "flash-attn") + _seeded_reasons(dropout_p, seed, "flash-attn")
 
 
-def _run_flash(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, offset=0):
+def _run_flash(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, *_):
     from flash_attn import flash_attn_varlen_func
 
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
@@ -226,7 +287,15 @@ def _run_flash(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=Non
     )
 
 
-def _triton_reasons(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, offset=0):
+def _run_flash_packed(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, *_):
+    from flash_attn import flash_attn_varlen_qkvpacked_func
+
+    qkv = qkv if qkv.stride(-1) == 1 else qkv.contiguous()
+    return flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=dropout_p,
+                                            softmax_scale=softmax_scale)  # fmt: skip
+
+
+def _triton_reasons(q, k, v, cu_seqlens, max_seqlen, *_):
     reasons = triton_reasons({"q": q, "k": k, "v": v, "cu_seqlens": cu_seqlens})
     if not reasons:
         from ..kernels.utils import MAX_ATTENTION_HEAD_DIM
@@ -241,41 +310,71 @@ def _triton_reasons(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scal
     return reasons
 
 
-def _run_triton(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, offset=0):
+def _triton_args(head_dim, max_seqlen, dropout_p, softmax_scale, seed, offset, precision) -> tuple:
+    """The autograd functions' arguments after the tensors (kernels/attention.py)."""
+    scale = 1.0 / math.sqrt(head_dim) if softmax_scale is None else float(softmax_scale)
+    threshold, keep_scale = dropout_keep_threshold(dropout_p)
+    return int(max_seqlen), scale, threshold, keep_scale, _resolve_seed(seed, dropout_p), int(offset), precision
+
+
+def _run_triton(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, offset=0,
+                precision="ieee"):  # fmt: skip
     from ..kernels.attention import VarlenAttentionFunction
 
-    scale = 1.0 / math.sqrt(q.shape[2]) if softmax_scale is None else float(softmax_scale)
-    seed = _resolve_seed(seed, dropout_p)
-    return VarlenAttentionFunction.apply(q, k, v, cu_seqlens, int(max_seqlen), scale, float(dropout_p), seed,
-                                         int(offset))  # fmt: skip
+    args = _triton_args(q.shape[2], max_seqlen, dropout_p, softmax_scale, seed, offset, precision)
+    return VarlenAttentionFunction.apply(q, k, v, cu_seqlens, *args)
 
 
-def _sdpa_reasons(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, offset=0):
+def _run_triton_packed(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, offset=0,
+                       precision="ieee"):  # fmt: skip
+    from ..kernels.attention import PackedAttentionFunction
+
+    args = _triton_args(qkv.shape[3], max_seqlen, dropout_p, softmax_scale, seed, offset, precision)
+    return PackedAttentionFunction.apply(qkv, cu_seqlens, *args)
+
+
+def _sdpa_reasons(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, *_):
     return _head_dim_reasons(q, MAX_HEAD_DIM, "the op") + _seeded_reasons(dropout_p, seed, "sdpa")
 
 
-def _run_sdpa(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, offset=0):
-    """Pads to [B, heads, max_seqlen, D], masks the padded keys, gathers the real rows back."""
-    total, heads, head_dim = q.shape
+def _sdpa_padded(parts, total, cu_seqlens, max_seqlen, dropout_p, softmax_scale):
+    """SDPA on the padded [B, heads, max_seqlen, D] layout, gathered back to [T, heads, D]. `parts` takes the padder
+    (a [T, *rest] tensor -> [B, max_seqlen, *rest]) and returns q, k, v as [B, max_seqlen, heads, D]."""
     batch = cu_seqlens.shape[0] - 1
+    device = cu_seqlens.device
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-    sequence = torch.repeat_interleave(torch.arange(batch, device=q.device), lengths, output_size=total)
-    position = torch.arange(total, device=q.device) - cu_seqlens.long()[sequence]
+    sequence = torch.repeat_interleave(torch.arange(batch, device=device), lengths, output_size=total)
+    position = torch.arange(total, device=device) - cu_seqlens.long()[sequence]
 
-    def padded(t: torch.Tensor) -> torch.Tensor:  # [T, heads, D] -> [B, heads, L, D]
-        out = t.new_zeros(batch, max_seqlen, heads, head_dim)
-        return out.index_put((sequence, position), t).transpose(1, 2)
+    def padded(t: torch.Tensor) -> torch.Tensor:  # [T, *rest] -> [B, L, *rest]
+        return t.new_zeros(batch, max_seqlen, *t.shape[1:]).index_put((sequence, position), t)
 
-    keys = torch.arange(max_seqlen, device=q.device)[None, :] < lengths[:, None]
+    keys = torch.arange(max_seqlen, device=device)[None, :] < lengths[:, None]
     keys = keys | (lengths == 0)[:, None]  # an empty sequence attends to its zero padding, not to nothing (NaN)
-    out = F.scaled_dot_product_attention(
-        padded(q), padded(k), padded(v), attn_mask=keys[:, None, None, :], dropout_p=dropout_p, scale=softmax_scale
-    )
+    q, k, v = (t.transpose(1, 2) for t in parts(padded))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=keys[:, None, None, :], dropout_p=dropout_p,
+                                         scale=softmax_scale)  # fmt: skip
     return out.transpose(1, 2)[sequence, position]
 
 
-def _reference_reasons(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, offset=0):
+def _run_sdpa(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, *_):
+    """Pads each of q, k, v to [B, heads, max_seqlen, D], masks the padded keys, gathers the real rows back."""
+    return _sdpa_padded(lambda pad: (pad(q), pad(k), pad(v)), q.shape[0], cu_seqlens, max_seqlen, dropout_p,
+                        softmax_scale)  # fmt: skip
+
+
+def _run_sdpa_packed(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, *_):
+    """Pads qkv once; the backward gathers one [T, 3, heads, D] gradient from the stacked padded ones."""
+    return _sdpa_padded(lambda pad: pad(qkv).unbind(2), qkv.shape[0], cu_seqlens, max_seqlen, dropout_p, softmax_scale)
+
+
+def _reference_reasons(q, k, v, cu_seqlens, max_seqlen, *_):
     return _head_dim_reasons(q, MAX_HEAD_DIM, "the op")
+
+
+def _unpacked(reasons):
+    """A backend's reasons for qkv [T, 3, heads, D], from its reasons for q, k, v."""
+    return lambda qkv, *args, **kwargs: reasons(*qkv.unbind(1), *args, **kwargs)
 
 
 ATTENTION = register(
@@ -286,6 +385,22 @@ ATTENTION = register(
             Backend("triton", _run_triton, _triton_reasons, auto_skip=lambda q, *a, **k: interpreted(q.device)),
             Backend("sdpa", _run_sdpa, _sdpa_reasons),
             Backend("reference", varlen_attention_reference, _reference_reasons),
+        ],
+    )
+)
+ATTENTION_PACKED = register(
+    Op(
+        "varlen_attention_packed",
+        [
+            Backend("flash_attn", _run_flash_packed, _unpacked(_flash_reasons)),
+            Backend(
+                "triton",
+                _run_triton_packed,
+                _unpacked(_triton_reasons),
+                auto_skip=lambda qkv, *a, **k: interpreted(qkv.device),
+            ),  # fmt: skip
+            Backend("sdpa", _run_sdpa_packed, _unpacked(_sdpa_reasons)),
+            Backend("reference", varlen_attention_packed_reference, _unpacked(_reference_reasons)),
         ],
     )
 )
@@ -304,7 +419,29 @@ def varlen_attention(
     seed: int | None = None,
     offset: int = 0,
     check: bool = True,
+    precision: str = "ieee",
 ) -> torch.Tensor:  # [T, heads, D]
     """Attention within each packed sequence (module docstring); `backend` picks the implementation."""
-    _check_inputs(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, check)
-    return ATTENTION(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, backend=backend)
+    _check_inputs(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision, check)
+    return ATTENTION(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision,
+                     backend=backend)  # fmt: skip
+
+
+def varlen_attention_packed(
+    qkv: torch.Tensor,  # [T, 3, heads, D]: q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+    cu_seqlens: torch.Tensor,  # [B+1] int32
+    max_seqlen: int,
+    dropout_p: float = 0.0,
+    softmax_scale: float | None = None,
+    backend: str = "auto",
+    *,
+    seed: int | None = None,
+    offset: int = 0,
+    check: bool = True,
+    precision: str = "ieee",
+) -> torch.Tensor:  # [T, heads, D]
+    """`varlen_attention` on the fused projection; its gradient is one [T, 3, heads, D] tensor (module docstring)."""
+    _check_packed(qkv)
+    _check_inputs(*qkv.unbind(1), cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision, check)
+    return ATTENTION_PACKED(qkv, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision,
+                            backend=backend)  # fmt: skip

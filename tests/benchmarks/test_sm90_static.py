@@ -1,0 +1,104 @@
+"""The static sm_90 scorecard: its SASS reading on hand-written listings, its checks on rows built to fail each one,
+and CI's subset compiled for real (every Triton kernel through its launcher, for an H100, on this CPU machine),
+which must pass the checks: a kernel that starts to spill, a fenced atomic in attention, dropout that costs more
+than the limit, or a kernel that no longer compiles fails this test."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import sass_metrics
+from benchmarks.sm90_cases import ELEMENTS
+from benchmarks.sm90_static import COLUMNS, DROPOUT_RATIO_LIMIT, checks
+
+ROOT = Path(__file__).resolve().parents[2]
+
+LISTING = """
+        /*0000*/                   LDC R1, c[0x0][0x28] ;
+        /*0010*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+.L_x_0:
+        /*0020*/                   LDG.E R8, desc[UR4][R2.64] ;
+        /*0030*/                   HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24 ;
+        /*0040*/                   NOP ;
+.L_x_1:
+        /*0050*/                   FFMA R9, R8, R8, R9 ;
+        /*0060*/               @P0 BRA `(.L_x_1) ;
+        /*0070*/                   MEMBAR.ALL.GPU ;
+        /*0080*/                   RED.E.ADD.F32.FTZ.RN.STRONG.GPU desc[UR4][R2.64], R9 ;
+        /*0090*/              @!P1 BRA `(.L_x_0) ;
+        /*00a0*/                   IADD3 R2, R2, 0x4, RZ ;
+        /*00b0*/                   IADD3 R3, R3, 0x4, RZ ;
+        /*00c0*/                   ATOM.E.ADD.F32.FTZ.RN.STRONG.GPU PT, R0, desc[UR4][R2.64], R9 ;
+        /*00d0*/                   STG.E [R2.64], R0 ;
+        /*00e0*/                   EXIT ;
+.L_x_2:
+        /*00f0*/                   BRA `(.L_x_2);
+"""
+
+
+def test_sass_reading():
+    instructions, loops = sass_metrics.parse_sass(LISTING)
+    assert len(instructions) == 16
+    assert sorted(loops) == [(2, 9), (5, 6)]  # the trap after EXIT (a branch to itself) is no loop
+    assert sass_metrics.innermost(loops) == [(5, 6)]
+    assert sass_metrics.counted(instructions[2:10]) == 7  # NOP padding does not count
+    assert sass_metrics.tensor_cores(instructions) == "wgmma"
+    assert sass_metrics.fenced_atomics(instructions) == (1, 2)  # the RED has its MEMBAR, the ATOM not
+    assert sass_metrics.global_load_share_128(instructions) == 0.5
+
+
+def test_ctas_per_sm():
+    assert sass_metrics.ctas_per_sm(registers=128, shared_bytes=49152, num_warps=8) == 2  # registers: 64K / 32K
+    assert sass_metrics.ctas_per_sm(registers=32, shared_bytes=0, num_warps=4) == 16  # warps: 64 / 4
+    assert sass_metrics.ctas_per_sm(registers=16, shared_bytes=0, num_warps=1) == 32  # the CTA limit
+    assert sass_metrics.ctas_per_sm(registers=64, shared_bytes=100 * 1024, num_warps=4) == 2  # shared memory
+
+
+def row(kernel="_attn_fwd_kernel", **changes):
+    base = dict(kernel=kernel, variant="hd64 S128 fwd", dtype="bf16", dropout="0.0", config="BLOCK_M=128 w8 s2",
+                regs="128", spill_bytes="0", smem_bytes="49152", ctas_per_sm="2", loop_instr="292",
+                loop_instr_per_element="0.285", tensor_cores="wgmma", fenced_atomics="0", atomics="0")  # fmt: skip
+    return {**base, **changes}
+
+
+def test_each_check_fails_on_its_regression():
+    clean = [row(), row(dropout="0.1", loop_instr_per_element="0.44")]
+    assert checks(clean, expect_kernels={"_attn_fwd_kernel"}) == []
+    cases = {
+        "spills 64 bytes": [row(spill_bytes="64")],
+        "2 fenced atomics": [row(fenced_atomics="2", atomics="2")],
+        "no tensor cores": [row(tensor_cores="none")],
+        "does not fit an SM": [row(ctas_per_sm="0")],
+        "dropout costs": [row(), row(dropout="0.1", loop_instr_per_element=str(0.285 * (DROPOUT_RATIO_LIMIT + 0.1)))],
+        "did not compile": [row(kernel="_attn_bwd_dq_kernel")],
+    }
+    for needle, rows in cases.items():
+        problems = checks(rows, expect_kernels={"_attn_fwd_kernel"})
+        assert any(needle in p for p in problems), (needle, problems)
+    # fp32 "ieee" attention uses FFMA dots and may spill, and so may a fp32 row kernel (reported, not failed);
+    # fp32 "tf32" attention may do neither
+    ieee = row(dtype="fp32", variant="hd64 S128 fwd ieee", tensor_cores="none", spill_bytes="136")
+    assert checks([ieee], {"_attn_fwd_kernel"}) == []
+    tf32 = [row(dtype="fp32", variant="hd64 S128 fwd tf32", tensor_cores="none", spill_bytes="76")]
+    assert len(checks(tf32, {"_attn_fwd_kernel"})) == 2
+    assert checks([row(kernel="_bdrln_bwd_kernel", dtype="fp32", spill_bytes="8")], {"_bdrln_bwd_kernel"}) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (sass_metrics.NVIDIA_BIN / "ptxas").exists(), reason="this Triton has no NVIDIA backend")
+def test_ci_subset_compiles_every_kernel_for_sm90_and_passes_the_checks(tmp_path):
+    env = {**os.environ, "TRITON_INTERPRET": "0"}  # compile for real: the interpreter is set for this process
+    command = [sys.executable, "-m", "benchmarks.sm90_static", "--quick", "--check", "--out", str(tmp_path)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    with (tmp_path / "sm90_static.csv").open() as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == COLUMNS
+        rows = list(reader)
+    assert {r["kernel"] for r in rows} == set(ELEMENTS)
+    assert checks(rows) == []
+    assert "## Checks" in (tmp_path / "sm90_static.md").read_text()
