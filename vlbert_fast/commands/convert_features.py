@@ -142,6 +142,7 @@ def main(args, cfg) -> int:
             print(counter.report(), file=sys.stderr)
         return 1
     result.update(stats)
+    result["skipped"] = counter.total  # every skip: the readers' and the writer's (all go to the counter)
     print(f"wrote {result['records']} records in {result['shards']} shards to {args.out} ({result['bytes']} bytes)")
     for key, value in result.items():
         print(f"  {key}: {value}")

@@ -280,6 +280,7 @@ def main(args, cfg: RunConfig) -> int:
             print(counter.report(), file=sys.stderr)
         return 1
     result.update(stats)
+    result["skipped"] = counter.total  # every skip: the readers' and the writer's (all go to the counter)
     print(f"extracted {result['records']} images into {out} ({args.format})")
     for key, value in result.items():
         print(f"  {key}: {value}")
