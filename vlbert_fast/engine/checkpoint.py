@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, to_dict
-from ..model.safe_load import WeightsFileError, weights_only_everywhere
+from ..model.safe_load import WeightsFileError, check_globals, weights_only_everywhere
 from ..version import __version__
 from . import checkpoint_io
 from .checkpoint_io import fsync_path
@@ -405,6 +405,9 @@ def load(engine, cfg: RunConfig, info: DistInfo, tag_dir: Path, scheduler) -> tu
             )
     elif not cfg.engine.load_universal:
         raise CheckpointError(f"{tag_dir} has no {MARKER}: it is not a complete checkpoint of ours")
+    if manifest is None:  # trusted: DeepSpeed's universal loader reads these itself; refuse by name what it would
+        for path in sorted(tag_dir.rglob("*.pt")):
+            check_globals(path)
     checkpoint_io.expect(engine, tag_dir, manifest, cfg.engine.trust_foreign)
     # DeepSpeed reads the checkpoint's files through our checkpoint engine (verified, weights-only); its universal
     # loader reads some with torch.load itself, which weights_only_everywhere turns weights-only as well.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..model.safe_load import WeightsFileError, load_torch_file, weights_only_everywhere
+from ..model.safe_load import WeightsFileError, check_globals, load_torch_file, weights_only_everywhere
 from .checkpoint import CLIENT_KEY, MARKER, CheckpointError, find_checkpoint, is_complete, read_marker
 from .checkpoint_io import manifest_of, verify_checkpoint
 
@@ -76,6 +76,8 @@ def consolidated_state_dict(tag_dir: Path, trust_foreign: bool = False) -> dict[
         return _stage0_state_dict(tag_dir)
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
+    for path in sorted(tag_dir.glob("*.pt")):  # zero_to_fp32 reads them itself: refuse by name what it would refuse
+        check_globals(path)
     try:
         with (
             weights_only_everywhere(),

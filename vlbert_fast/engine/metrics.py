@@ -88,10 +88,11 @@ class MetricsLogger:
         self.jsonl = None
         self.tb = None
         self.progress = None
+        self.note: str | None = None
+        """What the log should say about metrics.jsonl (an earlier run's file moved aside)."""
         if not enabled:
             return
         path = run_dir / METRICS
-        self.note = None
         if resume_step is not None:
             truncate_jsonl(path, resume_step)
         elif path.is_file() and path.stat().st_size:

@@ -130,11 +130,11 @@ def after_step(run, step: int, outcome: StepOutcome, window: Window, tracker: St
     if outcome.bad_total or outcome.grad_nonfinite:
         tracker.nonfinite_in_a_row += 1
         state.nonfinite_steps += 1
-        what = (
-            f"non-finite loss in {outcome.bad_total} micro batch(es) over the ranks"
-            if outcome.bad_total
-            else "non-finite gradient norm (with a finite loss)"
-        )
+        if outcome.bad_total:
+            what = f"non-finite loss in {outcome.bad_total} micro batch(es) over the ranks"
+        else:
+            loss = sum(float(loss) for loss, _ in outcome.losses) / max(1, len(outcome.losses))
+            what = f"non-finite gradient norm with a finite loss ({loss:.4f} on this rank)"
         logger.print(
             f"step {step}: {what}: update skipped on every rank ({tracker.nonfinite_in_a_row} in a row, "
             f"{state.nonfinite_steps} in total)"

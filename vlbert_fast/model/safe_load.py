@@ -138,6 +138,23 @@ def load_torch_file(
         raise _refusal(str(path), exc) from None
 
 
+def check_globals(path: str | os.PathLike) -> None:
+    """Refuses, naming the file, a torch file whose pickle names a global beyond the weights-only types and
+    `allowed_globals()`. Static: it reads the pickle's opcodes and runs nothing. For files that code of others loads
+    (inside `weights_only_everywhere`, whose refusal cannot name the file)."""
+    try:
+        with torch.serialization.safe_globals(allowed_globals()):
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise _refusal(str(path), exc) from None
+    if unsafe:
+        raise WeightsFileError(
+            f"{path}: refused: it holds objects beyond plain weights, which could run code when loaded (globals "
+            f"{', '.join(sorted(unsafe))}). Only tensors, containers, numbers, strings and the DeepSpeed bookkeeping "
+            f"classes our checkpoints hold are loaded"
+        )
+
+
 @contextlib.contextmanager
 def weights_only_everywhere() -> Iterator[None]:
     """Every torch.load inside the block is weights-only with `allowed_globals()`, even one that asks for
