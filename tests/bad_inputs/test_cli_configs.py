@@ -172,3 +172,19 @@ def test_finetune_refuses_a_malformed_questions_file(tmp_path, small_world):
     args = ["finetune", "--task", "vqa", f"vqa.root={root}", "init_from=", f"run_dir={tmp_path / 'run'}", *TINY]
     err = cli_refused(args, tmp_path / "cache")
     assert f"{questions}, record 0, field 'image_id': expected a int, found '7'" in err
+
+
+def test_too_few_captions_and_an_empty_corpus_name_their_file(small_world, tmp_path):
+    from vlbert_fast.data.loader import DataConfigError, build_pretrain_data
+
+    root = data_root(tmp_path, small_world)
+    captions, corpus = root / "cc_train.jsonl", root / "corpus.txt"
+    captions.write_text(captions.read_text().splitlines()[0] + "\n")
+    cfg = load_config(RunConfig, [], [f"data.root={root}", "train.micro_batch_size=8", "model.vocab_size=1024"])
+    with pytest.raises(DataConfigError, match=rf"{captions}: 1 image-text samples make no full batch of 4 rows"):
+        build_pretrain_data(cfg)
+    shutil.copy(small_world / "cc_train.jsonl", captions)
+    corpus.write_bytes(b"\n  \n\xff\xfe\n")
+    skip = load_config(RunConfig, [], [f"data.root={root}", "data.on_bad_record=skip", "model.vocab_size=1024"])
+    with pytest.raises(DataConfigError, match=rf"{corpus}: the text-only corpus has no text line \(1 malformed lines"):
+        build_pretrain_data(skip)

@@ -85,7 +85,7 @@ def load_weights(model: torch.nn.Module, path: Path, trust_foreign: bool = False
             f"unpickled). Pass --trust-foreign if you trust where it comes from: it then loads weights-only"
         )
     else:
-        state = load_torch_file(source)
+        state = load_torch_file(source, legacy=True)  # trusted: an older version's files may hold numpy RNG states
         for key in ("module", "state_dict", "model"):
             if isinstance(state, dict) and isinstance(state.get(key), dict):
                 state = state[key]

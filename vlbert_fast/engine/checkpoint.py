@@ -352,6 +352,7 @@ def save(engine, cfg: RunConfig, info: DistInfo, state: TrainState, scheduler, l
         CLIENT_KEY: ours,
         UNIVERSAL_CHECKPOINT_INFO: {UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE},
     }
+    checkpoint_io.install(engine)  # our writer: fsync and the manifest
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     files = all_gather_objects(checkpoint_io.take_written(engine, tag_dir), info)  # after DeepSpeed's barrier
     faults.at("save", state.step)
@@ -407,11 +408,11 @@ def load(engine, cfg: RunConfig, info: DistInfo, tag_dir: Path, scheduler) -> tu
         raise CheckpointError(f"{tag_dir} has no {MARKER}: it is not a complete checkpoint of ours")
     if manifest is None:  # trusted: DeepSpeed's universal loader reads these itself; refuse by name what it would
         for path in sorted(tag_dir.rglob("*.pt")):
-            check_globals(path)
+            check_globals(path, legacy=True)
     checkpoint_io.expect(engine, tag_dir, manifest, cfg.engine.trust_foreign)
     # DeepSpeed reads the checkpoint's files through our checkpoint engine (verified, weights-only); its universal
     # loader reads some with torch.load itself, which weights_only_everywhere turns weights-only as well.
-    with weights_only_everywhere():
+    with weights_only_everywhere(legacy=manifest is None):
         load_path, client = engine.load_checkpoint(
             str(tag_dir.parent), tag=tag_dir.name, load_optimizer_states=True, load_lr_scheduler_states=False
         )

@@ -114,14 +114,19 @@ def make_engine_class():
             if self.expectation is None:
                 raise WeightsFileError(f"{path}: load of a checkpoint file outside checkpoint.load; refused")
             expected = self.expectation.check(Path(path))
-            return load_torch_file(path, expected=expected, map_location=map_location)
+            legacy = self.expectation.manifest is None  # trusted, without a manifest: maybe an older version's
+            return load_torch_file(path, expected=expected, map_location=map_location, legacy=legacy)
 
     return VerifiedCheckpointEngine
 
 
 def install(engine) -> None:
-    """Replaces the DeepSpeed engine's checkpoint engine with ours (after deepspeed.initialize)."""
+    """Replaces the DeepSpeed engine's checkpoint engine with ours (after deepspeed.initialize); idempotent, and
+    called again by every save and load, so no engine ever reads a checkpoint file through DeepSpeed's own
+    (weights_only=False) loader."""
     old = engine.checkpoint_engine
+    if getattr(old, "name", None) == "VerifiedCheckpointEngine":
+        return
     new = make_engine_class()(None)
     new.zipfile_serialization = getattr(old, "zipfile_serialization", True)
     engine.checkpoint_engine = new
@@ -142,4 +147,5 @@ def take_written(engine, tag_dir: Path) -> dict[str, dict]:
 
 def expect(engine, tag_dir: Path, manifest: dict[str, FileDigest] | None, trust_foreign: bool) -> None:
     """The checkpoint the engine's next loads read from (see _Expectation)."""
+    install(engine)
     engine.checkpoint_engine.expectation = _Expectation(tag_dir, manifest, trust_foreign)

@@ -27,27 +27,30 @@ def _zero_files(tag_dir: Path) -> list[Path]:
     return sorted(tag_dir.glob("*zero_pp_rank_*_optim_states.pt"))
 
 
-def verified(tag_dir: Path, trust_foreign: bool = False) -> None:
+def verified(tag_dir: Path, trust_foreign: bool = False) -> bool:
     """Checks every file of the checkpoint against its manifest (size, sha256; no torch file beside them), or, for a
-    checkpoint without one, that it is trusted. Raises CheckpointError / WeightsFileError naming the file."""
+    checkpoint without one, that it is trusted. Raises CheckpointError / WeightsFileError naming the file. Returns
+    whether the checkpoint is a trusted one without a manifest (`legacy` for model/safe_load.py)."""
     marker = read_marker(tag_dir) if is_complete(tag_dir) else None
     manifest = None if marker is None else manifest_of(marker, tag_dir / MARKER)
     if manifest is not None:
         verify_checkpoint(tag_dir, manifest)
-    elif not trust_foreign:
+        return False
+    if not trust_foreign:
         what = f"was saved without a manifest ({MARKER} lists no files)" if marker else f"has no {MARKER}"
         raise CheckpointError(
             f"{tag_dir} {what}: it is not a checkpoint written by this version of vlbert_fast, and its files cannot "
             f"be verified, so they are not loaded. If you trust where it comes from, pass --trust-foreign "
             f"(trust_foreign=True): it then loads weights-only"
         )
+    return True
 
 
-def _stage0_state_dict(tag_dir: Path) -> dict[str, torch.Tensor]:
+def _stage0_state_dict(tag_dir: Path, legacy: bool) -> dict[str, torch.Tensor]:
     path = tag_dir / "mp_rank_00_model_states.pt"
     if not path.is_file():
         raise CheckpointError(f"{tag_dir}: no mp_rank_00_model_states.pt and no ZeRO optimizer files")
-    states = load_torch_file(path)
+    states = load_torch_file(path, legacy=legacy)
     module = {k.removeprefix("module."): v for k, v in states["module"].items()}
     optim = states.get("optimizer") or {}
     groups = optim.get("fp32_groups") if isinstance(optim, dict) else None
@@ -71,16 +74,16 @@ def _stage0_state_dict(tag_dir: Path) -> dict[str, torch.Tensor]:
 def consolidated_state_dict(tag_dir: Path, trust_foreign: bool = False) -> dict[str, torch.Tensor]:
     """fp32 state dict (our module's names) of the checkpoint in `tag_dir`, its files verified first."""
     tag_dir = Path(tag_dir)
-    verified(tag_dir, trust_foreign)
+    legacy = verified(tag_dir, trust_foreign)
     if not _zero_files(tag_dir):
-        return _stage0_state_dict(tag_dir)
+        return _stage0_state_dict(tag_dir, legacy)
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     for path in sorted(tag_dir.glob("*.pt")):  # zero_to_fp32 reads them itself: refuse by name what it would refuse
-        check_globals(path)
+        check_globals(path, legacy)
     try:
         with (
-            weights_only_everywhere(),
+            weights_only_everywhere(legacy),
             contextlib.redirect_stdout(io.StringIO()),  # progress, shapes
             contextlib.redirect_stderr(io.StringIO()),
         ):
@@ -100,8 +103,7 @@ def checkpoint_info(tag_dir: Path, trust_foreign: bool = False) -> dict:
     files = sorted(tag_dir.glob("*model_states.pt"))
     if not files:
         raise CheckpointError(f"{tag_dir}: not a DeepSpeed checkpoint (no *model_states.pt)")
-    verified(tag_dir, trust_foreign)
-    states = load_torch_file(files[0])
+    states = load_torch_file(files[0], legacy=verified(tag_dir, trust_foreign))
     if CLIENT_KEY not in states:
         raise CheckpointError(f"{files[0]}: no vlbert_fast trainer state: not a checkpoint of ours")
     return states[CLIENT_KEY]

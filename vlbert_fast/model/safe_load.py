@@ -96,16 +96,23 @@ def verify(path: str | os.PathLike, expected: FileDigest) -> None:
         raise WeightsFileError(f"{path}: {problem}; refused (not a byte of it was unpickled)")
 
 
-def allowed_globals() -> list:
+def allowed_globals(legacy: bool = False) -> list:
     """The classes our checkpoint files hold besides torch's weights-only types: DeepSpeed's ZeroStageEnum, its
-    loss scalers and its `fragment_address` records (optimizer states of ZeRO 1-3, bf16 and fp16)."""
+    loss scalers and its `fragment_address` records (optimizer states of ZeRO 1-3, bf16 and fp16). `legacy` (only for
+    a trusted checkpoint without a manifest): also numpy's array reconstruction, which checkpoints written before the
+    manifest used for numpy's RNG state (it rebuilds an array from its bytes and runs no other code)."""
     try:
         from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
         from deepspeed.runtime.zero.config import ZeroStageEnum
         from deepspeed.utils.tensor_fragment import fragment_address
     except ImportError:  # no DeepSpeed, no DeepSpeed checkpoint to read
         return []
-    return [ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]
+    allowed = [ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]
+    if legacy:
+        import numpy as np
+
+        allowed += [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    return allowed
 
 
 def _refusal(path: str, exc: BaseException) -> WeightsFileError:
@@ -122,9 +129,9 @@ def _refusal(path: str, exc: BaseException) -> WeightsFileError:
 
 
 def load_torch_file(
-    path: str | os.PathLike, expected: FileDigest | None = None, map_location: object = "cpu"
+    path: str | os.PathLike, expected: FileDigest | None = None, map_location: object = "cpu", legacy: bool = False
 ) -> object:
-    """The object of a torch file, loaded weights-only with `allowed_globals()`; with `expected` (its manifest
+    """The object of a torch file, loaded weights-only with `allowed_globals(legacy)`; with `expected` (its manifest
     entry) the file is verified first. Any failure is a WeightsFileError naming the file."""
     path = Path(path)
     if expected is not None:
@@ -132,18 +139,18 @@ def load_torch_file(
     elif not path.is_file():
         raise WeightsFileError(f"{path}: no such file")
     try:
-        with torch.serialization.safe_globals(allowed_globals()):
+        with torch.serialization.safe_globals(allowed_globals(legacy)):
             return torch.load(str(path), map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise _refusal(str(path), exc) from None
 
 
-def check_globals(path: str | os.PathLike) -> None:
+def check_globals(path: str | os.PathLike, legacy: bool = False) -> None:
     """Refuses, naming the file, a torch file whose pickle names a global beyond the weights-only types and
     `allowed_globals()`. Static: it reads the pickle's opcodes and runs nothing. For files that code of others loads
     (inside `weights_only_everywhere`, whose refusal cannot name the file)."""
     try:
-        with torch.serialization.safe_globals(allowed_globals()):
+        with torch.serialization.safe_globals(allowed_globals(legacy)):
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise _refusal(str(path), exc) from None
@@ -156,13 +163,13 @@ def check_globals(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def weights_only_everywhere() -> Iterator[None]:
-    """Every torch.load inside the block is weights-only with `allowed_globals()`, even one that asks for
+def weights_only_everywhere(legacy: bool = False) -> Iterator[None]:
+    """Every torch.load inside the block is weights-only with `allowed_globals(legacy)`, even one that asks for
     weights_only=False (torch reads TORCH_FORCE_WEIGHTS_ONLY_LOAD at each call). Restores the environment after."""
     before = os.environ.get(FORCE_WEIGHTS_ONLY)
     os.environ[FORCE_WEIGHTS_ONLY] = "1"
     try:
-        with torch.serialization.safe_globals(allowed_globals()):
+        with torch.serialization.safe_globals(allowed_globals(legacy)):
             yield
     except pickle.UnpicklingError as exc:
         raise WeightsFileError(f"refused a checkpoint file: it holds objects beyond plain weights ({exc})") from None
