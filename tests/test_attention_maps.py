@@ -61,7 +61,9 @@ def test_saved_weights_give_the_reference_paths_probabilities(world, tmp_path, l
         (path / "latest").write_text("step9")
         torch.save({"module": model.state_dict()}, path / "step9" / "mp_rank_00_model_states.pt")
     out = tmp_path / "maps"
-    assert main(["attention-maps", "--out", str(out), "--checkpoint", str(path), f"data.root={world}"]) == 0
+    args = ["attention-maps", "--out", str(out), "--checkpoint", str(path), f"data.root={world}"]
+    assert main(args) == 2  # pickled and made by hand: no manifest of ours, so only when trusted
+    assert main([*args, "--trust-foreign"]) == 0
     (folder,) = out.iterdir()
     got = np.load(folder / "attention.npz")["probs"]
 
@@ -77,7 +79,8 @@ def test_errors_name_what_is_wrong(world, tmp_path, capsys):
     assert "--checkpoint" in capsys.readouterr().err
     wrong = tmp_path / "wrong.pt"
     torch.save({"module": {"vlbert.embeddings.word_embeddings.weight": torch.zeros(3, 3)}}, wrong)
-    assert main(["attention-maps", "--out", str(tmp_path), "--checkpoint", str(wrong), f"data.root={world}"]) == 2
+    args = ["attention-maps", "--out", str(tmp_path), "--checkpoint", str(wrong), f"data.root={world}"]
+    assert main([*args, "--trust-foreign"]) == 2
     err = capsys.readouterr().err
     assert (
         "the weights do not fit the model config: vlbert.embeddings.word_embeddings.weight: shape (3, 3) in the "

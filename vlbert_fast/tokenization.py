@@ -34,7 +34,16 @@ class Tokenizer:
         vocab = path / "vocab.txt"
         if not vocab.is_file():
             raise TokenizerError(f"{path}: no vocab.txt (a WordPiece vocabulary, one token per line) in this directory")
-        words = [w for w in vocab.read_text(encoding="utf-8").splitlines() if w]
+        try:
+            words = [w for w in vocab.read_text(encoding="utf-8").splitlines() if w]
+        except UnicodeDecodeError as exc:
+            line = vocab.read_bytes()[: exc.start].count(b"\n") + 1
+            raise TokenizerError(
+                f"{vocab}, line {line}: expected UTF-8 text (one token per line), found byte "
+                f"{exc.object[exc.start : exc.start + 1]!r} at offset {exc.start} ({exc.reason})"
+            ) from None
+        except OSError as exc:
+            raise TokenizerError(f"{vocab}: cannot read ({exc.strerror or exc})") from None
         missing = [t for t in SPECIAL_TOKENS if t not in words]
         if missing:
             raise TokenizerError(f"{vocab}: special tokens {missing} are not in the vocabulary")

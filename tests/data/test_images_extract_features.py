@@ -89,7 +89,7 @@ def test_boxes_file_and_tsv_with_bad_images(small_world, weights, tmp_path, caps
     (tmp_path / "boxes.jsonl").write_text("\n".join(json.dumps(b) for b in boxes) + "\n")
     out = tmp_path / "out"
     common = ["--input", str(tmp_path / "boxes.jsonl"), "--out", str(out), *OVERRIDES]
-    assert extract(*common) == 1
+    assert extract(*common) == 2
     assert "broken.png: cannot read the image" in capsys.readouterr().err
     assert extract(*common, "--skip-bad", "--format", "json") == 0
     text = capsys.readouterr().out

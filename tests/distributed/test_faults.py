@@ -68,7 +68,8 @@ def test_nonfinite_losses_skip_the_step_on_every_rank_then_abort(tiny_config, ds
     results = wait_all(spawn_ranks([*PRETRAIN, *args], ds_env, per_rank_env=fault))
     for rank, result in enumerate(results):
         assert result.returncode == 1, f"rank {rank}:\n{result.tail()}"
-        assert "3 steps in a row with a non-finite loss (steps 4-6" in result.output, result.tail()
+        assert "3 steps in a row with a non-finite loss or gradient (steps 4-6" in result.output, result.tail()
+        assert f"resume from the last finite checkpoint, {run_dir / 'checkpoints' / 'step5'}" in result.output
     log = results[0].output
     skipped = "step 2: non-finite loss in 1 micro batch(es) over the ranks: update skipped on every rank"
     assert f"{skipped} (1 in a row, 1 in total)" in log

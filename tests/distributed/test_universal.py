@@ -58,7 +58,10 @@ def test_two_rank_zero2_checkpoint_resumes_on_one_rank(reference_run, tiny_confi
 
     run_dir = tmp_path / "one_rank"
     args = [*REFERENCE_OVERRIDES, f"engine.resume={source}", "engine.load_universal=true"]
-    result = python_module(pretrain_args(tiny_config, run_dir, *args), ds_env)
+    refused = python_module(pretrain_args(tiny_config, run_dir, *args), ds_env)
+    assert refused.returncode == 2, refused.tail()  # DeepSpeed's conversion carries no manifest of ours
+    assert f"{source} has no checkpoint.json" in refused.output and "engine.trust_foreign=true" in refused.output
+    result = python_module(pretrain_args(tiny_config, run_dir, *args, "engine.trust_foreign=true"), ds_env)
     assert result.returncode == 0, result.tail()
     assert "world size 1 | ZeRO-2" in result.output
     assert f"resumed from {source} at step 8" in result.output

@@ -1,5 +1,6 @@
 """The checkpoint directory protocol without a process group: which checkpoint a path names, `latest` only on
-complete ones, pruning, the config guard, and metrics.jsonl after a resume."""
+complete ones, a damaged one passed over for the previous with a warning, the manifest, pruning, the config guard,
+and metrics.jsonl after a resume."""
 
 import json
 
@@ -20,7 +21,9 @@ from vlbert_fast.engine.checkpoint import (
     prune,
     resolve_resume,
 )
+from vlbert_fast.engine.checkpoint_io import damaged_file, manifest_of, verify_checkpoint
 from vlbert_fast.engine.metrics import truncate_jsonl
+from vlbert_fast.model.safe_load import WeightsFileError, digest
 
 
 def make_tag(ckpt_dir, step: int, complete: bool = True):
@@ -119,3 +122,49 @@ def test_metrics_rows_after_the_resume_step_are_dropped(tmp_path):
     truncate_jsonl(path, after_step=4)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4]
     truncate_jsonl(tmp_path / "absent.jsonl", after_step=4)  # nothing logged yet: nothing to do
+
+
+def make_verified_tag(ckpt_dir, step: int):
+    """A complete tag whose checkpoint.json carries the manifest of its files, as checkpoint.save writes it."""
+    tag = make_tag(ckpt_dir, step, complete=False)
+    files = {"mp_rank_00_model_states.pt": digest(tag / "mp_rank_00_model_states.pt").to_dict()}
+    (tag / MARKER).write_text(json.dumps({"step": step, "files": files}))
+    return tag
+
+
+def test_a_truncated_latest_falls_back_to_the_previous_complete_checkpoint_with_a_warning(tmp_path):
+    ckpt = tmp_path / "run" / "checkpoints"
+    for step in (2, 4, 6):
+        make_verified_tag(ckpt, step)
+    (ckpt / LATEST).write_text("step6")
+    notes = []
+    assert find_checkpoint(ckpt, notes) == ckpt / "step6" and notes == []
+    model_file = ckpt / "step6" / "mp_rank_00_model_states.pt"
+    model_file.write_bytes(model_file.read_bytes()[:5])  # cut short after the save
+    assert find_checkpoint(tmp_path / "run", notes) == ckpt / "step4"
+    (note,) = notes
+    assert f"checkpoint {ckpt / 'step6'} is damaged ({model_file}: truncated: 5 bytes, the manifest says 15)" in note
+    assert f"using the previous complete checkpoint {ckpt / 'step4'} instead" in note
+    cfg = load_config(RunConfig, overrides=[f"run_dir={tmp_path / 'run'}"])
+    assert resolve_resume(cfg) == ckpt / "step4"  # resume: auto takes the previous one too
+    (ckpt / "step4" / "mp_rank_00_model_states.pt").unlink()
+    notes = []
+    assert find_checkpoint(ckpt, notes) == ckpt / "step2"
+    assert "(1 more damaged in between)" in notes[0]
+    (ckpt / "step2" / MARKER).write_text("{torn")
+    with pytest.raises(CheckpointError, match=rf"every complete checkpoint is damaged; the newest, {ckpt / 'step6'}"):
+        find_checkpoint(ckpt)
+
+
+def test_checkpoint_verification_before_reading(tmp_path):
+    tag = make_verified_tag(tmp_path / "checkpoints", 3)
+    manifest = manifest_of(json.loads((tag / MARKER).read_text()), tag / MARKER)
+    verify_checkpoint(tag, manifest)
+    (tag / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"slipped in")
+    with pytest.raises(WeightsFileError, match="zero_pp_rank_0_mp_rank_00_optim_states.pt: not in the manifest"):
+        verify_checkpoint(tag, manifest)
+    (tag / "zero_pp_rank_0_mp_rank_00_optim_states.pt").unlink()
+    (tag / "mp_rank_00_model_states.pt").write_bytes(b"deepspeed filez")  # same size, other bytes
+    with pytest.raises(WeightsFileError, match="mp_rank_00_model_states.pt: changed since it was saved"):
+        verify_checkpoint(tag, manifest)
+    assert damaged_file(tag, manifest) is None  # sizes alone cannot see it: the load's check does

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.model.helpers import random_hf_bert
+from vlbert_fast.engine.checkpoint import CheckpointError
 from vlbert_fast.engine.consolidate import consolidated_state_dict
 from vlbert_fast.model import PretrainedError, VLBertForPretraining, from_pretrained, save_pretrained
 from vlbert_fast.model.pretrained import init_weights_from
@@ -78,5 +79,7 @@ def test_stage0_checkpoint_consolidation(tiny_cfg, tmp_path, with_masters):
         states["optimizer"] = {"fp32_groups": [masters[:split], masters[split:]]}
     (tmp_path / "step1").mkdir()
     torch.save(states, tmp_path / "step1" / "mp_rank_00_model_states.pt")
-    got = consolidated_state_dict(tmp_path / "step1")
+    with pytest.raises(CheckpointError, match="has no checkpoint.json: .* --trust-foreign"):
+        consolidated_state_dict(tmp_path / "step1")  # made by hand: no manifest, so only when trusted
+    got = consolidated_state_dict(tmp_path / "step1", trust_foreign=True)
     assert all(got[k].dtype == torch.float32 and torch.equal(got[k], v) for k, v in module.items())

@@ -3,7 +3,9 @@ per-head attention over the text and the RoIs of given inputs, as PNG heatmaps a
 
 The model: `--checkpoint` names a run directory (its config.yaml sets the model, its checkpoints/latest the weights),
 a DeepSpeed checkpoint folder (with `latest`, or one tag's folder), or a state-dict file (.safetensors, .pt); without
-it the model is randomly initialised from the config (`--config`, overrides; seed `seed`). The inputs: each
+it the model is randomly initialised from the config (`--config`, overrides; seed `seed`). A checkpoint of ours is
+verified against its manifest and consolidated (any ZeRO stage); anything else that is pickled (a .pt file, a
+DeepSpeed folder without our manifest) loads only with `--trust-foreign`, and always weights-only. The inputs: each
 `--image-id` names an image whose regions are in the data root's feature shards (`data.root`, default the synthetic
 world) with its `--caption` (the i-th caption goes with the i-th image; without captions each image's own caption from
 the captions files is used); without either, the first held-out caption. Samples are built as training builds them,
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, load_config
+from .trust import TRUST_FOREIGN_HELP
 
 HELP = "draw per-layer, per-head attention over text and RoIs as PNG heatmaps (and raw arrays)"
 CONFIG = RunConfig
@@ -40,6 +43,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--image-id", action="append", default=[], help="image whose regions to use (repeatable)")
     parser.add_argument("--caption", action="append", default=[], help="caption of the i-th image (repeatable)")
     parser.add_argument("--cell", type=int, default=12, help="pixels per attention cell (default 12)")
+    parser.add_argument("--trust-foreign", action="store_true", help=TRUST_FOREIGN_HELP)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -63,15 +67,25 @@ def _state_file(path: Path) -> Path:
     return found[0]
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> Path:
-    """Loads the model's weights from `path` (strict: every parameter must be there with its shape)."""
+def load_weights(model: torch.nn.Module, path: Path, trust_foreign: bool = False) -> Path:
+    """Loads the model's weights from `path` (strict: every parameter must be there with its shape; module
+    docstring for what is verified and what needs `trust_foreign`)."""
+    from ..engine.checkpoint import is_complete
+    from ..engine.consolidate import consolidated_state_dict
+    from ..model.safe_load import WeightsFileError, load_safetensors_file, load_torch_file
+
     source = _state_file(path)
     if source.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(source))
+        state = load_safetensors_file(source)
+    elif is_complete(source.parent):
+        state = consolidated_state_dict(source.parent, trust_foreign)
+    elif not trust_foreign:
+        raise WeightsFileError(
+            f"--checkpoint {source}: a pickled file without a manifest of ours; refused (not a byte of it was "
+            f"unpickled). Pass --trust-foreign if you trust where it comes from: it then loads weights-only"
+        )
     else:
-        state = torch.load(str(source), map_location="cpu", weights_only=False)
+        state = load_torch_file(source, legacy=True)  # trusted: an older version's files may hold numpy RNG states
         for key in ("module", "state_dict", "model"):
             if isinstance(state, dict) and isinstance(state.get(key), dict):
                 state = state[key]
@@ -202,14 +216,15 @@ def attention_probs(model, batch) -> list[np.ndarray]:
 def main(args, cfg: RunConfig) -> int:
     from ..data import collate
     from ..model import VLBertForPretraining
+    from ..model.safe_load import WeightsFileError
 
     try:
         cfg = resolve_config(args, cfg)
         torch.manual_seed(cfg.seed)
         model = VLBertForPretraining(cfg.model).eval()
-        source = load_weights(model, Path(args.checkpoint)) if args.checkpoint else None
+        source = load_weights(model, Path(args.checkpoint), args.trust_foreign) if args.checkpoint else None
         root, tokenizer, samples = build_samples(cfg, args.image_id, args.caption)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, WeightsFileError) as exc:
         print(f"vlbert-fast attention-maps: {exc}", file=sys.stderr)
         return 2
     print(f"model: {'weights from ' + str(source) if source else 'random initialisation (no --checkpoint)'}")

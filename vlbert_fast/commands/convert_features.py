@@ -140,8 +140,9 @@ def main(args, cfg) -> int:
         print(f"vlbert-fast convert-features: no index written; {args.out} is not a usable conversion", file=sys.stderr)
         if counter.total:
             print(counter.report(), file=sys.stderr)
-        return 1
+        return 2  # unusable data (commands/exit_codes.py)
     result.update(stats)
+    result["skipped"] = counter.total  # every skip: the readers' and the writer's (all go to the counter)
     print(f"wrote {result['records']} records in {result['shards']} shards to {args.out} ({result['bytes']} bytes)")
     for key, value in result.items():
         print(f"  {key}: {value}")

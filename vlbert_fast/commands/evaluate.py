@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..config.finetune import TASK_NAMES
+from .trust import TRUST_FOREIGN_HELP
 
 HELP = "predict a split with a fine-tuned run; write the official prediction file and the metrics"
 CONFIG = None
@@ -24,6 +25,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", default="val", help="val, test, or a split name of the task (e.g. testA)")
     parser.add_argument("--out", default=None, help="output directory (default: RUN/eval/<split>)")
     parser.add_argument("--batch-size", type=int, default=128, help="samples per forward")
+    parser.add_argument("--trust-foreign", action="store_true", help=TRUST_FOREIGN_HELP)
 
 
 def main(args, cfg) -> int:
@@ -37,13 +39,19 @@ def main(args, cfg) -> int:
     from ..engine.distributed import DistInfo
     from ..engine.predict import predict_split
     from ..model.finetune import VLBertForFinetuning
-    from ..model.pretrained import PretrainedError, check_state_dict
+    from ..model.pretrained import check_state_dict
+    from ..model.safe_load import WeightsFileError
     from ..tasks import build_task
 
     start = time.perf_counter()
     try:
-        tag_dir = resolve_checkpoint(args.source)
-        saved = checkpoint_info(tag_dir)["config"]
+        notes: list[str] = []
+        tag_dir = resolve_checkpoint(args.source, notes)
+        for note in notes:
+            print(note, file=sys.stderr)
+        # the weights first: a checkpoint that fails its manifest stops here, before the task's data is built
+        state = consolidated_state_dict(tag_dir, args.trust_foreign)
+        saved = checkpoint_info(tag_dir, args.trust_foreign)["config"]
         if "task" not in saved:
             raise CheckpointError(f"{tag_dir} is not a fine-tuning checkpoint (its config names no task)")
         ft_cfg = load_config(FinetuneConfig, extra=[saved])
@@ -53,10 +61,9 @@ def main(args, cfg) -> int:
         task = build_task(ft_cfg, run_dir)
         dataset = task.datasets(args.split)
         model = VLBertForFinetuning(ft_cfg.model, task.build_head())
-        state = consolidated_state_dict(tag_dir)
         check_state_dict(state, model.state_dict(), f"weights in {tag_dir}")
         model.load_state_dict(state)
-    except (CheckpointError, ConfigError, PretrainedError, FormatError, FileNotFoundError, ValueError) as exc:
+    except (WeightsFileError, ConfigError, FormatError, FileNotFoundError, ValueError) as exc:
         print(f"vlbert-fast evaluate: {exc}", file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

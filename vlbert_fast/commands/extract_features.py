@@ -278,8 +278,9 @@ def main(args, cfg: RunConfig) -> int:
         print(f"vlbert-fast extract-features: error: {exc}", file=sys.stderr)
         if counter.total:
             print(counter.report(), file=sys.stderr)
-        return 1
+        return 2  # unusable data (commands/exit_codes.py)
     result.update(stats)
+    result["skipped"] = counter.total  # every skip: the readers' and the writer's (all go to the counter)
     print(f"extracted {result['records']} images into {out} ({args.format})")
     for key, value in result.items():
         print(f"  {key}: {value}")

@@ -2,15 +2,15 @@
 a task. With no config: the task's embedded default, the tiny model fine-tuned on the synthetic version of the task
 from the embedded pretraining run (runs/pretrain), on the CPU.
 
-Exit codes: 0 done; 1 aborted (non-finite steps, a failed rank); 2 a config, data, checkpoint or weights the run
-cannot use."""
+Exit codes (commands/exit_codes.py): 0 done; 1 aborted (non-finite steps or weights, a failed rank); 2 a config,
+data, checkpoint, weights or run directory the run cannot use."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..config.finetune import TASK_NAMES, FinetuneConfig
+from .trust import TRUST_FOREIGN_HELP
 
 HELP = "fine-tune on VQA v2, RefCOCO+ or VCR (no config: the task's embedded default on synthetic data)"
 CONFIG = FinetuneConfig
@@ -19,10 +19,11 @@ CONFIG = FinetuneConfig
 def add_arguments(parser) -> None:
     parser.add_argument("--task", choices=TASK_NAMES, default=None, help="the task (sets `task`; default: vqa)")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--trust-foreign", action="store_true", help=TRUST_FOREIGN_HELP)
 
 
 def config_overrides(args) -> list[str]:
-    return [f"task={args.task}"] if args.task else []
+    return [f"task={args.task}"] * bool(args.task) + ["engine.trust_foreign=true"] * args.trust_foreign
 
 
 def config_defaults(args) -> list[dict]:
@@ -34,28 +35,8 @@ def config_defaults(args) -> list[dict]:
 
 
 def main(args, cfg: FinetuneConfig) -> int:
-    from ..data.formats import FormatError
-    from ..engine.checkpoint import CheckpointError
-    from ..engine.ds_config import EngineConfigError
     from ..engine.finetune import finetune
-    from ..engine.steps import TrainingAborted
-    from ..model.pretrained import PretrainedError
-    from ..tokenization import TokenizerError
+    from .exit_codes import run_job
 
-    try:
-        finetune(cfg)
-    except TrainingAborted as exc:
-        print(f"vlbert-fast finetune: aborted: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except (
-        CheckpointError,
-        PretrainedError,
-        EngineConfigError,
-        FormatError,
-        TokenizerError,
-        FileNotFoundError,
-        ValueError,
-    ) as exc:
-        print(f"vlbert-fast finetune: {exc}", file=sys.stderr, flush=True)
-        return 2
-    return 0
+    # ValueError too: a task's own checks of its data and config (e.g. fewer samples than one global batch)
+    return run_job("finetune", lambda: finetune(cfg), extra=(ValueError,))

@@ -63,6 +63,12 @@ class EngineConfig:
     """Weights only, for a fresh start (ignored when resuming): a run or checkpoint directory of ours, a directory
     written by `vlbert-fast export`, or a Hugging Face BERT directory (model.safetensors / pytorch_model.bin)."""
 
+    trust_foreign: bool = False
+    """Also load (resume from, or init_from) a checkpoint without a manifest of ours: DeepSpeed's universal
+    conversion, a checkpoint of an older version, a bare .pt state dict. Its files cannot be verified against a
+    manifest, so set it only for files you trust (`--trust-foreign` on the command line); they still load
+    weights-only (tensors and plain values, never code)."""
+
     allow_config_change: bool = False
     """Resume even though the config differs from the checkpoint's (the differing keys are printed either way)."""
 

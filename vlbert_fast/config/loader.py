@@ -243,7 +243,26 @@ def load_config(
         resolved = OmegaConf.to_container(merged, resolve=True)
     except Exception as exc:  # omegaconf raises its own types for bad interpolations
         raise ConfigError(f"could not resolve interpolations: {exc}") from exc
-    return _build(cls, resolved)
+    try:
+        return _build(cls, resolved)
+    except ConfigError as exc:  # a wrong type or value: name the file (or command line) that set it
+        origin = _origin(sources, str(exc).split(":", 1)[0])
+        if origin is None:
+            raise
+        raise ConfigError(f"{origin}: {exc}") from exc
+
+
+def _origin(sources: Sequence[tuple[str, dict]], key: str) -> str | None:
+    """The last source (file, command line, ...) that sets `key` (dotted) or anything under it."""
+    for name, data in reversed(sources):
+        node: object = data
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            return name
+    return None
 
 
 def to_dict(config: Any) -> dict:

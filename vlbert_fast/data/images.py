@@ -32,7 +32,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..config import VisualConfig
-from .formats import FormatError
+from .formats import FormatError, clip_to_image
 
 CAFFE_MEAN_BGR = (102.9801, 115.9465, 122.7717)
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
@@ -116,17 +116,9 @@ def record_to_image_scale(
 
 
 def check_boxes(boxes_N4: np.ndarray, record_size: tuple[int, int], source: str) -> np.ndarray:
-    """Boxes clipped to the record's image; a box wholly outside it is an error (step 4)."""
-    w0, h0 = record_size
-    outside = (boxes_N4[:, 0] > w0 - 1) | (boxes_N4[:, 1] > h0 - 1) | (boxes_N4[:, 2] < 0) | (boxes_N4[:, 3] < 0)
-    if outside.any():
-        i = int(np.flatnonzero(outside)[0])
-        raise _error(
-            source,
-            f"box {i} = {boxes_N4[i].tolist()} lies wholly outside the {w0} x {h0} image ({int(outside.sum())} such)",
-            "box outside image",
-        )
-    return np.clip(boxes_N4, 0.0, [w0 - 1, h0 - 1, w0 - 1, h0 - 1]).astype(np.float32)
+    """Boxes clipped to the record's image; a box wholly outside it is an error (step 4: the rule of every mode,
+    data/formats/regions.py `clip_to_image`)."""
+    return clip_to_image(boxes_N4, record_size[0], record_size[1], source)
 
 
 def resized_size(width: int, height: int, cfg: VisualConfig) -> tuple[int, int]:

@@ -3,7 +3,7 @@ model config, and make the datasets, the mixed batch sampler and the DataLoader.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.utils.data import ConcatDataset, DataLoader
@@ -33,6 +33,8 @@ class PretrainData:
     probe_words: list[str]
     counter: SkipCounter
     """Skipped records while loading the record lists (the training loop counts the per-sample skips)."""
+    notes: list[str] = field(default_factory=list)
+    """What the log should say about the data before training (records skipped while reading the lists)."""
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.sampler.set_epoch(epoch, start_batch)
@@ -85,19 +87,32 @@ def build_pretrain_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> P
     train = captions(data.captions, masking=True)
     texts = None
     if data.text_corpus and data.text_only_fraction > 0:
-        texts = TextOnlyDataset(read_text_corpus(_under(root, data.text_corpus)), tokenizer, data, seed=cfg.seed)
+        corpus = _under(root, data.text_corpus)
+        before = counter.total
+        lines = read_text_corpus(corpus, counter=counter)
+        if not lines:
+            skipped = f" ({counter.total - before} malformed lines skipped)" if counter.total > before else ""
+            raise DataConfigError(
+                f"{corpus}: the text-only corpus has no text line{skipped}; fill it, or set data.text_only_fraction=0 "
+                f"to train on image-text samples only"
+            )
+        texts = TextOnlyDataset(lines, tokenizer, data, seed=cfg.seed)
     micro = cfg.train.micro_batch_size
     text_rows = round(micro * data.text_only_fraction) if texts is not None else 0
-    sampler = MixedBatchSampler(
-        train.lengths(),
-        len(texts) if texts is not None else 0,
-        caption_rows=micro - text_rows,
-        text_rows=text_rows,
-        seed=cfg.seed,
-        rank=rank,
-        world_size=world_size,
-        group_by_length=data.group_by_length,
-    )
+    try:
+        sampler = MixedBatchSampler(
+            train.lengths(),
+            len(texts) if texts is not None else 0,
+            caption_rows=micro - text_rows,
+            text_rows=text_rows,
+            seed=cfg.seed,
+            rank=rank,
+            world_size=world_size,
+            group_by_length=data.group_by_length,
+        )
+    except ValueError as exc:
+        skipped = f"; {counter.total} malformed records were skipped while reading" if counter.total else ""
+        raise DataConfigError(f"{_under(root, data.captions)}: {exc}{skipped}") from None
     dataset = ConcatDataset([train, texts] if texts is not None else [train])
     loader = DataLoader(
         dataset,
@@ -111,4 +126,5 @@ def build_pretrain_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> P
     probe = []
     if probe_path is not None and probe_path.is_file():
         probe = [w.strip() for w in probe_path.read_text(encoding="utf-8").splitlines() if w.strip()]
-    return PretrainData(root, tokenizer, train, texts, sampler, loader, val, probe, counter)
+    notes = [f"reading the data: {counter.report()}"] if counter.total else []
+    return PretrainData(root, tokenizer, train, texts, sampler, loader, val, probe, counter, notes)

@@ -32,7 +32,15 @@ from ..config import DataConfig, VisualConfig
 from ..tokenization import Tokenizer
 from .batch import IGNORE_INDEX, Batch
 from .collate import Example, collate
-from .formats import CaptionRecord, FeatureShards, FormatError, RegionRecord, read_bytes, read_region_json
+from .formats import (
+    CaptionRecord,
+    FeatureShards,
+    FormatError,
+    RegionRecord,
+    clip_to_image,
+    read_bytes,
+    read_region_json,
+)
 from .images import flip_boxes, prepare_image, swap_left_right, zero_regions
 from .masking import RegionMaskConfig, WordMaskConfig, WordMasker, mask_regions, recompute_whole_image
 
@@ -235,7 +243,7 @@ class CaptionDataset(Dataset):
             )
         order = self._detection_order(region, where)
         w, h = float(region.image_w), float(region.image_h)
-        det_boxes = np.clip(region.boxes[order], 0.0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
+        det_boxes = clip_to_image(region.boxes[order], w, h, where)  # the rule of every mode
         det_feats = feats[order].astype(np.float32)
         if region.image_box_feature is not None:
             whole = region.image_box_feature.astype(np.float32)

@@ -3,13 +3,22 @@
 Layout (run_dir/checkpoints):
 
     step120/                 one DeepSpeed tag: model/optimizer files of every rank, written by every rank
-        checkpoint.json      the completion marker, written last by rank 0 (step, world size, config, its hash)
+        checkpoint.json      the completion marker, written last by rank 0 (step, world size, config, its hash,
+                             and the manifest: size and sha256 of every file of the checkpoint)
     latest                   the tag of the newest complete checkpoint, replaced atomically (write, then rename)
 
-A save: every rank writes its DeepSpeed files (DeepSpeed ends with a barrier), then rank 0 writes checkpoint.json
-(temp file + rename), then `latest` (temp file + rename), then deletes what `keep_last_k` no longer keeps. A save
-killed at any point leaves `latest` on the previous complete checkpoint; a tag directory without checkpoint.json is
-never loaded, and is removed by the next save.
+A save: every rank checks that its weights are finite (a non-finite weight aborts the run instead: no checkpoint ever
+holds one, so the newest complete checkpoint is always the last finite one) and writes its DeepSpeed files through
+our checkpoint engine (fsynced, each file's size and sha256 recorded; engine/checkpoint_io.py); rank 0 gathers the
+manifest, fsyncs the directory, writes checkpoint.json (temp file, fsync, rename, directory fsync), then `latest` the
+same way, then deletes what `keep_last_k` no longer keeps. A save killed at any point leaves `latest` on the previous
+complete checkpoint; a tag directory without checkpoint.json is never loaded, and is removed by the next save.
+
+A load checks each file against the manifest before a byte of it is unpickled, and unpickles weights-only
+(model/safe_load.py). Choosing the checkpoint to resume (`find_checkpoint`), a complete checkpoint with a missing or
+truncated file (sizes against the manifest) is passed over for the previous complete one, with a note naming both.
+A checkpoint without a manifest (DeepSpeed's universal conversion, or one written by an older version) loads only
+with engine.trust_foreign (--trust-foreign), and then weights-only as well.
 
 The trainer's state travels in DeepSpeed's client_state under "vlbert_fast": step, epoch, the data loader's position
 (micro batches this rank took in the epoch; the sampler restarts there), consumed samples, every rank's RNG states
@@ -36,8 +45,12 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, to_dict
+from ..model.safe_load import WeightsFileError, check_globals, weights_only_everywhere
 from ..version import __version__
-from .distributed import DistInfo, all_reduce_sum, barrier
+from . import checkpoint_io
+from .checkpoint_io import fsync_path
+from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
+from .guards import TrainingAborted, nonfinite_weights
 
 MARKER = "checkpoint.json"
 LATEST = "latest"
@@ -58,8 +71,8 @@ RESUME_FREE_KEYS = (
 )
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, incomplete or cannot be resumed here; the message says which and why."""
+class CheckpointError(WeightsFileError):
+    """A checkpoint that is missing, incomplete, damaged or cannot be resumed here; the message says which and why."""
 
 
 class ConfigChangedError(CheckpointError):
@@ -96,7 +109,24 @@ def is_complete(tag_dir: Path) -> bool:
 
 
 def read_marker(tag_dir: Path) -> dict:
-    return json.loads((tag_dir / MARKER).read_text())
+    path = tag_dir / MARKER
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint marker ({type(exc).__name__}: {exc})") from None
+    if not isinstance(marker, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found {type(marker).__name__}")
+    return marker
+
+
+def damage(tag_dir: Path) -> str | None:
+    """What makes a complete checkpoint unusable, judged cheaply (its marker, and its files' sizes against the
+    manifest), or None. A checkpoint saved without a manifest is not judged here (loading it needs trust)."""
+    try:
+        manifest = checkpoint_io.manifest_of(read_marker(tag_dir), tag_dir / MARKER)
+    except WeightsFileError as exc:
+        return str(exc)
+    return None if manifest is None else checkpoint_io.damaged_file(tag_dir, manifest)
 
 
 def _is_deepspeed_tag(path: Path) -> bool:
@@ -110,29 +140,59 @@ def complete_tags(ckpt_dir: Path) -> list[Path]:
     return sorted(tags, key=_step_of)
 
 
-def find_checkpoint(path: Path) -> Path | None:
+def find_checkpoint(path: Path, notes: list[str] | None = None) -> Path | None:
     """The checkpoint (tag directory) that `path` names: a tag directory itself, or the `latest` complete one of a
-    checkpoints directory or of a run directory. None when there is none."""
+    checkpoints directory or of a run directory. None when there is none. A damaged one (a file missing or truncated)
+    is passed over for the previous complete one, with a note naming both appended to `notes`; when every complete
+    checkpoint is damaged, CheckpointError."""
     path = Path(path)
     if is_complete(path) or _is_deepspeed_tag(path):
         return path
     ckpt_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    tags = complete_tags(ckpt_dir)
     latest = ckpt_dir / LATEST
     if latest.is_file():
-        tag_dir = ckpt_dir / latest.read_text().strip()
-        if is_complete(tag_dir):
+        named = ckpt_dir / latest.read_text().strip()
+        if named in tags:  # `latest` lost or damaged by hand: the newest complete checkpoint still counts
+            tags = tags[: tags.index(named) + 1]
+    damaged = []
+    for tag_dir in reversed(tags):
+        problem = damage(tag_dir)
+        if problem is None:
+            if damaged and notes is not None:
+                notes.append(
+                    f"warning: checkpoint {damaged[0][0]} is damaged ({damaged[0][1]}); using the previous complete "
+                    f"checkpoint {tag_dir} instead"
+                    + (f" ({len(damaged) - 1} more damaged in between)" if len(damaged) > 1 else "")
+                )
             return tag_dir
-    tags = complete_tags(ckpt_dir)  # `latest` lost or damaged by hand: the newest complete checkpoint still counts
-    return tags[-1] if tags else None
+        damaged.append((tag_dir, problem))
+    if damaged:
+        raise CheckpointError(
+            f"{ckpt_dir}: every complete checkpoint is damaged; the newest, {damaged[0][0]}: {damaged[0][1]}"
+        )
+    return None
 
 
-def resolve_resume(cfg: RunConfig) -> Path | None:
-    """The checkpoint this run continues from, or None for a fresh start (engine.resume)."""
+def last_finite_checkpoint_advice(cfg) -> str:
+    """What a run that stops on a non-finite number should do next: the checkpoint to resume from, named."""
+    try:
+        found = find_checkpoint(Path(cfg.run_dir) / "checkpoints")
+    except CheckpointError as exc:
+        return f"start again ({exc})"
+    if found is None:
+        return "start again: no checkpoint was saved before this"
+    return f"resume from the last finite checkpoint, {found} (engine.resume=auto picks it)"
+
+
+def resolve_resume(cfg: RunConfig, notes: list[str] | None = None) -> Path | None:
+    """The checkpoint this run continues from, or None for a fresh start (engine.resume); `notes` receives the
+    warning when the newest checkpoint was damaged and an older one is used."""
     resume = cfg.engine.resume
     if resume == "never":
         return None
     if resume == "auto":
-        return find_checkpoint(Path(cfg.run_dir) / "checkpoints")
+        return find_checkpoint(Path(cfg.run_dir) / "checkpoints", notes)
     path = Path(resume)
     if not path.exists():
         raise CheckpointError(f"engine.resume={resume}: no such file or directory")
@@ -207,7 +267,11 @@ def check_config(cfg: RunConfig, saved_config: dict, tag_dir: Path) -> list[str]
 
 
 def rng_states() -> dict:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state as plain values and tensors (numpy's key array as a list: no numpy object in a checkpoint,
+    so it loads weights-only without allowing numpy's reconstruction functions)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, keys.tolist(), int(pos), int(has_gauss), float(cached))
+    states = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -215,20 +279,11 @@ def rng_states() -> dict:
 
 def set_rng_states(states: dict) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def _gather_objects(obj, info: DistInfo) -> list:
-    import torch.distributed as dist
-
-    if info.world_size == 1:
-        return [obj]
-    out = [None] * info.world_size
-    dist.all_gather_object(out, obj)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -236,12 +291,14 @@ def _gather_objects(obj, info: DistInfo) -> list:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Replaces `path` by `text` durably: a temporary file, fsynced, renamed over it, and the rename fsynced."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_path(path.parent)
 
 
 def prune(ckpt_dir: Path, keep_last_k: int, current: Path) -> list[Path]:
@@ -262,6 +319,13 @@ def save(engine, cfg: RunConfig, info: DistInfo, state: TrainState, scheduler, l
     ckpt_dir = Path(cfg.run_dir) / "checkpoints"
     tag = tag_for(state.step)
     tag_dir = ckpt_dir / tag
+    bad = nonfinite_weights(engine.module)
+    if all_reduce_sum([len(bad)], info.device)[0]:
+        shown = f" (on rank {info.rank}: {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})" if bad else ""
+        raise TrainingAborted(
+            f"step {state.step}: the weights hold NaN or infinite values{shown}; no checkpoint saved. Lower the "
+            f"learning rate or check the data, then {last_finite_checkpoint_advice(cfg)}"
+        )
     if info.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         if tag_dir.exists():  # an unfinished save of this step, or one of an abandoned continuation
@@ -270,7 +334,7 @@ def save(engine, cfg: RunConfig, info: DistInfo, state: TrainState, scheduler, l
     config = to_dict(cfg)
     ours = {
         **{k: v for k, v in asdict(state).items() if k != "rng"},
-        "rng": _gather_objects(rng_states(), info),
+        "rng": all_gather_objects(rng_states(), info),
         "lr_scheduler": scheduler.state_dict(),
         "world_size": info.world_size,
         "config": config,
@@ -288,10 +352,14 @@ def save(engine, cfg: RunConfig, info: DistInfo, state: TrainState, scheduler, l
         CLIENT_KEY: ours,
         UNIVERSAL_CHECKPOINT_INFO: {UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE},
     }
+    checkpoint_io.install(engine)  # our writer: fsync and the manifest
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
+    files = all_gather_objects(checkpoint_io.take_written(engine, tag_dir), info)  # after DeepSpeed's barrier
     faults.at("save", state.step)
     barrier()
     if info.is_main:
+        manifest = {name: entry for rank_files in files for name, entry in rank_files.items()}
+        fsync_path(tag_dir)
         marker = {
             "tag": tag,
             "step": state.step,
@@ -304,6 +372,7 @@ def save(engine, cfg: RunConfig, info: DistInfo, state: TrainState, scheduler, l
             "version": __version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": config,
+            checkpoint_io.MANIFEST_KEY: dict(sorted(manifest.items())),
         }
         _write_atomic(tag_dir / MARKER, json.dumps(marker, indent=1) + "\n")
         _write_atomic(ckpt_dir / LATEST, tag)
@@ -317,6 +386,15 @@ def load(engine, cfg: RunConfig, info: DistInfo, tag_dir: Path, scheduler) -> tu
     is this rank's RNG states, or None when the world size changed) and notes for the log."""
     notes: list[str] = []
     marker = read_marker(tag_dir) if is_complete(tag_dir) else None
+    manifest = None if marker is None else checkpoint_io.manifest_of(marker, tag_dir / MARKER)
+    if manifest is None and not cfg.engine.trust_foreign:
+        what = f"was saved without a manifest ({MARKER} lists no files)" if marker else f"has no {MARKER}"
+        raise CheckpointError(
+            f"{tag_dir} {what}: it is not a checkpoint written by this version of vlbert_fast, and its files cannot "
+            f"be verified, so they are not loaded. If you trust where it comes from (e.g. DeepSpeed's universal "
+            f"conversion of your own checkpoint), set engine.trust_foreign=true (--trust-foreign): it then loads "
+            f"weights-only"
+        )
     if marker is not None:
         check_config(cfg, marker["config"], tag_dir)  # before the costly load
         if marker["world_size"] != info.world_size and not cfg.engine.load_universal and marker["zero_stage"] > 0:
@@ -328,9 +406,16 @@ def load(engine, cfg: RunConfig, info: DistInfo, tag_dir: Path, scheduler) -> tu
             )
     elif not cfg.engine.load_universal:
         raise CheckpointError(f"{tag_dir} has no {MARKER}: it is not a complete checkpoint of ours")
-    load_path, client = engine.load_checkpoint(
-        str(tag_dir.parent), tag=tag_dir.name, load_optimizer_states=True, load_lr_scheduler_states=False
-    )
+    if manifest is None:  # trusted: DeepSpeed's universal loader reads these itself; refuse by name what it would
+        for path in sorted(tag_dir.rglob("*.pt")):
+            check_globals(path, legacy=True)
+    checkpoint_io.expect(engine, tag_dir, manifest, cfg.engine.trust_foreign)
+    # DeepSpeed reads the checkpoint's files through our checkpoint engine (verified, weights-only); its universal
+    # loader reads some with torch.load itself, which weights_only_everywhere turns weights-only as well.
+    with weights_only_everywhere(legacy=manifest is None):
+        load_path, client = engine.load_checkpoint(
+            str(tag_dir.parent), tag=tag_dir.name, load_optimizer_states=True, load_lr_scheduler_states=False
+        )
     if load_path is None or not client or CLIENT_KEY not in client:
         raise CheckpointError(f"{tag_dir}: DeepSpeed could not load it, or it holds no vlbert_fast trainer state")
     ours = client[CLIENT_KEY]

@@ -4,6 +4,10 @@ ZeRO 1-3: DeepSpeed's zero_to_fp32 merges every rank's fp32 master partitions (f
 as those partitions). Stage 0: the model-states file holds the whole module; in bf16/fp16 its fp32 master copies are
 in the optimizer state (`fp32_groups`, in the order of `param_shapes`, or of our parameter groups where DeepSpeed
 records none), and those are taken, not the rounded module.
+
+Every file is checked against the checkpoint's manifest (size and sha256) before any is read, and read weights-only
+(model/safe_load.py; DeepSpeed's zero_to_fp32 runs inside `weights_only_everywhere`). A checkpoint without a manifest
+is read only with `trust_foreign` (still weights-only).
 """
 
 from __future__ import annotations
@@ -14,18 +18,39 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CLIENT_KEY, CheckpointError, find_checkpoint, is_complete, read_marker
+from ..model.safe_load import WeightsFileError, check_globals, load_torch_file, weights_only_everywhere
+from .checkpoint import CLIENT_KEY, MARKER, CheckpointError, find_checkpoint, is_complete, read_marker
+from .checkpoint_io import manifest_of, verify_checkpoint
 
 
 def _zero_files(tag_dir: Path) -> list[Path]:
     return sorted(tag_dir.glob("*zero_pp_rank_*_optim_states.pt"))
 
 
-def _stage0_state_dict(tag_dir: Path) -> dict[str, torch.Tensor]:
+def verified(tag_dir: Path, trust_foreign: bool = False) -> bool:
+    """Checks every file of the checkpoint against its manifest (size, sha256; no torch file beside them), or, for a
+    checkpoint without one, that it is trusted. Raises CheckpointError / WeightsFileError naming the file. Returns
+    whether the checkpoint is a trusted one without a manifest (`legacy` for model/safe_load.py)."""
+    marker = read_marker(tag_dir) if is_complete(tag_dir) else None
+    manifest = None if marker is None else manifest_of(marker, tag_dir / MARKER)
+    if manifest is not None:
+        verify_checkpoint(tag_dir, manifest)
+        return False
+    if not trust_foreign:
+        what = f"was saved without a manifest ({MARKER} lists no files)" if marker else f"has no {MARKER}"
+        raise CheckpointError(
+            f"{tag_dir} {what}: it is not a checkpoint written by this version of vlbert_fast, and its files cannot "
+            f"be verified, so they are not loaded. If you trust where it comes from, pass --trust-foreign "
+            f"(trust_foreign=True): it then loads weights-only"
+        )
+    return True
+
+
+def _stage0_state_dict(tag_dir: Path, legacy: bool) -> dict[str, torch.Tensor]:
     path = tag_dir / "mp_rank_00_model_states.pt"
     if not path.is_file():
         raise CheckpointError(f"{tag_dir}: no mp_rank_00_model_states.pt and no ZeRO optimizer files")
-    states = torch.load(path, map_location="cpu", weights_only=False)
+    states = load_torch_file(path, legacy=legacy)
     module = {k.removeprefix("module."): v for k, v in states["module"].items()}
     optim = states.get("optimizer") or {}
     groups = optim.get("fp32_groups") if isinstance(optim, dict) else None
@@ -46,34 +71,48 @@ def _stage0_state_dict(tag_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in module.items()}
 
 
-def consolidated_state_dict(tag_dir: Path) -> dict[str, torch.Tensor]:
-    """fp32 state dict (our module's names) of the checkpoint in `tag_dir`."""
+def consolidated_state_dict(tag_dir: Path, trust_foreign: bool = False) -> dict[str, torch.Tensor]:
+    """fp32 state dict (our module's names) of the checkpoint in `tag_dir`, its files verified first."""
     tag_dir = Path(tag_dir)
+    legacy = verified(tag_dir, trust_foreign)
     if not _zero_files(tag_dir):
-        return _stage0_state_dict(tag_dir)
+        return _stage0_state_dict(tag_dir, legacy)
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress, shapes
-        state = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+    for path in sorted(tag_dir.glob("*.pt")):  # zero_to_fp32 reads them itself: refuse by name what it would refuse
+        check_globals(path, legacy)
+    try:
+        with (
+            weights_only_everywhere(legacy),
+            contextlib.redirect_stdout(io.StringIO()),  # progress, shapes
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            state = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+    except WeightsFileError as exc:
+        raise CheckpointError(f"{tag_dir}: {exc}") from None
+    except (RuntimeError, EOFError, ValueError, KeyError) as exc:  # a trusted foreign checkpoint that is damaged
+        raise CheckpointError(f"{tag_dir}: cannot consolidate its ZeRO files ({type(exc).__name__}: {exc})") from None
     return {k.removeprefix("module."): v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def checkpoint_info(tag_dir: Path) -> dict:
-    """The marker (step, config, ...) of a checkpoint, or the same fields from its DeepSpeed client state."""
+def checkpoint_info(tag_dir: Path, trust_foreign: bool = False) -> dict:
+    """The marker (step, config, ...) of a checkpoint, or the same fields from its DeepSpeed client state (a
+    checkpoint without a marker: only with `trust_foreign`, weights-only)."""
     if is_complete(tag_dir):
         return read_marker(tag_dir)
     files = sorted(tag_dir.glob("*model_states.pt"))
     if not files:
         raise CheckpointError(f"{tag_dir}: not a DeepSpeed checkpoint (no *model_states.pt)")
-    states = torch.load(files[0], map_location="cpu", weights_only=False)
+    states = load_torch_file(files[0], legacy=verified(tag_dir, trust_foreign))
     if CLIENT_KEY not in states:
         raise CheckpointError(f"{files[0]}: no vlbert_fast trainer state: not a checkpoint of ours")
     return states[CLIENT_KEY]
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A tag directory from a run, checkpoints or tag directory, or a clear error."""
-    found = find_checkpoint(Path(path))
+def resolve_checkpoint(path: str | Path, notes: list[str] | None = None) -> Path:
+    """A tag directory from a run, checkpoints or tag directory, or a clear error; `notes` receives the warning when
+    the newest checkpoint was damaged and an older one is used."""
+    found = find_checkpoint(Path(path), notes)
     if found is None:
         raise CheckpointError(
             f"{path}: no complete checkpoint found (expected a run directory, its checkpoints/ directory with "

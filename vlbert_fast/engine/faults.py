@@ -5,6 +5,8 @@
     kill  step=5 [rank=1] [where=backward]   the process SIGKILLs itself (where: forward, backward or save)
     hang  step=3 [rank=1] [seconds=600]      the process stops responding (sleeps) before the step's forward
     nan   steps=2,4,5 [rank=1]               the loss of those steps becomes NaN on that rank
+    nangrad steps=3 [rank=1]                 the loss stays finite but its gradient is NaN (every parameter's)
+    nanweight step=4 [rank=0]                after that step's update, one weight of the model becomes NaN
 
 `where=save` fires inside the checkpoint save of that step: after DeepSpeed has written every rank's files and
 before the completion marker and `latest` (the window a torn save would hit). Without `rank` a fault fires on
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 ENV = "VLBERT_FAST_FAULT"
-ACTIONS = ("kill", "hang", "nan")
+ACTIONS = ("kill", "hang", "nan", "nangrad", "nanweight")
 WHERE = ("forward", "backward", "save")
 
 
@@ -91,7 +93,30 @@ class FaultInjector:
         print(f"[fault injection] rank {self.rank}: {what} (at {time.time():.3f})", file=sys.stderr, flush=True)
 
     def loss(self, loss: torch.Tensor, step: int) -> torch.Tensor:
-        """The loss, or NaN where a fault says so (keeps the graph, so backward still runs)."""
+        """The loss, or NaN where a fault says so (keeps the graph, so backward still runs); or the same finite loss
+        with a NaN gradient."""
         if self._due("nan", step) is not None:
             return loss * float("nan")
+        if self._due("nangrad", step) is not None:
+            return loss + _NanGradient.apply(loss)
         return loss
+
+    def weights(self, module: torch.nn.Module, step: int) -> None:
+        """After step `step`'s update: one weight becomes NaN where a fault says so (this rank's copy)."""
+        if self._due("nanweight", step) is not None:
+            name, param = next((n, p) for n, p in module.named_parameters() if p.numel())
+            self._say(f"NaN written into {name} after step {step}")
+            with torch.no_grad():
+                param.view(-1)[0] = float("nan")
+
+
+class _NanGradient(torch.autograd.Function):
+    """Forward: exact zeros (the loss keeps its value); backward: NaN."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.zeros_like(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")

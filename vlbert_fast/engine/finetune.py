@@ -11,6 +11,8 @@ checkpoint, the val predictions in the task's official format and summary.json.
 
 Resume (engine.resume): model, optimizer, schedule, data position and RNG states come back from the checkpoint
 (engine/checkpoint.py); the evaluations before the resume stay in metrics.jsonl, summary.json lists those after it.
+The guards against non-finite losses, gradients and weights, and the run_dir lock, are pretraining's
+(engine/guards.py, engine/steps.py, engine/run_lock.py).
 """
 
 from __future__ import annotations
@@ -46,9 +48,11 @@ from .distributed import (
 from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
 from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
+from .guards import attach
 from .metrics import MetricsLogger, Window
 from .optim import build_finetune_optimizer, build_finetune_scheduler
 from .predict import predict_split
+from .run_lock import lock_run_dir
 from .steps import StepTracker, TrainingAborted, after_step, log_window, optimizer_step
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -125,17 +129,13 @@ def _evaluate(run: FinetuneRun, final: bool = False) -> dict:
     )
     logger = run.logger
     if logger.enabled:
-        logger.jsonl.write(
-            json.dumps(
-                {
-                    "time": time.time(),
-                    **{k: v for k, v in row.items() if k != "split"},
-                    **{f"val/{k}": v for k, v in metrics.items()},
-                }
-            )
-            + "\n"
+        logger.write_row(
+            {
+                "time": time.time(),
+                **{k: v for k, v in row.items() if k != "split"},
+                **{f"val/{k}": v for k, v in metrics.items()},
+            }
         )
-        logger.jsonl.flush()
         for k, v in metrics.items():
             logger.tb.add_scalar(f"val/{k}", v, state.step)
         if final:
@@ -156,7 +156,7 @@ def _init_message(cfg: FinetuneConfig, exc: Exception) -> str:
     )
 
 
-def _build(cfg: FinetuneConfig, info: DistInfo, resume_from: Path | None) -> FinetuneRun:
+def _build(cfg: FinetuneConfig, info: DistInfo, resume_from: Path | None, notes: list[str]) -> FinetuneRun:
     run_dir = Path(cfg.run_dir)
     # The main rank first: it generates the synthetic data and writes the answer vocabulary the others then read.
     if not info.is_main:
@@ -186,7 +186,7 @@ def _build(cfg: FinetuneConfig, info: DistInfo, resume_from: Path | None) -> Fin
     torch.manual_seed(cfg.seed)  # the same fresh head on every rank
     init_from = cfg.init_from if resume_from is None else ""
     try:
-        model, report = build_finetune_model(cfg.model, task, init_from)
+        model, report = build_finetune_model(cfg.model, task, init_from, cfg.engine.trust_foreign)
     except (PretrainedError, FileNotFoundError) as exc:
         raise PretrainedError(_init_message(cfg, exc)) from exc
     num_params = sum(p.numel() for p in model.parameters())
@@ -196,10 +196,13 @@ def _build(cfg: FinetuneConfig, info: DistInfo, resume_from: Path | None) -> Fin
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=deepspeed_config(cfg, info.world_size)
     )
-    state, notes = TrainState(), []
+    attach(engine, optimizer)
+    state = TrainState()
     if resume_from is not None:
-        state, notes = checkpoint.load(engine, cfg, info, resume_from, scheduler)
+        state, load_notes = checkpoint.load(engine, cfg, info, resume_from, scheduler)
+        notes = notes + load_notes
     logger = MetricsLogger(run_dir, info.is_main, max_steps, resume_step=state.step if resume_from else None)
+    notes = notes + ([logger.note] if logger.note else [])
     held_out = "" if not getattr(task.opts, "trainval", False) else " (trainval: val is also trained on, not held out)"
     logger.print(
         f"vlbert_fast {__version__} | finetune {cfg.task} on {task.root} | train {len(train_set)}, "
@@ -243,7 +246,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
     cfg = dataclasses.replace(cfg, run_dir=cfg.resolved_run_dir)
     check_engine_config(cfg)
     run_dir = Path(cfg.run_dir)
-    resume_from = checkpoint.resolve_resume(cfg)
+    notes: list[str] = []
+    resume_from = checkpoint.resolve_resume(cfg, notes)
     if resume_from is not None and checkpoint.is_complete(resume_from):
         checkpoint.check_config(cfg, checkpoint.read_marker(resume_from)["config"], resume_from)
     if resume_from is None and cfg.init_from and not Path(cfg.init_from).exists():  # say so before any work
@@ -251,21 +255,26 @@ def finetune(cfg: FinetuneConfig) -> dict:
             _init_message(cfg, FileNotFoundError(f"init_from={cfg.init_from}: no such file or directory"))
         )
     info = init_distributed(cfg.engine)
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    run = _build(cfg, info, resume_from)
+    lock = lock_run_dir(run_dir, info)
     try:
-        _train(run)
-        return _finish(run)
-    except Exception as exc:
-        if info.world_size > 1 and not isinstance(exc, TrainingAborted) and is_comm_failure(exc):
-            raise TrainingAborted(
-                comm_failure_message(info, run.state.step + 1, cfg.engine.dist_timeout_s, exc)
-            ) from exc
-        raise
+        if info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, run_dir / "config.yaml")
+        run = _build(cfg, info, resume_from, notes + ([lock.note] if lock and lock.note else []))
+        try:
+            _train(run)
+            return _finish(run)
+        except Exception as exc:
+            if info.world_size > 1 and not isinstance(exc, TrainingAborted) and is_comm_failure(exc):
+                raise TrainingAborted(
+                    comm_failure_message(info, run.state.step + 1, cfg.engine.dist_timeout_s, exc)
+                ) from exc
+            raise
+        finally:
+            run.logger.close()
     finally:
-        run.logger.close()
+        if lock is not None:
+            lock.release()
 
 
 # ----------------------------------------------------------------------------------------------------------------------

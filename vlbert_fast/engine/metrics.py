@@ -1,12 +1,18 @@
 """Metrics of a run: one log line every N steps, a row in metrics.jsonl and TensorBoard scalars (main rank only),
 the sums of a log window, and the end-of-run summary.
 
+metrics.jsonl reads as one run: a resumed run first drops the rows after its checkpoint's step (the dead run logged
+them; they are logged again), a fresh start moves an earlier run's file aside to metrics.previous.jsonl, and a row
+torn by a kill is dropped. Every row is strict JSON: a NaN or infinite value is written as null (the line's
+`nonfinite` key lists those fields).
+
 A progress bar is shown only when stdout is a terminal; log lines are plain text otherwise (CI logs, files).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import resource
 import sys
 import time
@@ -41,16 +47,38 @@ def format_line(step: int, max_steps: int, m: dict) -> str:
     )
 
 
+METRICS = "metrics.jsonl"
+PREVIOUS = "metrics.previous.jsonl"
+
+
+def _row_step(line: str) -> int | None:
+    """The step of a metrics.jsonl line, or None for a line torn by a kill (or otherwise not a row)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row.get("step", 0) if isinstance(row, dict) and isinstance(row.get("step", 0), int) else None
+
+
 def truncate_jsonl(path: Path, after_step: int) -> None:
     """Drops the rows of steps after `after_step` (logged by a run that died after its last checkpoint; the resumed
-    run logs them again), so metrics.jsonl reads as one run."""
+    run logs them again) and torn lines, so metrics.jsonl reads as one run."""
     if not path.is_file():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= after_step]
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    steps = [(line, _row_step(line)) for line in lines if line.strip()]
+    kept = [line for line, step in steps if step is not None and step <= after_step]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     tmp.replace(path)
+
+
+def json_row(row: dict) -> str:
+    """One strict-JSON line: non-finite floats become null and are listed under `nonfinite`."""
+    bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        row = {**{k: (None if k in bad else v) for k, v in row.items()}, "nonfinite": bad}
+    return json.dumps(row, allow_nan=False)
 
 
 class MetricsLogger:
@@ -60,16 +88,22 @@ class MetricsLogger:
         self.jsonl = None
         self.tb = None
         self.progress = None
+        self.note: str | None = None
+        """What the log should say about metrics.jsonl (an earlier run's file moved aside)."""
         if not enabled:
             return
+        path = run_dir / METRICS
         if resume_step is not None:
-            truncate_jsonl(run_dir / "metrics.jsonl", resume_step)
-        self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            truncate_jsonl(path, resume_step)
+        elif path.is_file() and path.stat().st_size:
+            path.replace(run_dir / PREVIOUS)
+            self.note = f"note: {path} of an earlier run in this run_dir moved to {run_dir / PREVIOUS} (a fresh start)"
+        self.jsonl = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step hides the events a dead run wrote after its last checkpoint
-        purge = None if resume_step is None else resume_step + 1
-        self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
+        # purge_step hides the events a dead run wrote after its last checkpoint (or any earlier run's, on a fresh
+        # start: steps count from 1)
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=1 if resume_step is None else resume_step + 1)
         if sys.stdout.isatty():
             from rich.progress import Progress
 
@@ -94,12 +128,18 @@ class MetricsLogger:
             return
         row = {"step": step, "time": time.time(), **{k: v for k, v in metrics.items() if k != "losses"}}
         row.update({f"loss/{k}": v for k, v in metrics.get("losses", {}).items()})
-        self.jsonl.write(json.dumps(row) + "\n")
-        self.jsonl.flush()
+        self.write_row(row)
         for key, value in row.items():
             if key not in ("step", "time") and isinstance(value, (int, float)):
                 self.tb.add_scalar(key if "/" in key else f"train/{key}", value, step)
         self.print(format_line(step, self.max_steps, metrics))
+
+    def write_row(self, row: dict) -> None:
+        """One line of metrics.jsonl (strict JSON), flushed."""
+        if not self.enabled:
+            return
+        self.jsonl.write(json_row(row) + "\n")
+        self.jsonl.flush()
 
     def close(self) -> None:
         if self.progress is not None:
@@ -149,7 +189,7 @@ def format_summary(s: dict) -> str:
     if s["skipped_records"]:
         lines.append(f"skipped records: {s['skipped_records']}")
     if s["nonfinite_steps"]:
-        lines.append(f"steps skipped for a non-finite loss: {s['nonfinite_steps']}")
+        lines.append(f"steps skipped for a non-finite loss or gradient: {s['nonfinite_steps']}")
     if s["resumed_from"]:
         lines.append(f"resumed from {s['resumed_from']}")
     lines.append(f"checkpoint: {s['checkpoint']}")

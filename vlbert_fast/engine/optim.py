@@ -3,7 +3,8 @@
 `SkippableAdamW` is torch's AdamW with one switch, `skip_update`: while it is set, `step()` changes nothing (no
 parameter, moment or step count moves). The trainer sets it on every rank at once when some rank's loss was not
 finite, so a bad step is skipped consistently under every ZeRO stage (DeepSpeed calls the inner optimizer's step on
-each rank's partition) and in every precision.
+each rank's partition) and in every precision. The same switch skips a step whose global gradient norm is not finite
+(`nonfinite_grad`, decided at the step's first call by engine/guards.py alike on every rank).
 """
 
 from __future__ import annotations
@@ -12,16 +13,26 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from .guards import gradients_finite
 
 
 class _SkipSwitch:
-    """Mixed in before a torch optimizer: while `skip_update` is set, `step()` changes nothing."""
+    """Mixed in before a torch optimizer: while `skip_update` is set, or when the step's global gradient norm is not
+    finite, `step()` changes nothing. The loop resets `nonfinite_grad` to None before each engine step; DeepSpeed may
+    call `step()` once per parameter group or ZeRO sub-group, and the first call decides for all of them."""
 
     skip_update: bool = False
+    nonfinite_grad: bool | None = None
+    norm_source = None
+    """The DeepSpeed optimizer that wraps this one (its `_global_grad_norm`), or None (engine/guards.py)."""
 
     @torch.no_grad()
     def step(self, closure=None):
         if self.skip_update:
+            return None
+        if self.nonfinite_grad is None:
+            self.nonfinite_grad = not gradients_finite(self)
+        if self.nonfinite_grad:
             return None
         return super().step(closure)
 

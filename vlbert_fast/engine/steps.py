@@ -2,10 +2,11 @@
 
 `optimizer_step` runs the micro batches of one step: fetch, forward, the injected faults, backward, DeepSpeed's
 step (accumulation, clipping, precision, ZeRO), and one all-reduce that tells every rank whether some rank's loss was
-not finite, in which case every rank skips the update (SkippableAdamW / SkippableSGD). `after_step` steps the lr
-schedule, counts non-finite steps and aborts after `engine.max_nonfinite_steps` in a row, and logs fp16 loss-scale
-changes. `log_window` advances the progress display and, at a log step, logs the window (`window_metrics` turns its
-sums into the log line's numbers) and starts the next one.
+not finite, in which case every rank skips the update (SkippableAdamW / SkippableSGD). A step whose global gradient
+norm is not finite is skipped as well (engine/guards.py). `after_step` steps the lr schedule, counts non-finite steps
+and aborts after `engine.max_nonfinite_steps` in a row (naming the last checkpoint, all of whose weights are finite),
+and logs fp16 loss-scale changes. `log_window` advances the progress display and, at a log step, logs the window
+(`window_metrics` turns its sums into the log line's numbers) and starts the next one.
 
 The `run` these take is either loop's run object: it has cfg (with engine.max_nonfinite_steps), info, engine,
 optimizer, scheduler, faults, state (TrainState) and logger.
@@ -20,7 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import checkpoint
 from .distributed import all_reduce_sum
+from .guards import TrainingAborted
 from .metrics import Window, memory_gb
 
 # torch warns when the scheduler steps without an optimizer step: exactly a skipped (non-finite or fp16 overflow) step,
@@ -28,10 +31,6 @@ from .metrics import Window, memory_gb
 # time, so every show-once warning of the process (DeepSpeed's deprecated all_gather_into_tensor under ZeRO-1/2, on
 # torch 2.13) was printed again at every step on every rank.
 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-
-
-class TrainingAborted(RuntimeError):
-    """The run stopped on purpose (too many non-finite steps) or because another rank failed; says which."""
 
 
 def loss_scale(engine) -> float | None:
@@ -68,6 +67,8 @@ class StepTracker:
 class StepOutcome:
     bad_total: int = 0
     """Micro batches with a non-finite loss, over all ranks."""
+    grad_nonfinite: bool = False
+    """The step's global gradient norm was not finite (the update was skipped on every rank)."""
     losses: list[tuple[torch.Tensor, dict]] = field(default_factory=list)
     samples: int = 0
     """Samples this rank trained on in the step."""
@@ -106,7 +107,15 @@ def optimizer_step(
             run.optimizer.skip_update = outcome.bad_total > 0
             if log_now:
                 window.grad_norm = local_grad_norm(engine.module)  # engine.step() zeroes the gradients
+        skipped_before = engine.skipped_steps
+        run.optimizer.nonfinite_grad = None  # decided afresh by the step's first optimizer call (engine/guards.py)
         engine.step()
+        if micro == accumulation - 1:
+            # Ours (plain fp32 data parallel), or DeepSpeed's own skip of a non-finite norm (ZeRO, bf16); in fp16 a
+            # DeepSpeed skip is the dynamic loss scale's overflow, which is expected and logged apart.
+            ds_skipped = engine.skipped_steps != skipped_before and not engine.fp16_enabled()
+            outcome.grad_nonfinite = bool(run.optimizer.nonfinite_grad) or ds_skipped
+            faults.weights(engine.module, step)
         outcome.losses.append((loss, parts))
         samples, tokens, flops = measure(batch)
         window.samples += samples
@@ -121,19 +130,25 @@ def after_step(run, step: int, outcome: StepOutcome, window: Window, tracker: St
     state, logger, engine = run.state, run.logger, run.engine
     run.scheduler.step()  # the schedule follows the step counter, skipped steps included
     state.step = step
-    if outcome.bad_total:
+    if outcome.bad_total or outcome.grad_nonfinite:
         tracker.nonfinite_in_a_row += 1
         state.nonfinite_steps += 1
+        if outcome.bad_total:
+            what = f"non-finite loss in {outcome.bad_total} micro batch(es) over the ranks"
+        else:
+            loss = sum(float(loss) for loss, _ in outcome.losses) / max(1, len(outcome.losses))
+            what = f"non-finite gradient norm with a finite loss ({loss:.4f} on this rank)"
         logger.print(
-            f"step {step}: non-finite loss in {outcome.bad_total} micro batch(es) over the ranks: update skipped on "
-            f"every rank ({tracker.nonfinite_in_a_row} in a row, {state.nonfinite_steps} in total)"
+            f"step {step}: {what}: update skipped on every rank ({tracker.nonfinite_in_a_row} in a row, "
+            f"{state.nonfinite_steps} in total)"
         )
         limit = run.cfg.engine.max_nonfinite_steps
         if tracker.nonfinite_in_a_row >= limit:
             raise TrainingAborted(
-                f"{tracker.nonfinite_in_a_row} steps in a row with a non-finite loss (steps "
+                f"{tracker.nonfinite_in_a_row} steps in a row with a non-finite loss or gradient (steps "
                 f"{step - tracker.nonfinite_in_a_row + 1}-{step}; engine.max_nonfinite_steps={limit}): aborting. "
-                f"Lower the learning rate, check the data, or resume from the last checkpoint"
+                f"Lower the learning rate or check the data (model.check_inputs=true), then "
+                f"{checkpoint.last_finite_checkpoint_advice(run.cfg)}"
             )
     else:
         tracker.nonfinite_in_a_row = 0

@@ -8,9 +8,10 @@ evaluation with real and shuffled images, and summary.json.
 
 Resume (engine.resume): model, optimizer, lr schedule, data position and every rank's RNG states come back, so the
 continued run computes what the uninterrupted one would have (bit for bit on a CPU with engine.deterministic).
-Faults: a non-finite loss on any rank skips that optimizer step on every rank (agreed by one all-reduce per step),
-and `engine.max_nonfinite_steps` of them in a row abort the run; a failed collective (a dead or hung rank) ends
-this rank with a message instead of a hang (engine/distributed.py).
+Faults: a non-finite loss on any rank, or a non-finite global gradient norm, skips that optimizer step on every rank
+(engine/guards.py), and `engine.max_nonfinite_steps` of them in a row abort the run naming the last finite
+checkpoint; a failed collective (a dead or hung rank) ends this rank with a message instead of a hang
+(engine/distributed.py). One run at a time per run_dir (engine/run_lock.py).
 """
 
 from __future__ import annotations
@@ -18,25 +19,35 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..config import RunConfig, save_config
+from ..data.formats import SkipCounter
 from ..data.loader import PretrainData, build_pretrain_data
 from ..model import ZERO3_LEAF_MODULES, VLBertForPretraining
 from ..model.pretrained import init_weights_from
 from ..version import __version__
 from . import checkpoint
 from .checkpoint import TrainState
-from .distributed import DistInfo, all_reduce_sum, comm_failure_message, init_distributed, is_comm_failure
+from .distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum,
+    comm_failure_message,
+    init_distributed,
+    is_comm_failure,
+)
 from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
 from .evaluate import masked_word_accuracy
 from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
+from .guards import attach
 from .metrics import MetricsLogger, Window, format_summary
 from .optim import SkippableAdamW, build_optimizer, build_scheduler
+from .run_lock import lock_run_dir
 from .steps import StepTracker, TrainingAborted, after_step, log_window, optimizer_step
 
 
@@ -54,6 +65,8 @@ class Run:
     state: TrainState
     resumed_from: Path | None = None
     saved_step: int = -1
+    epoch_skips: SkipCounter = field(default_factory=lambda: SkipCounter("skip"))
+    """The distinct records skipped in the current epoch (data.counter holds the run's)."""
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -76,7 +89,7 @@ def build_engine(cfg: RunConfig, info: DistInfo, init_from: str = "") -> Built:
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = VLBertForPretraining(cfg.model)
-    reports = [init_weights_from(model, init_from)] if init_from else []
+    reports = [init_weights_from(model, init_from, cfg.engine.trust_foreign)] if init_from else []
     if model.vlbert.visual is not None and model.vlbert.visual.load_report is not None:  # e2e: what the ResNet loaded
         reports.append(str(model.vlbert.visual.load_report))
     num_params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
@@ -90,6 +103,7 @@ def build_engine(cfg: RunConfig, info: DistInfo, init_from: str = "") -> Built:
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=deepspeed_config(cfg, info.world_size)
     )
+    attach(engine, optimizer)
     return Built(engine, optimizer, scheduler, num_params, reports)
 
 
@@ -97,23 +111,35 @@ def pretrain(cfg: RunConfig) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # dataloader workers fork after the tokenizer runs
     check_engine_config(cfg)
     run_dir = Path(cfg.run_dir)
-    resume_from = checkpoint.resolve_resume(cfg)
+    resume_notes: list[str] = []
+    resume_from = checkpoint.resolve_resume(cfg, resume_notes)
     if resume_from is not None and checkpoint.is_complete(resume_from):
         checkpoint.check_config(cfg, checkpoint.read_marker(resume_from)["config"], resume_from)  # before any work
     info = init_distributed(cfg.engine)
     gradient_accumulation(cfg, info.world_size)  # a global batch that does not divide: a config error, before any work
+    lock = lock_run_dir(run_dir, info)
+    try:
+        return _pretrain(cfg, info, run_dir, resume_from, resume_notes + ([lock.note] if lock and lock.note else []))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _pretrain(cfg: RunConfig, info: DistInfo, run_dir: Path, resume_from: Path | None, notes: list[str]) -> dict:
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     data = build_pretrain_data(cfg, info.rank, info.world_size)
     built = build_engine(cfg, info, cfg.engine.init_from if resume_from is None else "")
     engine, optimizer, scheduler = built.engine, built.optimizer, built.scheduler
-    state, notes = TrainState(), []
+    state = TrainState()
     if resume_from is not None:
-        state, notes = checkpoint.load(engine, cfg, info, resume_from, scheduler)
+        state, load_notes = checkpoint.load(engine, cfg, info, resume_from, scheduler)
+        notes = notes + load_notes
     logger = MetricsLogger(
         run_dir, info.is_main, cfg.train.max_steps, resume_step=state.step if resume_from is not None else None
     )
+    notes = notes + ([logger.note] if logger.note else []) + data.notes
     logger.print(
         f"vlbert_fast {__version__} | data {data.root} | {built.num_params / 1e6:.2f} M parameters | world size "
         f"{info.world_size} | ZeRO-{cfg.engine.zero_stage} | accumulation {gradient_accumulation(cfg, info.world_size)}"
@@ -186,6 +212,7 @@ def _next_batch(run: Run, batches):
             continue
         state.batch_in_epoch += 1
         for skipped in loaded.skipped:
+            run.epoch_skips.handle(skipped.error)
             data.counter.handle(skipped.error)
         if loaded.batch is not None:
             return loaded.batch, batches
@@ -229,6 +256,9 @@ def _train(run: Run) -> None:
             local_samples = 0
     state.consumed_samples += int(all_reduce_sum([local_samples], info.device)[0])
     _report_skips(run)
+    counters = all_gather_objects(run.data.counter, info)  # every rank takes part in the gather
+    for other in counters[1:]:
+        run.data.counter.merge(other)  # distinct records over every rank (a record two ranks met counts once)
 
 
 def _save(run: Run, local_samples: int) -> None:
@@ -238,8 +268,10 @@ def _save(run: Run, local_samples: int) -> None:
 
 
 def _report_skips(run: Run) -> None:
-    if run.data.counter.total:
-        run.logger.print(f"epoch {run.state.epoch}: {run.data.counter.report()}")
+    """At the end of an epoch: the distinct records skipped in it (on this rank); the next epoch counts afresh."""
+    if run.epoch_skips.total:
+        run.logger.print(f"epoch {run.state.epoch}: {run.epoch_skips.report()}")
+    run.epoch_skips = SkipCounter("skip")
 
 
 def _finish(run: Run) -> dict:

@@ -84,4 +84,11 @@ class VLBertEmbeddings(nn.Module):
             seed=seed,
             backend=self.backend,
         )
+        if region_visual_KH.shape[0] == 0:
+            # No region in the batch (text-only rows): an exact zero that gives the visual parameters (and the region
+            # encoder, through its empty output) a zero gradient, so every rank reduces the same gradients whatever
+            # its batch holds (ZeRO-1/2 reduce them bucket by bucket, parameter by parameter).
+            unused = (self.object_word_embedding, self.object_mask_word_embedding, *self.visual_ln_text.parameters())
+            unused += (*self.visual_ln_object.parameters(),)
+            x_NH = x_NH + 0.0 * (sum(p.sum() for p in unused) + region_visual_KH.sum())
         return x_NH if tokens_BL is not None else x_NH.view(*batch.input_ids.shape, -1)

@@ -103,8 +103,9 @@ def check_architecture(cfg: ModelConfig, saved: ModelConfig, source: str) -> Non
         )
 
 
-def pretraining_state(path: str | Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """VLBertForPretraining's state dict from an export, run or checkpoint of ours, or from a BERT directory."""
+def pretraining_state(path: str | Path, cfg: ModelConfig, trust_foreign: bool = False) -> dict[str, torch.Tensor]:
+    """VLBertForPretraining's state dict from an export, run or checkpoint of ours, or from a BERT directory
+    (`trust_foreign`: also a checkpoint without a manifest of ours, weights-only)."""
     path = Path(path)
     if not path.exists():
         raise PretrainedError(f"init_from={path}: no such file or directory")
@@ -114,14 +115,16 @@ def pretraining_state(path: str | Path, cfg: ModelConfig) -> dict[str, torch.Ten
         model = VLBertForPretraining(cfg)
         load_hf_bert(model, path)
         return model.state_dict()
-    state, saved_cfg = load_pretrained_state(path)
+    state, saved_cfg = load_pretrained_state(path, trust_foreign)
     check_architecture(cfg, saved_cfg, str(path))
     return state
 
 
-def init_finetune_model(model: VLBertForFinetuning, task, path: str | Path) -> FinetuneLoadReport:
+def init_finetune_model(
+    model: VLBertForFinetuning, task, path: str | Path, trust_foreign: bool = False
+) -> FinetuneLoadReport:
     """Loads `vlbert.*` from `path` and lets `task` initialise the head (module docstring)."""
-    state = pretraining_state(path, model.cfg)
+    state = pretraining_state(path, model.cfg, trust_foreign)
     prefix = "vlbert."
     encoder_state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     check_state_dict(encoder_state, model.vlbert.state_dict(), f"weights in {path}")
@@ -150,9 +153,9 @@ def init_finetune_model(model: VLBertForFinetuning, task, path: str | Path) -> F
 
 
 def build_finetune_model(
-    cfg: ModelConfig, task, init_from: str | Path = ""
+    cfg: ModelConfig, task, init_from: str | Path = "", trust_foreign: bool = False
 ) -> tuple[VLBertForFinetuning, FinetuneLoadReport | None]:
     """The model with the task's fresh head; initialised from `init_from` when given (None report otherwise)."""
     model = VLBertForFinetuning(cfg, task.build_head())
-    report = init_finetune_model(model, task, init_from) if init_from else None
+    report = init_finetune_model(model, task, init_from, trust_foreign) if init_from else None
     return model, report

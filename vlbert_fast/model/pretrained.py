@@ -4,6 +4,10 @@ run or checkpoint directly (consolidating ZeRO shards on the fly), so an export 
 
 model.safetensors holds VLBertForPretraining's state dict (fp32); its metadata names the format, the package
 version, and the checkpoint and step it came from.
+
+Nothing loaded here can run code: exports are safetensors (data only), a checkpoint's files are verified against its
+manifest and unpickled weights-only (model/safe_load.py, engine/consolidate.py); a checkpoint without a manifest of
+ours loads only with `trust_foreign=True` (`--trust-foreign`, engine.trust_foreign), still weights-only.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig, load_config
 from ..version import __version__
+from .safe_load import WeightsFileError, load_safetensors_file
 from .vlbert import VLBertForPretraining, VLBertModel
 
 WEIGHTS = "model.safetensors"
@@ -23,7 +28,7 @@ CONFIG = "config.json"
 FORMAT = "vlbert_fast"
 
 
-class PretrainedError(RuntimeError):
+class PretrainedError(WeightsFileError):
     """A directory that is not an export (or checkpoint) of ours, or weights that do not fit the config."""
 
 
@@ -31,7 +36,10 @@ def is_export(path: str | Path) -> bool:
     path = Path(path)
     if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
         return False
-    config = json.loads((path / CONFIG).read_text())
+    try:
+        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PretrainedError(f"{path / CONFIG}: not a readable JSON config ({exc})") from None
     return isinstance(config, dict) and "visual_feature_dim" in config  # HF BERT configs have no visual part
 
 
@@ -79,34 +87,37 @@ def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.T
         raise PretrainedError(f"{source} do not fit the model: " + "; ".join(parts))
 
 
-def load_pretrained_state(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
-    """(fp32 state dict, model config) of an export, or of a run/checkpoint directory of ours."""
+def load_pretrained_state(path: str | Path, trust_foreign: bool = False) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """(fp32 state dict, model config) of an export, or of a run/checkpoint directory of ours (module docstring)."""
     path = Path(path)
     if not path.exists():
         raise PretrainedError(f"{path}: no such file or directory")
     if is_export(path):
-        from safetensors.torch import load_file
-
         cfg = model_config_from_dict(json.loads((path / CONFIG).read_text()), str(path / CONFIG))
-        return load_file(str(path / WEIGHTS)), cfg
-    from ..engine.checkpoint import CheckpointError
+        return load_safetensors_file(path / WEIGHTS), cfg
     from ..engine.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
 
     try:
         tag_dir = resolve_checkpoint(path)
-        cfg = model_config_from_dict(checkpoint_info(tag_dir)["config"]["model"], str(tag_dir))
-        return consolidated_state_dict(tag_dir), cfg
-    except CheckpointError as exc:
+    except WeightsFileError as exc:
         raise PretrainedError(
             f"{path} is neither an export ({WEIGHTS} + {CONFIG} with our model config) nor a run or checkpoint of "
             f"ours: {exc}"
         ) from exc
+    info = checkpoint_info(tag_dir, trust_foreign)
+    if not isinstance(info.get("config"), dict) or not isinstance(info["config"].get("model"), dict):
+        raise PretrainedError(f"{tag_dir}: its checkpoint state records no model config")
+    cfg = model_config_from_dict(info["config"]["model"], str(tag_dir))
+    return consolidated_state_dict(tag_dir, trust_foreign), cfg
 
 
-def from_pretrained(path: str | Path, with_heads: bool = True) -> VLBertForPretraining | VLBertModel:
+def from_pretrained(
+    path: str | Path, with_heads: bool = True, trust_foreign: bool = False
+) -> VLBertForPretraining | VLBertModel:
     """The model saved in `path` (an export, a run directory or a checkpoint), in eval mode, on the CPU:
-    VLBertForPretraining, or the bare VLBertModel with `with_heads=False`."""
-    state, cfg = load_pretrained_state(path)
+    VLBertForPretraining, or the bare VLBertModel with `with_heads=False`. `trust_foreign`: also a checkpoint without
+    a manifest of ours (still weights-only)."""
+    state, cfg = load_pretrained_state(path, trust_foreign)
     model = VLBertForPretraining(cfg)
     check_state_dict(state, model.state_dict(), f"weights in {path}")
     model.load_state_dict(state)
@@ -122,7 +133,7 @@ def looks_like_hf_bert(path: Path) -> bool:
     return path.is_dir() and any((path / f).is_file() for f in HF_WEIGHTS) and not is_export(path)
 
 
-def init_weights_from(model: VLBertForPretraining, path: str | Path) -> str:
+def init_weights_from(model: VLBertForPretraining, path: str | Path, trust_foreign: bool = False) -> str:
     """Loads weights only into `model` (engine.init_from): an export, a run or checkpoint of ours, or a Hugging Face
     BERT directory. Returns a report for the log."""
     from .hf_bert import load_hf_bert
@@ -132,7 +143,7 @@ def init_weights_from(model: VLBertForPretraining, path: str | Path) -> str:
         raise PretrainedError(f"engine.init_from={path}: no such file or directory")
     if looks_like_hf_bert(path):
         return f"initialised from BERT weights in {path}\n{load_hf_bert(model, path)}"
-    state, _ = load_pretrained_state(path)
+    state, _ = load_pretrained_state(path, trust_foreign)
     check_state_dict(state, model.state_dict(), f"weights in {path}")
     model.load_state_dict(state)
     return f"initialised from {path}: {len(state)} tensors (weights only)"

@@ -73,9 +73,20 @@ class VLBertModel(nn.Module):
         self.region_encoder.projection.reset_parameters()
 
     def region_features(self, batch: Batch) -> torch.Tensor:  # [K, H]
-        h = self.cfg.hidden_size
         if batch.num_regions == 0:
-            return torch.zeros(0, h, dtype=self.embeddings.word_embeddings.weight.dtype, device=batch.boxes.device)
+            # A batch of text-only rows: the visual path still runs, on no region, so that every rank calls the same
+            # modules whatever its batch holds (DeepSpeed ZeRO-3 gathers parameters in module hooks) and every
+            # parameter gets a gradient (an exact zero; ZeRO-1/2 reduce them all).
+            dtype = self.embeddings.word_embeddings.weight.dtype
+            # The same calls as with regions: e2e passes no mask to the region encoder, precomputed mode does.
+            masked_K = None
+            if self.visual is not None:  # no image: an empty batch through the ResNet (64 px: any size would do)
+                no_images = batch.boxes.new_zeros(0, 3, 64, 64, dtype=dtype)
+                appearance_KD = self.visual(no_images, batch.boxes, batch.region_sample, None)
+            else:
+                appearance_KD = batch.boxes.new_zeros(0, self.cfg.visual_feature_dim, dtype=dtype)
+                masked_K = batch.boxes.new_zeros(0, dtype=torch.bool)
+            return self.region_encoder(appearance_KD, batch.boxes, batch.image_size[batch.region_sample], masked_K)
         if self.visual is not None:
             if batch.images is None:
                 raise ValueError("model.visual.mode is e2e but the batch has no images (the dataset must load them)")
@@ -187,9 +198,7 @@ class VLBertForPretraining(nn.Module):
             if bool(rows.any()):
                 out.losses[name] = F.cross_entropy(logits_MV[rows].float(), labels_M[rows])
         # The token of region k: the ROI position whose visual_index is k.
-        roi_tokens_BL = (batch.token_kind == TokenKind.ROI) & self._region_predict(batch)[
-            batch.visual_index.clamp(min=0)
-        ]
+        roi_tokens_BL = self._predicted_roi_tokens(batch, batch.token_kind, batch.visual_index)
         order = torch.argsort(batch.visual_index[roi_tokens_BL])
         self._roi_loss(out, batch, hidden_BLH[roi_tokens_BL][order], fused=False)
         return out
@@ -205,6 +214,13 @@ class VLBertForPretraining(nn.Module):
         if batch.region_predict is not None and batch.roi_targets is not None:
             return batch.region_predict
         return torch.zeros(batch.num_regions, dtype=torch.bool, device=batch.boxes.device)
+
+    def _predicted_roi_tokens(self, batch: Batch, kind: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """bool, shaped as `kind`: the RoI tokens whose region (`region`, an index into the K regions, -1 for none)
+        has a class target. A batch without regions (text-only rows only) has none."""
+        if batch.num_regions == 0:
+            return torch.zeros_like(kind, dtype=torch.bool)
+        return (kind == TokenKind.ROI) & self._region_predict(batch)[region.clamp(min=0)]
 
     def _roi_loss(self, out: PretrainOutput, batch: Batch, hidden_PH: torch.Tensor, fused: bool) -> None:
         """The masked-RoI classification of the P predicted regions (in region order), and the total loss."""
@@ -235,7 +251,7 @@ class VLBertForPretraining(nn.Module):
         out = PretrainOutput(loss=anchor, losses=losses, mlm_logits=mlm.logits, mlm_labels=labels_M)
         out.mlm_has_image = has_image_M
         region_N = batch.visual_index[tokens_BL]
-        roi_tokens_N = (kind_N == TokenKind.ROI) & self._region_predict(batch)[region_N.clamp(min=0)]
+        roi_tokens_N = self._predicted_roi_tokens(batch, kind_N, region_N)
         order = torch.argsort(region_N[roi_tokens_N])
         self._roi_loss(out, batch, hidden_NH[roi_tokens_N][order], fused=True)
         return out

@@ -2,7 +2,8 @@
 
 An image's regions as the model takes them: the whole-image box [0, 0, W-1, H-1] first, with the file's
 `image_box_feature` or the mean of the detections' features, then the detections by confidence (at most
-`max_regions`), clipped to the image, as pretraining builds them (data/pretrain.py `CaptionDataset._regions`).
+`max_regions`), clipped to the image (a box wholly outside it is an error: `clip_to_image`), as pretraining builds
+them (data/pretrain.py `CaptionDataset._regions`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.formats import FeatureShards, FormatError
+from ..data.formats import FeatureShards, FormatError, clip_to_image
 
 
 @dataclass
@@ -42,7 +43,7 @@ def load_regions(shards: FeatureShards, key: str, max_regions: int, feature_dim:
     order = np.argsort(-cls.max(axis=1), kind="stable") if cls is not None else np.arange(region.num_boxes)
     order = order[:max_regions]
     w, h = float(region.image_w), float(region.image_h)
-    det_boxes = np.clip(region.boxes[order], 0.0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
+    det_boxes = clip_to_image(region.boxes[order], w, h, f"{where}, image {key!r}")  # the rule of every mode
     if region.image_box_feature is not None:
         whole = region.image_box_feature.astype(np.float32)
     else:

@@ -35,7 +35,7 @@ def test_tsv_with_a_bad_line_fails_or_is_skipped(tmp_path, capsys):
     lines = [classic_tsv_line(r) for r in records]
     lines.insert(1, tsv_line("bad", 10, 10, 2, "@@@@", "AAAA"))
     (tmp_path / "f.tsv").write_text("".join(lines))
-    assert run([str(tmp_path / "f.tsv"), "--out", str(tmp_path / "out")]) == 1
+    assert run([str(tmp_path / "f.tsv"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'f.tsv'}, record 'bad' (line 2), field 'boxes': expected base64 text" in err
     assert not (tmp_path / "out/index.json").exists()
@@ -78,7 +78,7 @@ def test_cc_jsonl_converts_each_frcnn_reference_once_keyed_by_its_spec(tmp_path,
     (tmp_path / "cc").mkdir()
     (tmp_path / "cc/train_frcnn.json").write_text("".join(json.dumps(o) + "\n" for o in lines))
     argv = [str(tmp_path / "cc/train_frcnn.json"), "--root", str(tmp_path), "--out", str(tmp_path / "out")]
-    assert run(argv) == 1
+    assert run(argv) == 2
     assert "no member 'nope.json' in archive" in capsys.readouterr().err
     assert run(argv + ["--skip-bad", "--dtype", "float32"]) == 0
     out = capsys.readouterr().out
@@ -93,8 +93,8 @@ def test_cc_jsonl_converts_each_frcnn_reference_once_keyed_by_its_spec(tmp_path,
 
 def test_unknown_input_kind_and_nothing_valid(tmp_path, capsys):
     (tmp_path / "x.csv").write_text("a,b\n")
-    assert run([str(tmp_path / "x.csv"), "--out", str(tmp_path / "out")]) == 1
+    assert run([str(tmp_path / "x.csv"), "--out", str(tmp_path / "out")]) == 2
     assert "unknown input kind" in capsys.readouterr().err
     (tmp_path / "bad.tsv").write_text("only\ttwo\n")
-    assert run([str(tmp_path / "bad.tsv"), "--out", str(tmp_path / "out"), "--skip-bad"]) == 1
+    assert run([str(tmp_path / "bad.tsv"), "--out", str(tmp_path / "out"), "--skip-bad"]) == 2
     assert "no valid records to convert" in capsys.readouterr().err

@@ -68,3 +68,18 @@ def test_empty_report_and_bad_mode():
     assert SkipCounter("skip").report() == "skipped 0 malformed records"
     with pytest.raises(ValueError, match="on_error must be 'raise' or 'skip'"):
         SkipCounter("ignore")
+
+
+def test_a_record_met_again_counts_once():
+    """A bad record is one record however often it is read (each epoch, each DataLoader worker, each rank)."""
+    counter = SkipCounter("skip")
+    for _ in range(3):  # three epochs over the same bad record
+        counter.handle(FormatError("cc.jsonl", 4, "caption", "words", "[]", line=5))
+    counter.handle(FormatError("cc.jsonl", 5, "caption", "words", "[]", line=6))
+    counter.handle(FormatError("cc.jsonl: no frcnn field"))
+    counter.handle(FormatError("cc.jsonl: no frcnn field"))
+    assert counter.total == 3 and counter.by_reason()[("cc.jsonl", "field 'caption'")] == 2
+    other = SkipCounter("skip")
+    other.handle(FormatError("cc.jsonl", 5, "caption", "words", "[]", line=6))  # seen here already
+    other.handle(FormatError("cc.jsonl", 9, "caption", "words", "[]", line=10))
+    assert counter.merge(other).total == 4

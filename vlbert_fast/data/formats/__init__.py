@@ -15,7 +15,7 @@ from .cc_jsonl import CaptionRecord, iter_cc_jsonl, read_cc_jsonl, write_cc_json
 from .errors import FormatError, SkipCounter
 from .paths import ResolvedPath, close_archives, path_exists, read_bytes, resolve_path
 from .region_json import decode_array, encode_array, read_region_json, region_json_bytes, write_region_json
-from .regions import RegionRecord, validate
+from .regions import RegionRecord, clip_to_image, validate
 from .shards import FeatureShards, ShardWriter, convert_to_shards
 from .text_corpus import iter_text_corpus, read_text_corpus
 
@@ -27,6 +27,7 @@ __all__ = [
     "ResolvedPath",
     "ShardWriter",
     "SkipCounter",
+    "clip_to_image",
     "close_archives",
     "convert_to_shards",
     "decode_array",

@@ -3,7 +3,8 @@
 Every reader in this package raises `FormatError` for a malformed record: it names the file, the record (index,
 image_id or line), the field, what was expected and what was found. A reader given a `SkipCounter` in "skip" mode
 hands the error to the counter instead, which counts it by (file, reason) and keeps the first few messages, and
-moves on to the next record; the trainer prints `counter.report()` at the end of an epoch.
+moves on to the next record; the trainer prints `counter.report()` at the end of an epoch. A counter counts distinct
+records (`FormatError.record_key`): a bad record met again (the next epoch, another worker) is not counted twice.
 """
 
 from __future__ import annotations
@@ -77,6 +78,13 @@ class FormatError(ValueError):
         tail = [part for part in (", ".join(detail), self.message) if part]
         return ": ".join(part for part in (", ".join(head), "; ".join(tail)) if part)
 
+    def record_key(self) -> tuple:
+        """What identifies the bad record: its file with its record and/or line, or the whole message when it names
+        neither."""
+        if self.record is None and self.line is None:
+            return (self.file, str(self))
+        return (self.file, str(self.record), self.line)
+
     def at(self, *, record: object = _UNSET, line: int | None = None) -> FormatError:
         """A copy located at another record and/or line (readers add the line to errors raised deeper down)."""
         return FormatError(
@@ -116,12 +124,17 @@ class SkipCounter:
         self.on_error = on_error
         self.max_examples = max_examples
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._seen: dict[tuple, tuple[str, str]] = {}
         self.examples: list[str] = []
 
     def handle(self, err: FormatError) -> None:
         if self.on_error == "raise":
             raise err
-        self._counts[(err.file or "<unknown file>", err.reason)] += 1
+        key = err.record_key()
+        if key in self._seen:
+            return
+        self._seen[key] = (err.file or "<unknown file>", err.reason)
+        self._counts[self._seen[key]] += 1
         if len(self.examples) < self.max_examples:
             self.examples.append(str(err))
 
@@ -134,10 +147,14 @@ class SkipCounter:
         return dict(self._counts.most_common())
 
     def merge(self, other: SkipCounter) -> SkipCounter:
-        """Adds another counter's counts and examples (e.g. from another DataLoader worker); returns self."""
-        self._counts.update(other._counts)
+        """Adds another counter's records not counted here yet, and its examples (e.g. from another DataLoader worker
+        or rank); returns self."""
+        for key, where in other._seen.items():
+            if key not in self._seen:
+                self._seen[key] = where
+                self._counts[where] += 1
         room = self.max_examples - len(self.examples)
-        self.examples.extend(other.examples[: max(room, 0)])
+        self.examples.extend([e for e in other.examples if e not in self.examples][: max(room, 0)])
         return self
 
     def report(self) -> str:

@@ -51,10 +51,29 @@ def _check_array(source: str, image_id: object, field: str, value: object, ndim:
     return value
 
 
+def clip_to_image(boxes_N4: np.ndarray, width: float, height: float, source: str) -> np.ndarray:
+    """The one rule for boxes against their image, in every mode (precomputed features and end to end, pretraining and
+    the tasks): a box partly outside [0, W-1] x [0, H-1] is clipped into it (detectors emit such boxes); a box wholly
+    outside it is an error naming `source` (the record's boxes belong to another image, size or orientation), which
+    skip mode counts and skips with its record. Returns float32 [N, 4]."""
+    boxes = np.asarray(boxes_N4, dtype=np.float32).reshape(-1, 4)
+    w, h = float(width), float(height)
+    outside = (boxes[:, 0] > w - 1) | (boxes[:, 1] > h - 1) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise FormatError(
+            source,
+            message=f"box {i} = {boxes[i].tolist()} lies wholly outside the {w:g} x {h:g} image "
+            f"({int(outside.sum())} such)",
+            reason="box outside image",
+        )
+    return np.clip(boxes, 0.0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
+
+
 def validate(source: str, record: RegionRecord) -> None:
     """Raises FormatError naming `source` and the image when the record is inconsistent (see the checks below).
 
-    Boxes partly outside the image are allowed (detectors emit them; the loader clips), reversed boxes are not.
+    Boxes partly or wholly outside the image pass here (the loaders apply `clip_to_image`), reversed boxes do not.
     """
     rid = record.image_id
     if not isinstance(rid, str) or not rid:

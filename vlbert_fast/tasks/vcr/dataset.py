@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from ...config import VisualConfig
 from ...config.tasks import VCROptions
 from ...data.collate import Example
-from ...data.formats import FeatureShards, FormatError, read_bytes
+from ...data.formats import FeatureShards, FormatError, clip_to_image, read_bytes
 from ...data.images import prepare_image
 from ...tokenization import Tokenizer
 from ..base import TaskSample
@@ -172,7 +172,8 @@ class VCRDataset(Dataset):
                 "region_masked": region_masked,
             }
         features = self.features(rec, len(boxes))
-        clipped = np.clip(boxes, 0.0, [w - 1, h - 1, w - 1, h - 1])
+        spec = f"{self.options.images}/{rec.metadata_fn}"
+        clipped = clip_to_image(boxes, w, h, f"{self.root / spec} (for {rec.source})")  # every mode's rule
         whole = np.array([[0.0, 0.0, w - 1, h - 1]], dtype=np.float32)
         return {
             "boxes": torch.from_numpy(np.concatenate([whole, clipped]).astype(np.float32)),
