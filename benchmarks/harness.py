@@ -61,6 +61,9 @@ METRICS = {
     "mfu_measured": ("% of measured peak", +1),
     "peak_memory": ("GiB", -1),
     "padding_share": ("%", 0),
+    "bytes_per_sample": ("bytes", -1),
+    "open_time": ("ms", -1),
+    "rss_growth": ("MB", -1),
 }
 
 

@@ -1,5 +1,7 @@
-"""`vlbert-fast bench [kernels|step|peers|all|report] [--op NAME] [--check] [--smoke] [--compare OLD.csv]
-[--fail-if-regression PCT] [--out DIR]`: the benchmark suites, delegated to benchmarks/run.py.
+"""`vlbert-fast bench [kernels|step|peers|data|all|report] [--op NAME] [--check] [--smoke] [--compare OLD.csv]
+[--fail-if-regression PCT] [--out DIR]`: the benchmark suites, delegated to benchmarks/run.py. `all` runs the GPU
+suites (kernels, step, peers); `data` (the loader: bytes per sample, samples/s, the index at 3.3 M records) runs
+on any machine and writes into benchmarks/results.
 
 The benchmarks live in the source checkout (benchmarks/ beside vlbert_fast/), not in the installed package: they
 carry results, plots and peers (transformers, torchvision) that a training install does not need. The command
@@ -17,7 +19,7 @@ from pathlib import Path
 
 HELP = "benchmarks: kernels, the full training step and the peers side by side (CSV, markdown report, plots)"
 CONFIG = None
-SUITES = ("kernels", "step", "peers", "all", "report")
+SUITES = ("kernels", "step", "peers", "data", "all", "report")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         default="all",
         choices=SUITES,
-        help="what to measure (default all); report: no measuring, rebuild report.md and plots from --out's CSVs",
+        help="what to measure (default all: kernels, step, peers); data: the loader, on any machine; report: no "
+        "measuring, rebuild report.md and plots from --out's CSVs",
     )
     parser.add_argument("--op", metavar="NAME", help="kernels: only the benchmarks of this op, once per launch config")
     parser.add_argument(

@@ -253,3 +253,23 @@ def test_a_read_only_directory_keeps_its_checks_in_the_cache_directory(good, tmp
     finally:
         path.chmod(0o755)
     assert writable or len(list((tmp_path / "cache/shard_checks").glob("*.json"))) == 1
+
+
+def test_the_pretraining_loader_refuses_or_skips_the_unusable_records(small_world, tmp_path):
+    from vlbert_fast.config import RunConfig, load_config
+    from vlbert_fast.data.loader import build_pretrain_data
+    from vlbert_fast.data.pretrain import Skipped
+
+    world = tmp_path / "world"
+    shutil.copytree(small_world, world)
+    (world / "features/index.checked.json").unlink(missing_ok=True)
+    edit(world / "features", "index.image_wh.npy", lambda a: a.__setitem__((3, 1), 0))
+    bad_id = FeatureShards(world / "features", on_bad_record="skip").image_ids[3]
+    overrides = [f"data.root={world}", "data.num_workers=0", "train.micro_batch_size=4", "train.global_batch_size=4"]
+    with pytest.raises(FormatError, match=f"record 3 .image_id '{bad_id}'., field 'image_wh': expected a positive"):
+        build_pretrain_data(load_config(RunConfig, overrides=overrides))
+    data = build_pretrain_data(load_config(RunConfig, overrides=[*overrides, "data.on_bad_record=skip"]))
+    items = [data.captions[i] for i in range(len(data.captions))]
+    skipped = [i for i, item in enumerate(items) if isinstance(item, Skipped)]
+    assert [data.captions.records[i].image for i in skipped] == [f"images.zip@/{bad_id}.png"]
+    assert "index.image_wh.npy, record 3" in str(items[skipped[0]].error)
