@@ -64,6 +64,8 @@ METRICS = {
     "bytes_per_sample": ("bytes", -1),
     "open_time": ("ms", -1),
     "rss_growth": ("MB", -1),
+    "loss": ("nats", -1),
+    "accuracy": ("%", +1),
 }
 
 

@@ -307,8 +307,8 @@ class FeatureShards:
         k = i // self.meta.shard_size
         try:
             maps = self._shard(k)
-        except FormatError as err:  # the file changed since the directory was checked
-            raise FormatError(err.file, (i, image_id), message=str(err), reason=err.reason) from None
+        except FormatError as err:  # a file changed since the directory was checked
+            raise located(err, i, image_id) from None
         offsets = index["box_offsets"]
         base = int(offsets[self.meta.shard_records(k)[0]])
         lo, hi = int(offsets[i]) - base, int(offsets[i + 1]) - base
