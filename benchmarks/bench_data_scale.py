@@ -15,11 +15,14 @@ hashes) is at full scale, and it is what each process opens. Steps:
    it, and after `--reads` random lookups and reads (RssAnon: memory of its own; RssFile: pages of the memory-mapped
    files, shared with every other process through the page cache; Pss: its fair share of all of them).
 All 32 workers run at once, on however few cores the machine has, so wall times include waiting for a core.
+4. the same records in format 1 (padded to 3 boxes, every id in index.json), opened by `--padded-workers`
+   processes one at a time (each parses the ids and builds a dict of them on its first lookup), measured the
+   same way: the index each worker of format 1 held.
 
-Rows (bench "data_scale", op "index_open", provider "ragged", x = records): open_time (ms; mode "first_open": step
-2, mode "open": a worker's open, quantiles over the 32 workers, mode "first_lookup"), rss_growth (MB; mode "open":
-after the open, mode "open+reads": after the reads; quantiles over the workers, the maximum and the anon / file /
-Pss parts in config_json). The records' write time goes into config_json.
+Rows (bench "data_scale", op "index_open", provider "ragged" / "padded_v1", x = records): open_time (ms; mode
+"first_open": step 2, mode "open": a worker's open, quantiles over the workers, mode "first_lookup"), rss_growth
+(MB; mode "open": after the open, mode "open+reads": after the reads; quantiles over the workers, the maximum and
+the anon / file / Pss parts in config_json). The records' write time goes into config_json.
 """
 
 from __future__ import annotations
@@ -55,30 +58,41 @@ def memory_mb() -> dict[str, float]:
     return out
 
 
-def write_records(directory: Path, n: int, seed: int = 0) -> float:
-    """n records through ShardWriter (module docstring); returns the seconds it took."""
+def records(n: int, seed: int = 0):
+    """The simulated records (module docstring), generated on the fly."""
     from vlbert_fast.data.formats import RegionRecord
-    from vlbert_fast.data.formats.shards import ShardWriter
 
     rng = np.random.default_rng(seed)
     boxes = np.array([[4, 6, 120, 90], [30, 10, 200, 160], [0, 0, 639, 479]], np.float32)
     features = rng.standard_normal((64, 3, 8)).astype(np.float32)
     classes = rng.random((64, 3, 4)).astype(np.float32)
+    for i in range(n):
+        k = 1 + i % 3
+        yield RegionRecord(f"cc3m/train/{i:08d}.jpg", 640, 480, boxes[:k], features[i % 64, :k], classes[i % 64, :k])
+
+
+def write_records(directory: Path, n: int, padded: bool) -> float:
+    """The records as ragged shards (ShardWriter) or padded ones (format 1, max_boxes 3); returns the seconds."""
+    from vlbert_fast.data.formats.shards import ShardWriter
+    from vlbert_fast.data.formats.shards_padded import write_padded_shards
+
     start = time.perf_counter()
-    with ShardWriter(directory, 8, 4, 100, shard_size=4096) as writer:
-        for i in range(n):
-            k = 1 + i % 3
-            writer.add(RegionRecord(f"cc3m/train/{i:08d}.jpg", 640, 480, boxes[:k], features[i % 64, :k],
-                                    classes[i % 64, :k]))  # fmt: skip
+    if padded:
+        write_padded_shards(records(n), directory, 8, 4, max_boxes=3, shard_size=4096)
+    else:
+        with ShardWriter(directory, 8, 4, 100, shard_size=4096) as writer:
+            for record in records(n):
+                writer.add(record)
     return time.perf_counter() - start
 
 
-def _worker(directory: str, n: int, reads: int, seed: int, queue) -> None:
+def _worker(directory: str, n: int, reads: int, seed: int, padded: bool, queue) -> None:
     from vlbert_fast.data.formats import FeatureShards
+    from vlbert_fast.data.formats.shards_padded import PaddedFeatureShards
 
     before = memory_mb()
     wall, cpu = time.perf_counter(), time.process_time()
-    shards = FeatureShards(directory)
+    shards = PaddedFeatureShards(directory) if padded else FeatureShards(directory)
     open_wall, open_cpu = time.perf_counter() - wall, time.process_time() - cpu
     after_open = memory_mb()
     rng = np.random.default_rng(seed)
@@ -105,7 +119,8 @@ def _rank(directory: str, n: int, reads: int, rank: int, workers: int, queue) ->
 
     fork = mp.get_context("fork")
     workers = [
-        fork.Process(target=_worker, args=(directory, n, reads, rank * workers + w, queue)) for w in range(workers)
+        fork.Process(target=_worker, args=(directory, n, reads, rank * workers + w, False, queue))
+        for w in range(workers)
     ]
     for p in workers:
         p.start()
@@ -126,12 +141,51 @@ def quantiles(values) -> tuple[float, float, float]:
     return float(q[0]), float(q[1]), float(q[2])
 
 
+def write_rows(writer, provider: str, n: int, found: list[dict], config: dict) -> None:
+    for mode, key in (("open", "open_s"), ("first_lookup", "first_lookup_s")):
+        values = [1e3 * f[key] for f in found]
+        extra = {"max_ms": round(max(values), 1), "workers_measured": len(found)}
+        if mode == "open":
+            extra["cpu_ms_p50"] = round(1e3 * float(np.median([f["open_cpu_s"] for f in found])), 1)
+        writer.metric("index_open", provider, mode, "open_time", "records", n, quantiles(values), {**config, **extra})
+    for mode, key in (("open", "open"), ("open+reads", "reads")):
+        parts = {part: [f[key][part] for f in found] for part in ("VmRSS", "RssAnon", "RssFile", "Pss")}
+        extra = {f"{part}_p50": round(float(np.median(v)), 2) for part, v in parts.items()}
+        extra |= {f"{part}_max": round(float(np.max(v)), 2) for part, v in parts.items()}
+        writer.metric("index_open", provider, mode, "rss_growth", "records", n, quantiles(parts["VmRSS"]),
+                      {**config, **extra})  # fmt: skip
+    opens, growth = [1e3 * f["open_s"] for f in found], [f["reads"]["VmRSS"] for f in found]
+    print(
+        f"{provider}: {len(found)} workers: open {np.median(opens):.0f} ms median, {max(opens):.0f} ms max; first "
+        f"lookup {1e3 * np.median([f['first_lookup_s'] for f in found]):.0f} ms; RSS growth after "
+        f"{config['reads_per_worker']} reads {np.median(growth):.1f} MB median, {max(growth):.1f} MB max (RssAnon "
+        f"max {max(f['reads']['RssAnon'] for f in found):.1f} MB)",
+        flush=True,
+    )
+
+
+def prepare(directory: Path, n: int, padded: bool) -> float | str:
+    """Writes the records unless a finished directory of them is there (--work-dir); the write's seconds."""
+    if (directory / "index.json").is_file():
+        return "reused"
+    shutil.rmtree(directory, ignore_errors=True)
+    return round(write_records(directory, n, padded), 1)
+
+
+def file_bytes(directory: Path, prefix: str) -> int:
+    return sum(f.stat().st_size for f in directory.iterdir() if f.name.startswith(prefix))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = harness.parser(__doc__.splitlines()[0], providers=("ragged",), modes=("forward",))
     p.add_argument("--records", type=int, default=None, help="default 3 300 000 (smoke 20 000)")
     p.add_argument("--reads", type=int, default=1000, help="random lookups and reads per worker after the open")
     p.add_argument("--ranks", type=int, default=8, help="processes opening the shards (default 8)")
     p.add_argument("--workers-per-rank", type=int, default=4, help="workers each rank forks (default 4)")
+    p.add_argument(
+        "--padded-workers", type=int, default=2, help="format 1 at the same scale: processes opening it, one at a "
+        "time (each holds every id in Python objects); 0 skips it",
+    )  # fmt: skip
     p.add_argument("--work-dir", default=None, help="where the records are written (default: a temp dir, removed)")
     args = p.parse_args(argv)
     n = args.records or (20_000 if args.smoke else 3_300_000)
@@ -140,13 +194,13 @@ def main(argv: list[str] | None = None) -> int:
 
     writer = harness.ResultWriter(results, BENCH, torch.device("cpu"))
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="vlbert_fast_bench_scale_"))
-    directory = work / "shards"
+    spawn = mp.get_context("spawn")
+    queue = spawn.Queue()
+    base = {"records": n, "reads_per_worker": args.reads}
     try:
-        reused = (directory / "index.json").is_file()
-        write_s = 0.0 if reused else write_records(directory, n)
+        directory = work / "shards"
+        write_s = prepare(directory, n, padded=False)
         (directory / "index.checked.json").unlink(missing_ok=True)
-        spawn = mp.get_context("spawn")
-        queue = spawn.Queue()
         first = spawn.Process(target=_first_open, args=(str(directory), queue))
         first.start()
         first_open_s = queue.get()
@@ -160,40 +214,26 @@ def main(argv: list[str] | None = None) -> int:
         found = [queue.get() for _ in range(args.ranks * args.workers_per_rank)]
         for rank in ranks:
             rank.join()
-        files = sorted(directory.iterdir())
-        config = {
-            "records": n,
-            "ranks": args.ranks,
-            "workers_per_rank": args.workers_per_rank,
-            "reads_per_worker": args.reads,
-            "write_s": round(write_s, 1) if not reused else "reused",
-            "index_bytes": sum(f.stat().st_size for f in files if f.name.startswith("index.")),
-            "shard_bytes": sum(f.stat().st_size for f in files if f.name.startswith("shard-")),
-        }
+        config = {**base, "ranks": args.ranks, "workers_per_rank": args.workers_per_rank, "write_s": write_s}
+        config |= {"index_bytes": file_bytes(directory, "index."), "shard_bytes": file_bytes(directory, "shard-")}
         writer.metric(
-            "index_open", "ragged", "first_open", "open_time", "records", n, (first_open_s * 1e3,) * 3, config
+            "index_open", "ragged", "first_open", "open_time", "records", n, (1e3 * first_open_s,) * 3, config
         )
-        for mode, key in (("open", "open_s"), ("first_lookup", "first_lookup_s")):
-            values = [1e3 * f[key] for f in found]
-            extra = {"max_ms": round(max(values), 1)}
-            if mode == "open":
-                extra["cpu_ms_p50"] = round(1e3 * float(np.median([f["open_cpu_s"] for f in found])), 1)
-            writer.metric(
-                "index_open", "ragged", mode, "open_time", "records", n, quantiles(values), {**config, **extra}
-            )
-        for mode, key in (("open", "open"), ("open+reads", "reads")):
-            parts = {part: [f[key][part] for f in found] for part in ("VmRSS", "RssAnon", "RssFile", "Pss")}
-            extra = {f"{part}_p50": round(float(np.median(v)), 2) for part, v in parts.items()}
-            extra |= {f"{part}_max": round(float(np.max(v)), 2) for part, v in parts.items()}
-            values = quantiles(parts["VmRSS"])
-            writer.metric("index_open", "ragged", mode, "rss_growth", "records", n, values, {**config, **extra})
-        opens = [1e3 * f["open_s"] for f in found]
-        growth = [f["reads"]["VmRSS"] for f in found]
-        print(f"{n:,} records ({config['index_bytes'] / 1e6:.0f} MB of index), written in {write_s:.0f} s")
-        print(f"first open (checks, cached): {first_open_s:.2f} s")
-        print(f"{len(found)} workers: open {np.median(opens):.0f} ms median, {max(opens):.0f} ms max; RSS growth after "
-              f"{args.reads} reads {np.median(growth):.1f} MB median, {max(growth):.1f} MB max "
-              f"(RssAnon max {max(f['reads']['RssAnon'] for f in found):.1f} MB)")  # fmt: skip
+        print(f"ragged: {n:,} records ({config['index_bytes'] / 1e6:.0f} MB of index) written in {write_s} s; first "
+              f"open (checks, then cached) {first_open_s:.2f} s", flush=True)  # fmt: skip
+        write_rows(writer, "ragged", n, found, config)
+        if args.padded_workers:
+            directory = work / "padded"
+            write_s = prepare(directory, n, padded=True)
+            found = []
+            for w in range(args.padded_workers):  # one at a time: each holds every id as Python objects
+                process = spawn.Process(target=_worker, args=(str(directory), n, args.reads, w, True, queue))
+                process.start()
+                found.append(queue.get())
+                process.join()
+            config = {**base, "processes": args.padded_workers, "one_at_a_time": True, "write_s": write_s}
+            config |= {"index_bytes": file_bytes(directory, "index."), "shard_bytes": file_bytes(directory, "shard-")}
+            write_rows(writer, "padded_v1", n, found, config)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)

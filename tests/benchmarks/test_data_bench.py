@@ -2,6 +2,8 @@
 the padded format costing at least twice the bytes per sample of the ragged one on the BUTD-like box counts (a
 property of the formats, not a timing), the summary, and the scale simulation's open-time and memory rows."""
 
+import json
+
 import pytest
 
 from benchmarks import bench_data, bench_data_scale, harness, registry
@@ -46,13 +48,23 @@ def test_bytes_per_sample_and_loader_rows(tmp_path, cache):
 def test_scale_simulation_rows(tmp_path):
     out = tmp_path / "results"
     argv = ["--smoke", "--results-dir", str(out), "--records", "3000", "--reads", "20", "--ranks", "2"]
-    assert bench_data_scale.main([*argv, "--workers-per-rank", "2"]) == 0
+    assert bench_data_scale.main([*argv, "--workers-per-rank", "2", "--padded-workers", "1"]) == 0
     rows = harness.read_rows(out / "data_scale.csv")
-    assert {(r["metric"], r["mode"]) for r in rows} == {
-        ("open_time", "first_open"),
+    measured = {
         ("open_time", "open"),
         ("open_time", "first_lookup"),
         ("rss_growth", "open"),
         ("rss_growth", "open+reads"),
     }
+    assert {(r["metric"], r["mode"]) for r in rows if r["provider"] == "ragged"} == {
+        *measured,
+        ("open_time", "first_open"),
+    }
+    assert {(r["metric"], r["mode"]) for r in rows if r["provider"] == "padded_v1"} == measured
     assert all(r["x_value"] == "3000" and float(r["p50"]) >= 0 for r in rows if r["metric"] == "open_time")
+    workers = {
+        r["provider"]: json.loads(r["config_json"]).get("workers_measured")
+        for r in rows
+        if r["mode"] == "open" and r["metric"] == "open_time"
+    }
+    assert workers == {"ragged": 4, "padded_v1": 1}

@@ -243,6 +243,20 @@ def test_the_checks_run_once_and_again_when_a_file_changes(good, tmp_path, monke
     assert len(scans) == 2
 
 
+def test_a_shard_file_changed_after_the_checks_is_caught_when_mapped(good, tmp_path):
+    path = damaged(good, tmp_path, lambda p: None)
+    FeatureShards(path)  # checked and cached
+    truncate("shard-00001.features.npy")(path)  # in place: the directory's listing does not change
+    shards = FeatureShards(path)  # the cached checks: opens
+    assert shards["img0"].num_boxes == 3
+    with pytest.raises(FormatError) as info:
+        shards["img4"]
+    assert str(info.value) == (
+        f"{path}/shard-00001.features.npy, record 4 (image_id 'img4'): expected 320 bytes (float32 [8, 6]), found "
+        "310 bytes on disk (truncated); the record's shard is unusable"
+    )
+
+
 def test_a_read_only_directory_keeps_its_checks_in_the_cache_directory(good, tmp_path, monkeypatch):
     path = damaged(good, tmp_path, lambda p: None)
     monkeypatch.setenv("VLBERT_FAST_CACHE", str(tmp_path / "cache"))

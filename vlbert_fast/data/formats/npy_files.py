@@ -113,8 +113,9 @@ def check_npy(path: Path, dtype: str, shape: tuple[int | None, ...], what: str) 
 
 
 def open_npy(path: Path, dtype: str, shape: tuple[int | None, ...], what: str) -> np.ndarray:
-    """`path` checked (`check_npy`) and memory-mapped read-only."""
+    """`path` checked (`check_npy`) and memory-mapped read-only, as a plain ndarray over the map (np.memmap's
+    subclass hooks cost microseconds on every index, and a reader indexes a dozen times per record)."""
     found_shape, offset = check_npy(path, dtype, shape, what)
     if int(np.prod(found_shape)) == 0:  # mmap cannot map nothing
         return np.zeros(found_shape, dtype)
-    return np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=found_shape)
+    return np.memmap(path, dtype=np.dtype(dtype), mode="r", offset=offset, shape=found_shape).view(np.ndarray)

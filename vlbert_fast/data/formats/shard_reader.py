@@ -289,16 +289,16 @@ class FeatureShards:
             raise KeyError(
                 f"image_id {image_id!r} is not in the feature shards at {self.directory} ({len(self)} images)"
             )
-        return self.record_at(i)
+        return self.record_at(i, image_id)
 
-    def record_at(self, i: int) -> RegionRecord:
-        """The i-th record in storage order."""
+    def record_at(self, i: int, image_id: str | None = None) -> RegionRecord:
+        """The i-th record in storage order (`image_id`: its id, when the caller has just looked it up)."""
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"FeatureShards: index {i} out of range for {n} records in {self.directory}")
         i %= n
         index = self._arrays()
-        image_id = index["lookup"].id_at(i)
+        image_id = index["lookup"].id_at(i) if image_id is None else image_id
         known = self.findings.error_for(i, self.meta.shard_size)
         if known is not None and known.record is not None:
             raise known
@@ -335,7 +335,18 @@ class FeatureShards:
         return record
 
     def _check(self, record: RegionRecord, i: int, k: int) -> None:
-        """Raises a FormatError naming the file of the bad field, the record and its image id."""
+        """Raises a FormatError naming the file of the bad field, the record and its image id. The arrays' types
+        and shapes are the files' (checked when mapped); what can be wrong is a value: when none is, the record
+        passes without the full validation, which runs to find and describe the problem otherwise."""
+        boxes = record.boxes
+        values = [a for a in (boxes, record.features, record.classes, record.image_box_feature) if a is not None]
+        if (
+            record.image_w > 0
+            and record.image_h > 0
+            and all(np.isfinite(a).all() for a in values)
+            and bool(((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all())
+        ):
+            return
         try:
             validate(str(self.directory), record)
             check_box_areas(str(self.directory), record)

@@ -115,8 +115,9 @@ def dense_soft_labels(ids_NK: np.ndarray, probs_NK: np.ndarray, num_classes: int
 def check_box_areas(source: str, record: RegionRecord) -> None:
     """FormatError when a box has no area (x2 == x1 or y2 == y1); `validate` has already rejected reversed ones."""
     boxes = record.boxes
-    flat = np.flatnonzero((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
-    if flat.size:
+    flat_B = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if flat_B.any():
+        flat = np.flatnonzero(flat_B)
         i = int(flat[0])
         found = f"box {i} = {boxes[i].tolist()} ({flat.size} such)"
         raise FormatError(source, record.image_id, "boxes", "x2 > x1 and y2 > y1 (a box with area)", found)
