@@ -19,14 +19,17 @@ Rows (bench "data"; op = dataset, provider = format; ours = ragged*, the peer = 
 - samples_per_s (mode "loader", x = workers): image-caption samples per second out of the real pretraining
   DataLoader (build_pretrain_data: shards -> regions -> tokenise, mask, collate; micro batches of 32 rows, half of
   them text-only) with `workers` worker processes, after two warm-up batches; the quantiles are over 5 equal slices
-  of the batches. The padded format is read through its own reader (shards_padded.PaddedFeatureShards) in the same
-  loader. The files are in the page cache (just written): this measures the CPU cost of loading, not the disk;
-- samples_per_s (mode "reader", x = 0): `shards[image_id]` alone, random ids, one process.
+  of the batches; samples_per_cpu_s: the same samples per CPU-second of the main process and its workers (what one
+  core loads, whatever else the machine runs). The padded format is read through its own reader
+  (shards_padded.PaddedFeatureShards) in the same loader. The files are in the page cache (just written): this
+  measures the CPU cost of loading, not the disk;
+- samples_per_s and samples_per_cpu_s (mode "reader", x = 0): `shards[image_id]` alone, random ids, one process.
 A markdown summary goes beside the CSV (data.md).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -112,46 +115,68 @@ def quantiles_of_rate(samples: list[int], stamps: list[float], start: float) -> 
     return float(q[0]), float(q[1]), float(q[2])
 
 
-def loader_rate(cfg: RunConfig, reader, seconds: float) -> tuple[tuple[float, float, float], int]:
-    """Image-caption samples/s of the pretraining loader (module docstring) and the batches measured."""
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (/proc/PID/stat), in seconds."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def loader_rate(cfg: RunConfig, reader, seconds: float) -> tuple[tuple[float, float, float], int, float]:
+    """Image-caption samples/s of the pretraining loader (module docstring), the batches measured, and the samples
+    per CPU-second of the loading processes (this one and its workers): what a core of this machine loads, however
+    loaded the machine is."""
     data = build_pretrain_data(cfg)
     data.captions.regions.shards = reader  # the format under test, in the same loader
-    epoch = 0
+    per_epoch, epoch, taken = len(data.loader), 0, 0
     data.set_epoch(epoch)
     batches = iter(data.loader)
+    worker_cpu = [0.0]  # CPU of the workers of finished epochs, read after their last batch while they still exist
 
-    def next_batch():
-        nonlocal batches, epoch
-        while True:
-            try:
-                return next(batches)
-            except StopIteration:
-                epoch += 1
-                data.set_epoch(epoch)
-                batches = iter(data.loader)
+    def workers() -> list[int]:
+        return [w.pid for w in getattr(batches, "_workers", [])]
+
+    def next_batch(measuring: bool):
+        nonlocal batches, epoch, taken
+        if taken == per_epoch:  # a new epoch: new workers (the old ones exit with their iterator)
+            if measuring:
+                worker_cpu[0] += cpu_seconds(workers())
+            epoch, taken = epoch + 1, 0
+            data.set_epoch(epoch)
+            batches = iter(data.loader)
+        taken += 1
+        return next(batches)
 
     for _ in range(2):
-        next_batch()
+        next_batch(measuring=False)
+    worker_cpu[0] -= cpu_seconds(workers())
+    main_cpu = time.process_time()
     samples, stamps = [], []
     start = time.perf_counter()
     while time.perf_counter() - start < seconds or len(samples) < 5:
-        loaded = next_batch()
+        loaded = next_batch(measuring=True)
         samples.append(int(loaded.batch.has_image.sum()))
         stamps.append(time.perf_counter())
-    del batches  # stops the workers
-    return quantiles_of_rate(samples, stamps, start), len(samples)
+    cpu = time.process_time() - main_cpu + worker_cpu[0] + cpu_seconds(workers())
+    batches = None  # stops the workers
+    return quantiles_of_rate(samples, stamps, start), len(samples), sum(samples) / max(cpu, 1e-9)
 
 
-def reader_rate(reader, ids: list[str], seconds: float) -> tuple[float, float, float]:
+def reader_rate(reader, ids: list[str], seconds: float) -> tuple[tuple[float, float, float], float]:
+    """Samples/s of `reader[image_id]` over random ids, and samples per CPU-second."""
     rng = np.random.default_rng(0)
     samples, stamps = [], []
+    cpu = time.process_time()
     start = time.perf_counter()
     while time.perf_counter() - start < seconds or len(samples) < 5:
         for i in rng.integers(0, len(ids), 64):
             reader[ids[i]]
         samples.append(64)
         stamps.append(time.perf_counter())
-    return quantiles_of_rate(samples, stamps, start)
+    return quantiles_of_rate(samples, stamps, start), sum(samples) / (time.process_time() - cpu)
 
 
 def run_dataset(writer, name: str, root: Path, formats: dict, overrides: list[str], workers, seconds, summary):
@@ -164,33 +189,38 @@ def run_dataset(writer, name: str, root: Path, formats: dict, overrides: list[st
         writer.metric(name, fmt, "storage", "bytes_per_sample", "records", len(ids), (per_sample,) * 3, config)
         print(f"  {name} {fmt:<14} {per_sample:>12,.0f} bytes/sample ({padded_bytes / per_sample:.2f}x padded)")
         row = {"bytes": per_sample, "vs_padded": padded_bytes / per_sample, "loader": {}}
-        rate = reader_rate(reader, ids, seconds)
+        rate, per_cpu = reader_rate(reader, ids, seconds)
         writer.metric(name, fmt, "reader", "samples_per_s", "workers", 0, rate, config)
-        row["reader"] = rate[1]
+        writer.metric(name, fmt, "reader", "samples_per_cpu_s", "workers", 0, (per_cpu,) * 3, config)
+        row["reader"], row["reader_cpu"] = rate[1], per_cpu
         for n in workers:
             cfg = load_config(RunConfig, overrides=[*overrides, f"data.root={root}", f"data.num_workers={n}"])
-            rate, batches = loader_rate(cfg, reader, seconds)
-            writer.metric(name, fmt, "loader", "samples_per_s", "workers", n, rate, {**config, "batches": batches})
-            print(f"  {name} {fmt:<14} loader, {n} workers: {rate[1]:,.0f} samples/s ({batches} batches)")
-            row["loader"][n] = rate[1]
+            rate, batches, per_cpu = loader_rate(cfg, reader, seconds)
+            point = {**config, "batches": batches}
+            writer.metric(name, fmt, "loader", "samples_per_s", "workers", n, rate, point)
+            writer.metric(name, fmt, "loader", "samples_per_cpu_s", "workers", n, (per_cpu,) * 3, point)
+            print(f"  {name} {fmt:<14} loader, {n} workers: {rate[1]:,.0f} samples/s, {per_cpu:,.0f} per CPU-second")
+            row["loader"][n] = (rate[1], per_cpu)
         summary.append((name, fmt, row))
 
 
 def write_summary(path: Path, summary, workers, device_name: str, command: str) -> None:
-    head = ["dataset", "format", "bytes/sample", "padded / this", "reader samples/s"]
-    head += [f"loader samples/s, {n} workers" for n in workers]
+    head = ["dataset", "format", "bytes/sample", "padded / this", "reader samples/s (per CPU-s)"]
+    head += [f"loader, {n} workers: samples/s (per CPU-s)" for n in workers]
     lines = [
         "# Feeding the model: bytes per sample and loader throughput",
         "",
-        f"`{command}` on {device_name} (rows: data.csv). Bytes: the shard directory / records. Samples/s: "
-        "image-caption samples out of the pretraining DataLoader, files in the page cache.",
+        f"`{command}` on {device_name}, load average {os.getloadavg()[0]:.1f} at the end (rows: data.csv). Bytes: "
+        "the shard directory / records. Samples/s: image-caption samples out of the pretraining DataLoader, files "
+        "in the page cache; per CPU-s: samples per CPU-second of the loading processes (main and workers).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     for name, fmt, row in summary:
-        cells = [name, fmt, f"{row['bytes']:,.0f}", f"{row['vs_padded']:.2f}x", f"{row['reader']:,.0f}"]
-        cells += [f"{row['loader'][n]:,.0f}" for n in workers]
+        cells = [name, fmt, f"{row['bytes']:,.0f}", f"{row['vs_padded']:.2f}x"]
+        cells.append(f"{row['reader']:,.0f} ({row['reader_cpu']:,.0f})")
+        cells += [f"{row['loader'][n][0]:,.0f} ({row['loader'][n][1]:,.0f})" for n in workers]
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 

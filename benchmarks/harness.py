@@ -56,6 +56,7 @@ METRICS = {
     "bandwidth": ("GB/s", +1),
     "tflops": ("TFLOP/s", +1),
     "samples_per_s": ("samples/s", +1),
+    "samples_per_cpu_s": ("samples/CPU-s", +1),
     "tokens_per_s": ("tokens/s", +1),
     "mfu": ("% of stated peak", +1),
     "mfu_measured": ("% of measured peak", +1),

@@ -37,12 +37,16 @@ def test_bytes_per_sample_and_loader_rows(tmp_path, cache):
     assert set(storage) == {(d, f) for d in ("synthetic", "butd_like") for f in formats}
     assert storage[("butd_like", "padded")] >= 2 * storage[("butd_like", "ragged")]
     assert storage[("butd_like", "ragged_top10")] < storage[("butd_like", "ragged")]
-    loader = {(r["op"], r["provider"], r["x_value"]) for r in rows if r["mode"] == "loader"}
-    assert loader == {(d, f, w) for d in ("synthetic", "butd_like") for f in formats for w in ("0", "1")}
+    for metric in ("samples_per_s", "samples_per_cpu_s"):
+        loader = {
+            (r["op"], r["provider"], r["x_value"]) for r in rows if r["mode"] == "loader" and r["metric"] == metric
+        }
+        assert loader == {(d, f, w) for d in ("synthetic", "butd_like") for f in formats for w in ("0", "1")}
+        assert all(float(r["p50"]) > 0 for r in rows if r["metric"] == metric)
     for row in rows:
         assert row["unit"] == harness.METRICS[row["metric"]][0] and float(row["p20"]) <= float(row["p80"])
     summary = (out / "data.md").read_text()
-    assert "| butd_like | padded |" in summary and "loader samples/s, 1 workers" in summary
+    assert "| butd_like | padded |" in summary and "loader, 1 workers: samples/s (per CPU-s)" in summary
 
 
 def test_scale_simulation_rows(tmp_path):
