@@ -67,6 +67,7 @@ METRICS = {
     "rss_growth": ("MB", -1),
     "loss": ("nats", -1),
     "accuracy": ("%", +1),
+    "label_mass": ("%", 0),
 }
 
 

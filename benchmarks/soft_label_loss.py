@@ -61,6 +61,14 @@ def data_root(world: Path, out: Path, topk: int | None) -> Path:
     return out
 
 
+def label_mass_kept(world: Path, k: int) -> float:
+    """Mean over the world's boxes of the exact probability mass of each box's k likeliest classes (what top-k keeps
+    before renormalising), in %."""
+    shards = FeatureShards(world / "features")
+    classes = np.concatenate([shards.record_at(i).classes for i in range(len(shards))])
+    return 100 * float(np.sort(classes, axis=1)[:, ::-1][:, :k].sum(1).mean())
+
+
 def train(root: Path, run_dir: Path, steps: int | None) -> dict:
     args = [f"data.root={root}", f"run_dir={run_dir}"] + ([f"train.max_steps={steps}"] if steps else [])
     result = subprocess.run([sys.executable, "-m", "vlbert_fast", "pretrain", *args], capture_output=True, text=True)
@@ -105,11 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-rows", type=int, default=16)
     p.add_argument("--results-dir", default=None, help="default benchmarks/results")
     p.add_argument("--work-dir", default=None, help="data roots and runs (default: a temp dir, kept for inspection)")
+    p.add_argument("--labels-only", action="store_true", help="only the label mass each K keeps; no training")
     args = p.parse_args(argv)
     world = cached_world(load_config(RunConfig).data.synth)
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="vlbert_fast_soft_labels_"))
     writer = harness.ResultWriter(Path(args.results_dir or harness.RESULTS_DIR), BENCH, torch.device("cpu"))
     modes = [None] + [int(k) for k in args.topk.split(",") if k]
+    for k in modes[1:]:
+        kept = label_mass_kept(world, k)
+        writer.metric("label_mass_kept", f"top{k}", "world", "label_mass", "k", k, (kept,) * 3, {"labels": f"top{k}"})
+        print(f"  top{k}: keeps {kept:.1f}% of the exact label mass per box (mean over the world's boxes)", flush=True)
+    if args.labels_only:
+        return 0
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="vlbert_fast_soft_labels_"))
     exact_root = data_root(world, work / "data_exact", None)
     for topk in modes:
         name = "exact" if topk is None else f"top{topk}"
