@@ -138,6 +138,8 @@ class ShardWriter:
     `num_classes=None` stores no classes (a record's classes are then dropped); likewise `with_image_box_feature`.
     `soft_labels_topk=K` stores each box's K likeliest classes, renormalised, instead of all C.
     Malformed records raise FormatError, or are counted and skipped with a "skip" `counter`.
+    The index is kept in memory until close() writes it (and the ids as a set, to refuse duplicates): about 150
+    bytes per image, 0.5 GB for 3.3 M; the features go to disk as they come.
     """
 
     def __init__(
