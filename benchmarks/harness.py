@@ -56,11 +56,18 @@ METRICS = {
     "bandwidth": ("GB/s", +1),
     "tflops": ("TFLOP/s", +1),
     "samples_per_s": ("samples/s", +1),
+    "samples_per_cpu_s": ("samples/CPU-s", +1),
     "tokens_per_s": ("tokens/s", +1),
     "mfu": ("% of stated peak", +1),
     "mfu_measured": ("% of measured peak", +1),
     "peak_memory": ("GiB", -1),
     "padding_share": ("%", 0),
+    "bytes_per_sample": ("bytes", -1),
+    "open_time": ("ms", -1),
+    "rss_growth": ("MB", -1),
+    "loss": ("nats", -1),
+    "accuracy": ("%", +1),
+    "label_mass": ("%", 0),
 }
 
 

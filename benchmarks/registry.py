@@ -38,8 +38,10 @@ SUITES: dict[str, list[str]] = {
     ],
     "step": ["bench_step", "bench_e2e_step"],
     "peers": ["bench_peers"],
+    "data": ["bench_data", "bench_data_scale"],
 }
-SUITE_ORDER = ("kernels", "step", "peers")
+SUITE_ORDER = ("kernels", "step", "peers")  # `all`: the GPU suites; `data` measures the loader on any machine
+CPU_SUITES = ("data",)  # measured on the CPU: full sizes run there, and the rows go to benchmarks/results
 
 WHY_MISSING: dict[str, str] = {}  # module -> the issue that brings it, for scripts still on another branch
 
@@ -83,7 +85,7 @@ def suite_names(suite: str) -> list[str]:
     if suite == "all":
         return list(SUITE_ORDER)
     if suite not in SUITES:
-        raise ValueError(f"suite: expected one of {[*SUITE_ORDER, 'all']}, found {suite!r}")
+        raise ValueError(f"suite: expected one of {[*SUITES, 'all']}, found {suite!r}")
     return [suite]
 
 

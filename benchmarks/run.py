@@ -133,8 +133,10 @@ def _static(args) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.suite == "static":
         return _static(args)
+    from . import registry
+
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cpu" and args.suite != "report" and not args.smoke:
+    if device.type == "cpu" and args.suite not in ("report", *registry.CPU_SUITES) and not args.smoke:
         print("vlbert-fast bench: no CUDA GPU here; the full sizes are for a GPU. Add --smoke for the CPU check.")
         return 2
     if args.fail_if_regression is not None and not args.compare:
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported: Triton on a CPU is interpreted
     from vlbert_fast.ops import REGISTRY
 
-    from . import compare, harness, kernel_loop, registry, report
+    from . import compare, harness, kernel_loop, report
 
     if args.op and args.suite not in ("kernels", "all"):
         print(f"--op {args.op}: ops are kernels; the {args.suite} suite has none (use `bench kernels --op ...`)")
@@ -158,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:  # a missing file, or a CSV of another schema
         print(f"vlbert-fast bench: {exc}")
         return 2
-    out = harness.default_results_dir(args.out, device)
+    cpu_suite = args.suite in registry.CPU_SUITES and not args.smoke
+    out = harness.RESULTS_DIR if cpu_suite and args.out is None else harness.default_results_dir(args.out, device)
     out.mkdir(parents=True, exist_ok=True)
     before = _count_rows(out) if args.suite != "report" else {}
     argv = _module_argv(args, device, out)
@@ -175,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
             failures += suite_failures
     rows = _rows_since(out, before)
     regressions = []
-    if args.no_report:
+    if args.no_report or args.suite in registry.CPU_SUITES:  # the data suite writes its own summary (data.md)
         print(f"{len(rows)} rows in {out}")
     elif rows:
         path, plots, changes = report.write(out, rows, old_rows, args.fail_if_regression, _command(args), not_measured)

@@ -115,9 +115,13 @@ def test_text_only_rows_and_the_one_to_one_mix(small_world):
 def test_model_and_data_must_agree(small_world):
     with pytest.raises(DataConfigError, match="model.vocab_size is 30522; set model.vocab_size=1024"):
         build_pretrain_data(config(small_world, "model.vocab_size=30522"))
-    data = build_pretrain_data(config(small_world, "model.visual_feature_dim=64"))
+    with pytest.raises(DataConfigError, match="region features are 128-d but model.visual_feature_dim is 64; set"):
+        build_pretrain_data(config(small_world, "model.visual_feature_dim=64"))
+    with pytest.raises(DataConfigError, match="soft labels have 25 classes but model.num_roi_classes is 1601; set"):
+        build_pretrain_data(config(small_world, "model.num_roi_classes=1601"))
+    data = build_pretrain_data(config(small_world, "model.visual_feature_dim=64", "data.features="))
     with pytest.raises(FormatError, match="region features are 128-d, model.visual_feature_dim is 64"):
-        data.captions[0]
+        data.captions[0]  # region JSONs: known record by record
 
 
 def broken_world(tmp_path, world):

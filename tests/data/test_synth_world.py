@@ -77,3 +77,23 @@ def test_vocabulary_and_probe_words(small_world):
     probes = (small_world / "probe_words.txt").read_text().split()
     assert probes == [*COLOURS, *SHAPES]
     assert all(len(tok.encode(w).ids) == 1 for w in probes)  # one piece each: masking one hides the whole word
+
+
+def test_the_cache_key_carries_the_shard_format(tmp_path):
+    """A world cached by a checkout writing another shard format (other branches share ~/.cache/vlbert_fast) is never
+    found by this one, nor this one's by it: the format is part of the key; and its shards are this format's."""
+    from dataclasses import asdict
+
+    from vlbert_fast.data.formats.shards import FORMAT_VERSION
+    from vlbert_fast.data.synth import cached_world
+    from vlbert_fast.data.synth.world import GENERATOR_VERSION
+
+    cfg = SynthConfig(train_images=6, val_images=2, corpus_lines=5, seed=11)
+    values = "-".join(f"{k}{v}" for k, v in asdict(cfg).items())
+    older = tmp_path / "synth" / f"v{GENERATOR_VERSION}-{values}"  # the key before the format was part of it
+    older.mkdir(parents=True)
+    (older / "world.json").write_text("{}")  # complete, as far as the cache can tell
+    world = cached_world(cfg, tmp_path)
+    assert world.name == f"v{GENERATOR_VERSION}-shards{FORMAT_VERSION}-{values}" and world != older
+    assert json.loads((world / "features/index.json").read_text())["version"] == FORMAT_VERSION
+    assert len(FeatureShards(world / "features")) == 8

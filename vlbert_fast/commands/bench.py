@@ -1,5 +1,7 @@
-"""`vlbert-fast bench [kernels|step|peers|all|report|static] [--op NAME] [--check] [--smoke] [--compare OLD.csv]
-[--fail-if-regression PCT] [--out DIR]`: the benchmark suites, delegated to benchmarks/run.py.
+"""`vlbert-fast bench [kernels|step|peers|data|all|report|static] [--op NAME] [--check] [--smoke] [--compare OLD.csv]
+[--fail-if-regression PCT] [--out DIR]`: the benchmark suites, delegated to benchmarks/run.py. `all` runs the GPU
+suites (kernels, step, peers); `data` (the loader: bytes per sample, samples/s, the index at 3.3 M records) runs
+on any machine and writes into benchmarks/results; `static` compiles every kernel for sm_90 without a GPU.
 
 The benchmarks live in the source checkout (benchmarks/ beside vlbert_fast/), not in the installed package: they
 carry results, plots and peers (transformers, torchvision) that a training install does not need. The command
@@ -17,7 +19,7 @@ from pathlib import Path
 
 HELP = "benchmarks: kernels, the full training step and the peers side by side (CSV, markdown report, plots)"
 CONFIG = None
-SUITES = ("kernels", "step", "peers", "all", "report", "static")
+SUITES = ("kernels", "step", "peers", "data", "all", "report", "static")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         default="all",
         choices=SUITES,
-        help="what to measure (default all); report: no measuring, rebuild report.md and plots from --out's CSVs; "
-        "static: compile every kernel for sm_90 without a GPU (benchmarks/sm90_static.py; --smoke: CI's subset)",
+        help="what to measure (default all: kernels, step, peers); data: the loader, on any machine; report: no "
+        "measuring, rebuild report.md and plots from --out's CSVs; static: compile every kernel for sm_90 without a "
+        "GPU (benchmarks/sm90_static.py; --smoke: CI's subset)",
     )
     parser.add_argument("--op", metavar="NAME", help="kernels: only the benchmarks of this op, once per launch config")
     parser.add_argument(

@@ -2,6 +2,8 @@
 memory-mapped shards (vlbert_fast/data/formats/shards.py).
 
 Each INPUT is, by its form:
+- a directory with index.json: feature shards, of this format version (to convert again, e.g. into top-k soft
+  labels or float16) or of version 1 (padded; key: the same image ids);
 - `*.tsv`: a bottom-up-attention TSV (key: the image_id column);
 - a directory: every `*.json` under it is one region JSON (key: its image_id field);
 - `*.zip`: every `*.json` member is one region JSON (key: its image_id field);
@@ -30,7 +32,8 @@ from ..data.formats import (
     read_region_json,
 )
 from ..data.formats.paths import list_members
-from ..data.formats.shards import DTYPES
+from ..data.formats.shards import DTYPES, INDEX_NAME, FeatureShards
+from ..data.formats.shards_padded import PaddedFeatureShards, is_padded_directory
 
 HELP = "convert region features (bottom-up TSV, region JSON folders/zips, CC .jsonl frcnn refs) into shards"
 CONFIG = None
@@ -77,9 +80,22 @@ def _iter_captions(path: Path, root: Path, counter: SkipCounter, stats: dict) ->
             yield source, dataclasses.replace(record, image_id=key)
 
 
+def _iter_shards(path: Path, counter: SkipCounter) -> Iterator[tuple[str, RegionRecord]]:
+    if is_padded_directory(path):
+        shards = PaddedFeatureShards(path)
+    else:
+        shards = FeatureShards(path, on_bad_record=counter.on_error)
+    for i in range(len(shards)):
+        record = _guarded(counter, shards.record_at, i)
+        if record is not None:
+            yield f"{path}, record {i}", record
+
+
 def iter_input(path: Path, root: Path | None, counter: SkipCounter, stats: dict) -> Iterator[tuple[str, RegionRecord]]:
     """(source, record) pairs of one INPUT (module docstring)."""
-    if path.is_dir():
+    if path.is_dir() and (path / INDEX_NAME).is_file():
+        yield from _iter_shards(path, counter)
+    elif path.is_dir():
         for file in sorted(path.rglob("*.json")):
             record = _guarded(counter, read_region_json, file)
             if record is not None:
@@ -111,12 +127,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-boxes", type=int, default=100, help="boxes kept per image, most confident first")
     parser.add_argument("--dtype", choices=DTYPES, default="float16", help="storage of features and classes")
     parser.add_argument("--shard-size", type=int, default=4096, help="records per shard (default 4096)")
+    add_soft_label_argument(parser)
     parser.add_argument("--root", type=Path, help="folder the specs of a .jsonl are relative to (default: its own)")
     parser.add_argument("--skip-bad", action="store_true", help="skip and count malformed records instead of failing")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished conversion in --out")
 
 
+def add_soft_label_argument(parser) -> None:
+    parser.add_argument(
+        "--soft-labels-topk",
+        type=int,
+        metavar="K",
+        help="store each box's K likeliest classes, renormalised, instead of all (default: all; README, differences "
+        "from the original)",
+    )
+
+
 def main(args, cfg) -> int:
+    if args.soft_labels_topk is not None and args.soft_labels_topk < 1:
+        print("vlbert-fast convert-features: --soft-labels-topk must be >= 1", file=sys.stderr)
+        return 2
     counter = SkipCounter("skip" if args.skip_bad else "raise")
     stats = {"captions_without_frcnn": 0}
 
@@ -132,10 +162,11 @@ def main(args, cfg) -> int:
             counter=counter,
             dtype=args.dtype,
             shard_size=args.shard_size,
+            soft_labels_topk=args.soft_labels_topk,
             overwrite=args.overwrite,
             source=", ".join(args.inputs),
         )
-    except (FormatError, FileExistsError) as exc:
+    except (FormatError, FileExistsError, ValueError) as exc:  # ValueError: a setting the data cannot take
         print(f"vlbert-fast convert-features: error: {exc}", file=sys.stderr)
         print(f"vlbert-fast convert-features: no index written; {args.out} is not a usable conversion", file=sys.stderr)
         if counter.total:

@@ -43,6 +43,7 @@ from ..data.formats import (
 )
 from ..data.formats.shards import DTYPES
 from ..data.images import PreparedImage, prepare_image
+from .convert_features import add_soft_label_argument
 
 HELP = "compute region features of images + boxes with the ResNet branch (into shards and/or region JSONs)"
 CONFIG = RunConfig
@@ -220,6 +221,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compute precision")
     parser.add_argument("--dtype", choices=DTYPES, default="float16", help="storage of features in the shards")
+    add_soft_label_argument(parser)
     parser.add_argument("--skip-bad", action="store_true", help="skip and count bad images and records")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished extraction in --out")
 
@@ -228,8 +230,11 @@ def main(args, cfg: RunConfig) -> int:
     from ..model.roi_head import VisualBranch
 
     vcfg = cfg.model.visual
-    if args.batch_size < 1 or args.max_boxes < 1:
-        print("vlbert-fast extract-features: --batch-size and --max-boxes must be >= 1", file=sys.stderr)
+    if args.batch_size < 1 or args.max_boxes < 1 or (args.soft_labels_topk or 1) < 1:
+        print(
+            "vlbert-fast extract-features: --batch-size, --max-boxes and --soft-labels-topk must be >= 1",
+            file=sys.stderr,
+        )
         return 2
     counter = SkipCounter("skip" if args.skip_bad else "raise")
     stats = {"captions_without_frcnn": 0, "json_files": 0}
@@ -271,6 +276,7 @@ def main(args, cfg: RunConfig) -> int:
                 counter=counter,
                 dtype=args.dtype,
                 with_image_box_feature=True,
+                soft_labels_topk=args.soft_labels_topk,
                 overwrite=args.overwrite,
                 source=", ".join(args.input),
             )

@@ -10,7 +10,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from ..config import RunConfig
 from ..tokenization import Tokenizer
-from .formats import SkipCounter, read_cc_jsonl, read_text_corpus
+from .formats import FeatureShards, SkipCounter, read_cc_jsonl, read_text_corpus
 from .pretrain import CaptionDataset, RegionSource, TextOnlyDataset, collate_pretrain
 from .sampler import MixedBatchSampler
 from .synth import cached_world
@@ -52,6 +52,23 @@ def resolve_root(cfg: RunConfig) -> Path:
     return cached_world(cfg.data.synth)
 
 
+def check_shards_fit(shards: FeatureShards | None, cfg: RunConfig) -> None:
+    """DataConfigError when the shards' widths cannot feed the model (every record would fail)."""
+    if shards is None:
+        return
+    where = shards.directory / "index.json"
+    if not cfg.model.visual.end_to_end and shards.feature_dim != cfg.model.visual_feature_dim:
+        raise DataConfigError(
+            f"{where}: region features are {shards.feature_dim}-d but model.visual_feature_dim is "
+            f"{cfg.model.visual_feature_dim}; set model.visual_feature_dim={shards.feature_dim}"
+        )
+    if shards.num_classes is not None and shards.num_classes != cfg.model.num_roi_classes:
+        raise DataConfigError(
+            f"{where}: soft labels have {shards.num_classes} classes but model.num_roi_classes is "
+            f"{cfg.model.num_roi_classes}; set model.num_roi_classes={shards.num_classes}"
+        )
+
+
 def _under(root: Path, name: str) -> Path:
     path = Path(name)
     return path if path.is_absolute() else root / path
@@ -67,7 +84,8 @@ def build_pretrain_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> P
             f"is {model.vocab_size}; set model.vocab_size={tokenizer.vocab_size}"
         )
     counter = SkipCounter(on_error=data.on_bad_record)
-    regions = RegionSource(root, data.features)
+    regions = RegionSource(root, data.features, data.on_bad_record)
+    check_shards_fit(regions.shards, cfg)
 
     def captions(name: str, masking: bool) -> CaptionDataset:
         path = _under(root, name)

@@ -71,10 +71,10 @@ class RegionSource:
     """Where region features come from: feature shards (looked up by the record's frcnn spec, then by its image id,
     the stem of its image path), or each record's `frcnn` region JSON."""
 
-    def __init__(self, root: Path, features: str):
+    def __init__(self, root: Path, features: str, on_bad_record: str = "raise"):
         self.root = root
         self.shards_dir = root / features if features else None
-        self.shards = FeatureShards(self.shards_dir) if features else None
+        self.shards = FeatureShards(self.shards_dir, on_bad_record) if features else None
 
     def get(self, record: CaptionRecord, source: str) -> RegionRecord:
         if self.shards is not None:

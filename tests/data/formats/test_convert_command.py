@@ -59,7 +59,7 @@ def test_json_folder_and_deflated_zip(tmp_path, capsys):
     assert run(argv + ["--dtype", "float32"]) == 0
     assert "truncated_records: 2" in capsys.readouterr().out  # the 3-box record of each input keeps its first 2
     shards = FeatureShards(tmp_path / "out")
-    assert shards.image_ids == [r.image_id for r in folder + zipped]
+    assert list(shards.image_ids) == [r.image_id for r in folder + zipped]
     got = shards[zipped[1].image_id]
     np.testing.assert_array_equal(got.features, zipped[1].features[:2])
     np.testing.assert_array_equal(got.classes, zipped[1].classes[:2])
@@ -84,7 +84,7 @@ def test_cc_jsonl_converts_each_frcnn_reference_once_keyed_by_its_spec(tmp_path,
     out = capsys.readouterr().out
     assert "wrote 3 records" in out and "captions_without_frcnn: 1" in out and "skipped 1 malformed record" in out
     shards = FeatureShards(tmp_path / "out")
-    assert shards.image_ids == specs
+    assert list(shards.image_ids) == specs
     for spec, record in zip(specs, records, strict=True):
         got = shards[spec]
         assert (got.boxes.shape, got.image_w) == (record.boxes.shape, record.image_w)

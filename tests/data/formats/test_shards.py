@@ -1,5 +1,6 @@
-"""Feature shards: what goes in comes out (float32 exactly, float16 within its rounding), truncation is counted,
-an unfinished or damaged conversion is refused with an error naming the file."""
+"""Feature shards: what goes in comes out (float32 exactly, float16 within its rounding), boxes are stored back to
+back (never padded), truncation is counted, an unfinished or damaged conversion is refused with an error naming the
+file."""
 
 import dataclasses
 import json
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from vlbert_fast.data.formats import FeatureShards, FormatError, ShardWriter, SkipCounter, convert_to_shards
+from vlbert_fast.data.formats.shards import directory_bytes
 
 from .helpers import assert_same, make_record
 
@@ -32,7 +34,7 @@ def test_round_trip_over_several_shards(tmp_path, dtype):
     stats = convert_to_shards(want, tmp_path, max_boxes=5, dtype=dtype, shard_size=3)
     assert (stats["records"], stats["shards"], stats["truncated_records"], stats["skipped"]) == (7, 3, 0, 0)
     shards = FeatureShards(tmp_path)
-    assert len(shards) == 7 and shards.image_ids == [r.image_id for r in want]
+    assert len(shards) == 7 and list(shards.image_ids) == [r.image_id for r in want]
     assert (shards.feature_dim, shards.num_classes, shards.max_boxes, shards.dtype) == (6, 5, 5, dtype)
     atol, rtol = TOLERANCE[dtype]
     for record in reversed(want):
@@ -40,10 +42,27 @@ def test_round_trip_over_several_shards(tmp_path, dtype):
         assert_same(shards[record.image_id], record, atol=atol, rtol=rtol)
     assert_same(shards.record_at(-1), want[-1], atol=atol, rtol=rtol)
     index = json.loads((tmp_path / "index.json").read_text())
-    assert [s["count"] for s in index["shards"]] == [3, 3, 1] and index["dtypes"]["features"] == dtype
-    features = np.load(tmp_path / index["shards"][0]["files"]["features"])
-    assert features.shape == (3, 5, 6) and features.dtype == np.dtype(dtype)
-    assert not features[1].any()  # img1 has no boxes: its rows are zero padding
+    assert (index["version"], index["num_shards"], index["shard_size"], index["dtype"]) == (2, 3, 3, dtype)
+    # ragged: shard 0 holds img0..img2 with 3 + 0 + 5 boxes, back to back, and nothing else
+    features = np.load(tmp_path / "shard-00000.features.npy")
+    assert features.shape == (8, 6) and features.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(features[3:], want[2].features, atol=atol, rtol=rtol)
+    assert np.load(tmp_path / "index.box_offsets.npy").tolist() == [0, 3, 3, 8, 9, 13, 15, 20]
+
+
+def test_storage_grows_with_the_boxes_not_with_max_boxes(tmp_path):
+    """An image with 10 boxes costs 10 rows whatever max_boxes is (max_boxes only caps the boxes kept)."""
+    records = [dataclasses.replace(r, image_box_feature=None) for r in make_records(6, dim=64, classes=None)]
+    sizes = {}
+    for max_boxes in (5, 100):
+        out = tmp_path / str(max_boxes)
+        stats = convert_to_shards(records, out, max_boxes=max_boxes, dtype="float32")
+        assert stats["bytes"] == directory_bytes(out) > 0
+        sizes[max_boxes] = {p.name: p.stat().st_size for p in out.glob("*.npy")}
+    assert sizes[5] == sizes[100] and len(sizes[5]) == 2 + 7  # boxes, features; 7 index arrays
+    boxes = sum(r.num_boxes for r in records)
+    features = tmp_path / "100" / "shard-00000.features.npy"
+    assert features.stat().st_size == 128 + boxes * 64 * 4  # the fixed header, then exactly the boxes' rows
 
 
 def test_a_record_without_boxes_from_a_text_format_converts(tmp_path):
@@ -89,7 +108,7 @@ def test_bad_records_raise_or_are_skipped_and_counted(tmp_path):
     counter = SkipCounter("skip", max_examples=10)
     stats = convert_to_shards(stream, tmp_path / "b", counter=counter, source="src")
     assert stats["records"] == 4 and stats["skipped"] == 5 == counter.total
-    assert FeatureShards(tmp_path / "b").image_ids == [r.image_id for r in good]
+    assert list(FeatureShards(tmp_path / "b").image_ids) == [r.image_id for r in good]
     messages = "\n".join(counter.examples)
     assert "record 'wide', field 'features': expected 6 columns, found 7" in messages
     assert "record 'img1', field 'image_id': expected unique ids, found a second record" in messages
@@ -108,31 +127,20 @@ def test_an_unfinished_conversion_is_never_taken_for_a_finished_one(tmp_path):
     with pytest.raises(FormatError, match="index.json: missing: not a feature-shard directory, or a conversion"):
         FeatureShards(tmp_path)
     convert_to_shards(records[:1], tmp_path, shard_size=2)  # a rerun clears the leftovers
-    assert len(FeatureShards(tmp_path)) == 1 and len(list(tmp_path.glob("shard-*.npy"))) == 6  # 1 shard x 6 fields
+    assert len(FeatureShards(tmp_path)) == 1 and len(list(tmp_path.glob("shard-*.npy"))) == 4  # 1 shard x 4 fields
     with pytest.raises(FileExistsError, match="pass overwrite=True"):
         convert_to_shards(records, tmp_path)
     convert_to_shards(records, tmp_path, overwrite=True)
     assert len(FeatureShards(tmp_path)) == 5
 
 
-def test_damaged_shard_files_and_index_are_errors_naming_the_file(tmp_path):
+def test_damaged_index_json_is_an_error_naming_the_file(tmp_path):
     convert_to_shards(make_records(5), tmp_path, shard_size=2, max_boxes=5)
     index = json.loads((tmp_path / "index.json").read_text())
-    features = tmp_path / index["shards"][1]["files"]["features"]
-    features.write_bytes(features.read_bytes()[:-10])  # truncated
-    shards = FeatureShards(tmp_path)
-    assert shards["img0"].features.shape == (3, 6)  # the other shards still load
-    with pytest.raises(FormatError, match=f"{features}: unreadable shard file"):
-        shards["img2"]
-    np.save(features, np.zeros((2, 5, 7), np.float16))  # readable, but not the shape the index says
-    with pytest.raises(FormatError) as info:
-        FeatureShards(tmp_path)["img3"]
-    assert str(info.value).startswith(f"{features}: expected float16 [2, 5, 6] as index.json says, found float16")
-    with pytest.raises(KeyError, match="'nope' is not in the feature shards"):
-        shards["nope"]
     for change, message in [
-        ({"version": 99}, "field 'version': expected 1, found 99"),
-        ({"num_records": 4}, "inconsistent index"),
+        ({"version": 99}, "format version 99, not 2: written by another version of vlbert_fast"),
+        ({"num_shards": 4}, "inconsistent index: ValueError.'4 shards of 2 for 5 records'"),
+        ({"num_classes": 6}, "inconsistent index: ValueError..fields"),
         ({"format": "something"}, "field 'format': expected 'vlbert_fast.feature_shards'"),
     ]:
         (tmp_path / "index.json").write_text(json.dumps({**index, **change}))
@@ -141,3 +149,6 @@ def test_damaged_shard_files_and_index_are_errors_naming_the_file(tmp_path):
     (tmp_path / "index.json").write_text(json.dumps(index)[:-5])
     with pytest.raises(FormatError, match="index.json: unreadable index"):
         FeatureShards(tmp_path)
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(KeyError, match="'nope' is not in the feature shards"):
+        FeatureShards(tmp_path)["nope"]

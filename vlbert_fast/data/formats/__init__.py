@@ -4,7 +4,8 @@
 - bua_tsv: the bottom-up-attention TSV of region features;
 - cc_jsonl: Conceptual Captions annotations (JSON Lines) with `archive.zip@/member` path specs (paths);
 - text_corpus: the text-only corpus, one unit per line;
-- shards: our fixed-shape, memory-mapped feature shards, and the converter into them.
+- shards: our ragged, memory-mapped feature shards with a binary id index (format 2), their writer and converter;
+  shards_padded: format 1 (padded), read for conversion and measured beside format 2 by `vlbert-fast bench data`.
 
 Every reader raises FormatError (file, record, field, expected, found) on a malformed record, or, given a
 SkipCounter in "skip" mode, counts it and moves on.

@@ -19,7 +19,10 @@ _UNSET = object()
 def _describe_record(record: object, line: int | None) -> str:
     if record is None:
         return f"line {line}" if line is not None else ""
-    text = f"record {record}" if isinstance(record, int) else f"record {str(record)!r}"
+    if isinstance(record, tuple) and len(record) == 2:  # (index, image_id): a record of a file keyed by image id
+        text = f"record {record[0]} (image_id {str(record[1])!r})"
+    else:
+        text = f"record {record}" if isinstance(record, int) else f"record {str(record)!r}"
     return f"{text} (line {line})" if line is not None else text
 
 
@@ -32,7 +35,8 @@ class FormatError(ValueError):
     - `FormatError(message)` or `FormatError(file, record, message=..., line=...)` for errors that are not about one
       field ("data/cc.jsonl, line 5: invalid JSON: ...").
 
-    `record` is an index (int), an image_id, or None when only the line is known (`line=`). `reason` is the short
+    `record` is an index (int), an image_id, an (index, image_id) pair ("record 17 (image_id '42')"), or None when
+    only the line is known (`line=`). `reason` is the short
     key a `SkipCounter` counts by; by default the field name, or the message's first words.
     """
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ...config import SynthConfig
+from ..cache_dir import default_cache_dir
 from ..formats import (
     CaptionRecord,
     RegionRecord,
@@ -37,6 +37,7 @@ from ..formats import (
     write_bua_tsv,
     write_cc_jsonl,
 )
+from ..formats.shards import FORMAT_VERSION as SHARD_FORMAT_VERSION
 from .directories import cached_directory, write_new_directory
 from .extractor import RegionExtractor
 from .scene import COLOURS, NUM_CLASSES, SHAPES, SceneObject, caption, class_id, corpus_line, render, sample_scene
@@ -161,12 +162,15 @@ def _write(cfg: SynthConfig, root: Path) -> None:
     (root / "world.json").write_text(json.dumps(world, indent=2) + "\n")
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("VLBERT_FAST_CACHE", Path.home() / ".cache" / "vlbert_fast"))
+def cache_key_prefix() -> str:
+    """The start of every synthetic data set's cache key: the generator's version and the feature-shard format the
+    set's shards are written in, so a checkout writing another format never finds this one's files, nor this one
+    theirs (other checkouts share the cache directory)."""
+    return f"v{GENERATOR_VERSION}-shards{SHARD_FORMAT_VERSION}-"
 
 
 def cached_world(cfg: SynthConfig, cache_dir: str | Path | None = None) -> Path:
     """The world for `cfg` under the cache directory, generated on first use (keyed by the config's values)."""
-    key = f"v{GENERATOR_VERSION}-" + "-".join(f"{k}{v}" for k, v in asdict(cfg).items())
+    key = cache_key_prefix() + "-".join(f"{k}{v}" for k, v in asdict(cfg).items())
     path = Path(cache_dir or default_cache_dir()) / "synth" / key
     return cached_directory(path, "world.json", "the synthetic world", lambda root: _write(cfg, root))

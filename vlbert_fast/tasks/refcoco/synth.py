@@ -34,6 +34,7 @@ import numpy as np
 
 from ...config import SynthConfig
 from ...data.formats import RegionRecord, convert_to_shards
+from ...data.formats.shards import FORMAT_VERSION as SHARD_FORMAT_VERSION
 from ...data.synth.directories import cached_directory, write_new_directory
 from ...data.synth.extractor import RegionExtractor
 from ...data.synth.scene import COLOURS, SHAPES, SceneObject, class_id, relation, render, sample_scene
@@ -202,8 +203,8 @@ def cached_refcoco(
     """Synthetic RefCOCO+ for these settings under the cache directory, generated on first use; with the world's
     tokenizer copied in (the world is generated first if it is not cached yet)."""
     key = (
-        f"v{GENERATOR_VERSION}-{'tok-' if with_world_tokenizer else ''}train{train_images}-eval{eval_images}-"
-        + "-".join(f"{k}{v}" for k, v in asdict(synth).items())
+        f"v{GENERATOR_VERSION}-shards{SHARD_FORMAT_VERSION}-{'tok-' if with_world_tokenizer else ''}"
+        f"train{train_images}-eval{eval_images}-" + "-".join(f"{k}{v}" for k, v in asdict(synth).items())
     )
     path = Path(cache_dir or default_cache_dir()) / "refcoco" / key
 

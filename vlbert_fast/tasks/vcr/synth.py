@@ -38,6 +38,7 @@ import numpy as np
 from ...config import SynthConfig
 from ...config.tasks import VCROptions
 from ...data.formats import RegionRecord, convert_to_shards
+from ...data.formats.shards import FORMAT_VERSION as SHARD_FORMAT_VERSION
 from ...data.synth.directories import cached_directory, write_new_directory
 from ...data.synth.extractor import RegionExtractor
 from ...data.synth.scene import COLOURS, NUM_CLASSES, SHAPES, SceneObject, class_id, render, sample_scene
@@ -186,7 +187,7 @@ def cached_vcr(world: SynthConfig, options: VCROptions, cache_dir: str | os.Path
     its tokenizer, when that is missing too)."""
     values = {**asdict(world), "objects": options.synth_max_objects, "train": options.synth_train}
     values.update({"val": options.synth_val, "test": options.synth_test})
-    key = f"v{GENERATOR_VERSION}-" + "-".join(f"{k}{v}" for k, v in values.items())
+    key = f"v{GENERATOR_VERSION}-shards{SHARD_FORMAT_VERSION}-" + "-".join(f"{k}{v}" for k, v in values.items())
     path = Path(cache_dir or default_cache_dir()) / "synth_vcr" / key
     return cached_directory(
         path,

@@ -30,6 +30,7 @@ import numpy as np
 
 from ...config.tasks import VQAOptions
 from ...data.formats import FeatureShards
+from ...data.formats.shards import FORMAT_VERSION as SHARD_FORMAT_VERSION
 from ...data.synth import cached_world
 from ...data.synth.directories import cached_directory
 from ...data.synth.world import default_cache_dir
@@ -110,6 +111,6 @@ def cached_synth_vqa(opts: VQAOptions, cache_dir: str | Path | None = None) -> P
     """The synthetic VQA for `opts` (its world, question count and noise), generated on first use."""
     world = cached_world(opts.synth, cache_dir)
     params = {"per_image": opts.synth_questions_per_image, "noise": opts.synth_noise, **asdict(opts.synth)}
-    key = f"v{GENERATOR_VERSION}-" + "-".join(f"{k}{v}" for k, v in params.items())
+    key = f"v{GENERATOR_VERSION}-shards{SHARD_FORMAT_VERSION}-" + "-".join(f"{k}{v}" for k, v in params.items())
     path = Path(cache_dir or default_cache_dir()) / "vqa" / key
     return cached_directory(path, "vqa_synth.json", "the synthetic VQA", lambda root: _write(opts, world, root))
