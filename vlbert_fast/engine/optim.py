@@ -1,4 +1,5 @@
-"""AdamW with no decay on biases, LayerNorms and learned vectors, and warmup + linear decay.
+"""AdamW (or SGD) with weight decay on every parameter, as the original, or on matrices and tables only; warmup +
+linear decay.
 
 `SkippableAdamW` is torch's AdamW with one switch, `skip_update`: while it is set, `step()` changes nothing (no
 parameter, moment or step count moves). The trainer sets it on every rank at once when some rank's loss was not
@@ -30,14 +31,16 @@ class SkippableAdamW(_SkipSwitch, torch.optim.AdamW):
     pass
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Matrices and embedding tables decay; everything of one dimension (biases, LayerNorm gains and shifts, the
-    [IMG]/[END]/mask/text-visual vectors) does not."""
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
+    """With `decay_all` every trainable parameter decays: the original's AdamW (common/nlp/bert/optimization.py)
+    applies its weight decay to every parameter of every group. Otherwise matrices and embedding tables decay and
+    everything of one dimension (biases, LayerNorm gains and shifts, the [IMG]/[END]/mask/text-visual vectors) does
+    not (BERT's and Hugging Face's convention)."""
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.dim() >= 2 else no_decay).append(p)
+        (decay if decay_all or p.dim() >= 2 else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -49,7 +52,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> SkippableAdamW:
     if next(model.parameters()).is_cuda:
         kwargs["fused"] = True  # one kernel for all parameters on the GPU
     return SkippableAdamW(
-        param_groups(model, cfg.weight_decay),
+        param_groups(model, cfg.weight_decay, cfg.weight_decay_all),
         lr=cfg.lr,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         eps=cfg.adam_eps,
@@ -77,7 +80,7 @@ class SkippableSGD(_SkipSwitch, torch.optim.SGD):
 
 def build_finetune_optimizer(model: nn.Module, cfg) -> SkippableAdamW | SkippableSGD:
     """AdamW or SGD with momentum from a FinetuneTrainConfig, with the decay groups of `param_groups`."""
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.weight_decay_all)
     if cfg.optimizer == "sgd":
         return SkippableSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     kwargs = {"fused": True} if next(model.parameters()).is_cuda else {}

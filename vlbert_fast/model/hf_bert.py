@@ -98,6 +98,22 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
     return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
+def missing_bert_message(path: str | Path, field: str = "engine.init_from") -> str:
+    """What to do when the BERT directory a config names is not there: how to make one anywhere the weights are."""
+    name = Path(path).name or "bert-base-uncased"
+    hub = name if name.startswith("bert-") else "bert-base-uncased"
+    return (
+        f"{field}={path}: no such directory. This config starts from BERT, as the original VL-BERT does: put a "
+        f"Hugging Face BERT directory there (config.json, model.safetensors or pytorch_model.bin, and vocab.txt). "
+        f"Write one on any machine that has the weights (the Hugging Face hub name is {hub}):\n"
+        f'    python -c "from transformers import BertForPreTraining, BertTokenizerFast; '
+        f"BertForPreTraining.from_pretrained('{hub}').save_pretrained('{name}'); "
+        f"BertTokenizerFast.from_pretrained('{hub}').save_pretrained('{name}')\"\n"
+        f"then copy the directory {name}/ to {path}. To start from random weights on purpose, set "
+        f"train.from_scratch=true."
+    )
+
+
 def check_hf_config(directory: str | Path, cfg: ModelConfig) -> None:
     """Compares the sizes in a HF `config.json` with ours; raises BertLoadError naming every difference."""
     path = Path(directory) / "config.json"
