@@ -64,8 +64,10 @@ class VLBertModel(nn.Module):
         emb = self.embeddings
         for p in (emb.object_word_embedding, emb.object_mask_word_embedding, emb.end_embedding):
             nn.init.normal_(p, mean=0.0, std=cfg.initializer_range)
-        # Zero at initialisation: text-only rows then embed exactly as BERT does, and a masked region shows nothing.
-        nn.init.zeros_(emb.text_visual_embedding)
+        # The original's aux_text_visual_embedding: normal(0, initializer_range); it passes through visual_ln_text,
+        # whose zero gain (the paper configs) keeps text-only rows exactly BERT's at initialisation.
+        nn.init.normal_(emb.text_visual_embedding, mean=0.0, std=cfg.initializer_range)
+        # Zero at initialisation (the original's object_mask_visual_embedding): a masked region shows nothing.
         nn.init.zeros_(self.region_encoder.mask_appearance)
         nn.init.constant_(emb.visual_ln_text.weight, cfg.visual_scale_text_init)
         nn.init.constant_(emb.visual_ln_object.weight, cfg.visual_scale_object_init)
