@@ -30,6 +30,9 @@ def test_groups_decay_all_or_only_matrices():
     every = decays(param_groups(model, 0.1, decay_all=True))
     assert set(every.values()) == {0.1} and len(every) == 5
     assert id(model.frozen) not in every  # frozen parameters are not optimised at all
+    # the same parameters in the same order either way (checkpoint consolidation reads the fp32 masters in it)
+    order = [[id(p) for p in g["params"]] for g in param_groups(model, 0.1)]
+    assert order == [[id(p) for p in g["params"]] for g in param_groups(model, 0.1, decay_all=True)]
 
 
 def test_adamw_step_decays_a_bias_only_when_asked():

@@ -32,18 +32,19 @@ class SkippableAdamW(_SkipSwitch, torch.optim.AdamW):
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
-    """With `decay_all` every trainable parameter decays: the original's AdamW (common/nlp/bert/optimization.py)
-    applies its weight decay to every parameter of every group. Otherwise matrices and embedding tables decay and
-    everything of one dimension (biases, LayerNorm gains and shifts, the [IMG]/[END]/mask/text-visual vectors) does
-    not (BERT's and Hugging Face's convention)."""
-    decay, no_decay = [], []
+    """Two groups, always in this order: the matrices and embedding tables, then everything of one dimension
+    (biases, LayerNorm gains and shifts, the [IMG]/[END]/mask/text-visual vectors). The first decays; the second
+    decays too with `decay_all`, as the original's AdamW (common/nlp/bert/optimization.py) applies its weight decay
+    to every parameter, and not otherwise (BERT's and Hugging Face's convention). The order is the same either way:
+    checkpoint consolidation reads DeepSpeed's fp32 masters in it (engine/consolidate.py)."""
+    matrices, vectors = [], []
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if decay_all or p.dim() >= 2 else no_decay).append(p)
+        (matrices if p.dim() >= 2 else vectors).append(p)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": matrices, "weight_decay": weight_decay},
+        {"params": vectors, "weight_decay": weight_decay if decay_all else 0.0},
     ]
 
 
