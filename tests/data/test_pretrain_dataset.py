@@ -201,3 +201,24 @@ def test_bad_record_is_skipped_and_counted(tmp_path, small_world):
     data.counter.handle(loaded.skipped[0].error)
     assert data.counter.total == 1 and "missing.json" in data.counter.report()
     assert list(data.counter.by_reason()) == [(str(root / "cc_train.jsonl"), loaded.skipped[0].error.reason)]
+
+
+def test_relationship_task_swaps_half_the_captions(small_world):
+    data = build_pretrain_data(config(small_world, "model.relationship_head=true"))
+    ds = data.captions
+    ds.masking = False
+    labels = []
+    for i in range(len(ds)):
+        ex = ds[i]
+        own = ds.tokenizer.encode(ds.records[i].caption).ids
+        labels.append(ex.relationship_label)
+        if ex.relationship_label == 1:
+            assert ex.input_ids[1:-1].tolist() == own[: ex.num_text - 2]
+    assert set(labels) == {0, 1} and 0.25 < labels.count(0) / len(labels) < 0.75
+    mismatched = [i for i, label in enumerate(labels) if label == 0]
+    assert any(ds[i].input_ids[1:-1].tolist() != ds.tokenizer.encode(ds.records[i].caption).ids for i in mismatched)
+    assert data.val.relationship is False and data.val[0].relationship_label is None  # held-out pairs stay matched
+    batch = collate([ds[0], ds[1], data.texts[0]])
+    assert batch.relationship_labels.tolist()[2] == IGNORE_INDEX
+    plain = build_pretrain_data(config(small_world)).captions
+    assert plain[0].relationship_label is None

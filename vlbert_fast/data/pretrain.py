@@ -102,6 +102,7 @@ class CaptionDataset(Dataset):
         num_classes: int | None = None,
         visual: VisualConfig | None = None,
         augment: bool | None = None,
+        relationship: bool = False,
     ):
         self.records = records
         self.regions = regions
@@ -116,6 +117,9 @@ class CaptionDataset(Dataset):
         """End-to-end mode: the image pipeline's settings (None: precomputed features)."""
         self.augment = masking if augment is None else augment
         """Training-time image augmentation (the horizontal flip); off for held-out data."""
+        self.relationship = relationship
+        """The relationship task (model.relationship_head): half of the samples take another record's caption and
+        every sample carries its label, 1 matched or 0 mismatched, as the original's data does."""
         self.epoch = 0
         self.masker = word_masker(tokenizer, cfg)
         self.region_masking = RegionMaskConfig(cfg.roi_probability, cfg.roi_mask_fraction)
@@ -146,6 +150,9 @@ class CaptionDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         tok = self.tokenizer
         words, image, flip, features = record.caption, None, False, None
+        relationship_label = None
+        if self.relationship:  # its own stream, so the other draws stay what they were
+            words, relationship_label = self._relationship_caption(record, index)
         if self.visual is not None:
             image, boxes, classes = self._image_regions(record, region, where)
             # its own stream, so precomputed mode's draws stay what they were
@@ -201,7 +208,18 @@ class CaptionDataset(Dataset):
             region_masked=torch.from_numpy(np.ascontiguousarray(masked)),
             region_predict=torch.from_numpy(np.ascontiguousarray(predict)),
             roi_targets=torch.from_numpy(np.ascontiguousarray(classes)) if classes is not None else None,
+            relationship_label=relationship_label,
         )
+
+    def _relationship_caption(self, record: CaptionRecord, index: int) -> tuple[list[str], int]:
+        """(caption, label): with probability 0.5 another record's caption and 0, else the record's own and 1
+        (the original's Task #1, caption-image relationship prediction)."""
+        rng = np.random.default_rng([self.seed, self.epoch, index, 3])
+        if rng.random() >= 0.5 or len(self.records) < 2:
+            return record.caption, 1
+        other = int(rng.integers(0, len(self.records) - 1))
+        other += other >= index  # any record but this one
+        return self.records[other].caption, 0
 
     def _detection_order(self, region: RegionRecord, where: str) -> np.ndarray:
         """Indices of all detections by confidence (max_regions applies with the truncation, after masking);

@@ -4,7 +4,9 @@ M positions with a target.
 VLBertModel: region features -> embeddings -> post-LN encoder -> hidden states [B, L, H].
 VLBertForPretraining adds the MLM head (tied to the word embeddings) and the masked-RoI classification head, run
 only on the positions that have targets, and the original's loss: MLM cross-entropy averaged over the masked words
-of image-text rows, plus the same over text-only rows, plus soft cross-entropy averaged over the predicted regions.
+of image-text rows, plus the same over text-only rows, plus soft cross-entropy averaged over the predicted regions,
+plus (with `relationship_head`) the sentence-image relationship cross-entropy averaged over the labelled rows. With
+`with_pooler` (or the relationship head) it holds BERT's pooler under the name `pooler.dense`.
 
 Packed mode (`cfg.packed`, N tokens in the batch): the tokens are flattened with `x[attention_mask]` (row-major,
 so the samples lie one after another as `Batch.cu_seqlens` says), embedded as that stream, run through the encoder's
@@ -26,7 +28,7 @@ from ..config import ModelConfig
 from ..data.batch import IGNORE_INDEX, Batch, TokenKind
 from .embeddings import VLBertEmbeddings
 from .encoder import Encoder, EncoderLayer
-from .heads import MLMHead, RoIClassificationHead, soft_cross_entropy
+from .heads import MLMHead, Pooler, RoIClassificationHead, soft_cross_entropy
 from .roi_head import VisualBranch
 from .visual import RegionEncoder
 
@@ -160,6 +162,8 @@ class PretrainOutput:
     """[M] bool: the position belongs to an image-text row."""
     roi_logits: torch.Tensor | None = None
     """[P, C] logits of the predicted regions, in region order."""
+    relationship_logits: torch.Tensor | None = None
+    """[S, 2] sentence-image relationship logits of the rows with a label, in row order (relationship_head)."""
 
 
 class VLBertForPretraining(nn.Module):
@@ -171,6 +175,14 @@ class VLBertForPretraining(nn.Module):
         self.roi_head = RoIClassificationHead(cfg)
         for head in (self.mlm_head, self.roi_head):
             head.apply(lambda m: init_weights(m, cfg.initializer_range))
+        # Built only when asked, so the default model's parameters and their random draws stay what they were.
+        self.pooler = Pooler(cfg) if cfg.with_pooler or cfg.relationship_head else None
+        self.relationship_head = nn.Linear(cfg.hidden_size, 2) if cfg.relationship_head else None
+        for head in (self.pooler, self.relationship_head):
+            if head is not None:
+                head.apply(lambda m: init_weights(m, cfg.initializer_range))
+        if self.pooler is not None and self.relationship_head is None:
+            self.pooler.requires_grad_(False)  # carried from BERT to the fine-tuning tasks; nothing here trains it
 
     def forward(self, batch: Batch) -> PretrainOutput:
         """Every head runs once, through its module call, on the rows that have targets (possibly none), whatever
@@ -193,6 +205,7 @@ class VLBertForPretraining(nn.Module):
             batch.visual_index.clamp(min=0)
         ]
         order = torch.argsort(batch.visual_index[roi_tokens_BL])
+        self._relationship_loss(out, batch, hidden_BLH[:, 0])
         self._roi_loss(out, batch, hidden_BLH[roi_tokens_BL][order], fused=False)
         return out
 
@@ -207,6 +220,21 @@ class VLBertForPretraining(nn.Module):
         if batch.region_predict is not None and batch.roi_targets is not None:
             return batch.region_predict
         return torch.zeros(batch.num_regions, dtype=torch.bool, device=batch.boxes.device)
+
+    def _relationship_loss(self, out: PretrainOutput, batch: Batch, first_BH: torch.Tensor) -> None:
+        """The relationship head on the pooled first token of the rows with a label (none: an exact 0 in the loss
+        that still reaches every parameter of the pooler and the head)."""
+        if self.relationship_head is None:
+            return
+        labels_B = batch.relationship_labels
+        if labels_B is None:
+            labels_B = torch.full((batch.num_samples,), IGNORE_INDEX, dtype=torch.long, device=first_BH.device)
+        rows_B = labels_B != IGNORE_INDEX
+        logits_S2 = self.relationship_head(self.pooler(first_BH[rows_B]))
+        out.relationship_logits = logits_S2
+        out.loss = out.loss + logits_S2[:0].sum()
+        if logits_S2.shape[0]:
+            out.losses["relationship"] = F.cross_entropy(logits_S2.float(), labels_B[rows_B])
 
     def _roi_loss(self, out: PretrainOutput, batch: Batch, hidden_PH: torch.Tensor, fused: bool) -> None:
         """The masked-RoI classification of the P predicted regions (in region order), and the total loss."""
@@ -239,5 +267,6 @@ class VLBertForPretraining(nn.Module):
         region_N = batch.visual_index[tokens_BL]
         roi_tokens_N = (kind_N == TokenKind.ROI) & self._region_predict(batch)[region_N.clamp(min=0)]
         order = torch.argsort(region_N[roi_tokens_N])
+        self._relationship_loss(out, batch, hidden_NH[packed.cu_seqlens[:-1].long()])
         self._roi_loss(out, batch, hidden_NH[roi_tokens_N][order], fused=True)
         return out
