@@ -69,3 +69,19 @@ def test_finetune_configs_decay_every_parameter():
 
     for path in sorted(Path("configs/finetune").glob("*.yaml")):
         assert load_config(FinetuneConfig, [path]).train.weight_decay_all, path
+
+
+@pytest.mark.parametrize(
+    ("overlay", "roi", "text_rows", "relationship"),
+    [
+        ("table4_a_mlm_only", 0.0, 0.0, False),
+        ("table4_b_without_text_corpus", 0.15, 0.0, False),
+        ("table4_c_with_relationship", 0.15, 0.0, True),
+    ],
+)
+def test_table4_ablation_overlays(overlay, roi, text_rows, relationship):
+    base = "configs/pretrain/base_prec_8xH100_bf16.yaml"
+    cfg = load_config(RunConfig, [base, f"configs/ablation/{overlay}.yaml"])
+    assert (cfg.data.roi_probability, cfg.data.text_only_fraction) == (roi, text_rows)
+    assert cfg.model.relationship_head is relationship and cfg.run_dir == f"runs/{overlay}"
+    assert cfg.engine.init_from == "pretrained/bert-base-uncased" and cfg.model.hidden_size == 768  # the rest: Base's
