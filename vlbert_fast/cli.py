@@ -26,6 +26,7 @@ COMMANDS = [
     "extract-features",
     "pretrain",
     "export",
+    "convert-checkpoint",
     "attention-maps",
     "bench",
     "finetune",

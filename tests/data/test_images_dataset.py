@@ -88,6 +88,22 @@ def test_masked_regions_pixels_are_zeroed_after_the_flip(small_world):
     assert (ex.image[:, ~hidden] != 0).all()  # the normalised background is never exactly 0
 
 
+def test_masked_detections_truncation_drops_are_zeroed_too(small_world):
+    # As the original: every detection is drawn for and masked ones are zeroed in the pixels before truncation, so a
+    # masked region that truncation drops still hides its pixels from the regions that stay.
+    ds = make_dataset(small_world, roi_probability=1.0, roi_mask_fraction=1.0, max_regions=1, mlm_probability=0.0)
+    index = next(i for i, r in enumerate(ds.records) if ds.regions.get(r, "t").num_boxes >= 2)
+    ex = ds[index]
+    assert ex.num_regions == 2  # the whole image and the most confident detection
+    region = ds.regions.get(ds.records[index], "test")
+    order = np.argsort(-region.classes.max(axis=1), kind="stable")
+    scaled = np.clip(region.boxes[order], 0, [region.image_w - 1, region.image_h - 1] * 2) * 1.5
+    hidden = torch.zeros(ex.image.shape[1:], dtype=torch.bool)
+    for x1, y1, x2, y2 in np.clip(scaled, 0, 95).astype(int).tolist():
+        hidden[y1 : y2 + 1, x1 : x2 + 1] = True
+    assert (ex.image[:, hidden] == 0).all() and (ex.image[:, ~hidden] != 0).all()
+
+
 def test_e2e_batch_through_the_model(small_world):
     ds = make_dataset(small_world, roi_probability=0.5)
     examples = [ds[i] for i in range(3)]

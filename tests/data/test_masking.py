@@ -9,7 +9,7 @@ from vlbert_fast.data.masking import (
     WordMaskConfig,
     WordMasker,
     mask_regions,
-    recompute_whole_image,
+    with_whole_image,
 )
 
 MASK, VOCAB, SPECIAL = 4, 1000, {0, 1, 2, 3, 4}
@@ -89,12 +89,27 @@ def test_region_masking_statistics_and_whole_image():
     assert not predict.any()
 
 
-def test_whole_image_feature_is_recomputed_from_unmasked():
-    f = np.arange(12, dtype=np.float32).reshape(4, 3)
-    same = recompute_whole_image(f, np.array([False, False, False, False]))
-    assert same is f
-    out = recompute_whole_image(f, np.array([False, True, False, False]))
-    np.testing.assert_allclose(out[0], f[[2, 3]].mean(0))
+def original_whole_image(detections: np.ndarray, masked: np.ndarray) -> np.ndarray:
+    """The original's steps (pretrain/data/datasets/conceptual_captions.py), written from its formulas: the mean of
+    all detections times their number, minus each masked detection, over (unmasked + 1e-5)."""
+    n = detections.shape[0]
+    whole = detections.mean(0) * n
+    for feature, hidden in zip(detections, masked, strict=True):
+        if hidden:
+            whole = whole - feature
+    return whole / (n - masked.sum() + 1e-5)
+
+
+@pytest.mark.parametrize("hidden", [[], [1], [0, 2], [0, 1, 2]])
+def test_whole_image_feature_is_the_original_mean_of_unmasked(hidden):
+    f = np.random.default_rng(4).random((4, 3), dtype=np.float32)
+    masked = np.zeros(4, dtype=bool)
+    masked[[h + 1 for h in hidden]] = True
+    out = with_whole_image(f, masked)
     np.testing.assert_array_equal(out[1:], f[1:])
-    all_masked = recompute_whole_image(f, np.array([False, True, True, True]))
-    assert (all_masked[0] == 0).all()
+    assert out is not f and (f[0] == np.random.default_rng(4).random((4, 3), dtype=np.float32)[0]).all()
+    if len(hidden) == 3:
+        # Every detection masked: exactly 0. (The original's subtraction leaves float rounding, divided by 1e-5.)
+        assert (out[0] == 0).all()
+    else:
+        np.testing.assert_allclose(out[0], original_whole_image(f[1:], masked[1:]), rtol=1e-6, atol=1e-7)

@@ -1,10 +1,12 @@
 """fused_embedding_reference, the specification: the formula spelled out per token in fp64, precision, the Philox
 dropout (known-answer vectors, mask semantics, keep rate), the model's use of it, and bad input."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vlbert_fast.data import collate
 from vlbert_fast.data.batch import TokenKind
@@ -77,18 +79,27 @@ def test_text_only_stream_without_regions():
 
 
 def test_the_model_embeds_through_the_op(tiny_cfg):
-    """VLBertEmbeddings passes the padded batch as one flat stream with its own parameters."""
+    """VLBertEmbeddings passes the padded batch as one flat stream with its own parameters; a text-only token adds
+    visual_ln_text(aux), i.e. what the op's TEXT_ONLY term adds when its `text_visual` row is that LayerNorm's
+    output."""
     model = VLBertForPretraining(tiny_cfg).eval()
-    torch.nn.init.normal_(model.vlbert.embeddings.visual_ln_text.weight)
-    batch = collate(random_examples(tiny_cfg, 4, seed=2))
     emb = model.vlbert.embeddings
+    torch.nn.init.normal_(emb.visual_ln_text.weight)
+    torch.nn.init.normal_(emb.visual_ln_text.bias)
+    batch = collate(random_examples(tiny_cfg, 4, seed=2))
+    assert bool((batch.token_kind == TokenKind.TEXT_ONLY).any()) and bool((batch.token_kind == TokenKind.TEXT).any())
     with torch.no_grad():
         visual = model.vlbert.region_features(batch)
         got = emb(batch, visual)
         flat = [t.reshape(-1) for t in (batch.input_ids, batch.position_ids, batch.token_type_ids)]
         flat += [batch.token_kind.reshape(-1), batch.visual_index.reshape(-1)]
-        want = fused_embedding_reference(*flat, visual, batch.region_masked, emb.weights(), eps=tiny_cfg.layer_norm_eps)
-    torch.testing.assert_close(got, want.view(got.shape), rtol=0, atol=0)
+        ln_text = emb.visual_ln_text
+        aux_visual = F.layer_norm(
+            emb.text_visual_embedding, (tiny_cfg.hidden_size,), ln_text.weight, ln_text.bias, 1e-12
+        )
+        weights = dataclasses.replace(emb.weights(), text_visual=aux_visual)
+        want = fused_embedding_reference(*flat, visual, batch.region_masked, weights, eps=tiny_cfg.layer_norm_eps)
+    torch.testing.assert_close(got, want.view(got.shape), rtol=0, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -38,11 +38,13 @@ class DataConfig:
     lowest-confidence regions or last words, whichever part is longer, keeping [SEP] and the whole-image region."""
 
     text_only_seq_len: int = 24
-    """Length of a text-only row: following corpus lines are joined until it is filled, as the original does
-    (the original: 64; the synthetic corpus' sentences are short, and longer rows would only cost time)."""
+    """Word pieces of a text-only row (no [CLS]/[SEP], as the original; [END] follows): following corpus lines are
+    joined until it is filled, as the original does (the original: 64; the synthetic corpus' sentences are short,
+    and longer rows would only cost time)."""
 
     max_regions: int = 100
-    """Detections read per image (before truncation to max_seq_len), highest confidence first."""
+    """Detections kept per image, highest confidence first, cut with the truncation to max_seq_len. Masking and the
+    whole-image mean see every detection of the record, as in the original (which has no such cap)."""
 
     mlm_probability: float = 0.15
     """Chance that a whole word is chosen for masked language modelling."""
@@ -95,8 +97,8 @@ class DataConfig:
             raise ValueError(
                 f"max_seq_len must be at least 4 ([CLS] word [SEP] + the whole image), found {self.max_seq_len}"
             )
-        if self.text_only_seq_len < 3:
-            raise ValueError(f"text_only_seq_len must be at least 3, found {self.text_only_seq_len}")
+        if self.text_only_seq_len < 1:
+            raise ValueError(f"text_only_seq_len must be at least 1, found {self.text_only_seq_len}")
         if self.max_regions < 1:
             raise ValueError(f"max_regions must be at least 1, found {self.max_regions}")
         if self.num_workers < 0:

@@ -57,7 +57,11 @@ class FinetuneTrainConfig:
     """Factor of each step of the "step" schedule."""
 
     weight_decay: float = 1e-4
-    """Decoupled weight decay (AdamW) or L2 (SGD); never on biases, LayerNorms or learned vectors."""
+    """Decoupled weight decay (AdamW) or L2 (SGD), on the parameters `weight_decay_all` says."""
+
+    weight_decay_all: bool = False
+    """True: every parameter decays, as the original's optimizers do (configs/finetune/*.yaml). False: biases,
+    LayerNorms and learned vectors do not (BERT's convention; the embedded defaults)."""
 
     momentum: float = 0.9
     """SGD momentum."""

@@ -107,6 +107,17 @@ class ModelConfig:
     """Classes of the detector's soft labels for masked-RoI classification (Visual Genome: 1600 + background =
     1601; the synthetic world: 6 colours x 4 shapes + background = 25)."""
 
+    with_pooler: bool = False
+    """Give the pretraining model BERT's pooler (Dense(H -> H) + tanh on the first token): loaded from a BERT
+    directory with the rest (`engine.init_from`) and carried in checkpoints and exports, so a VCR fine-tuning starts
+    from BERT's pooler as the original's does. It trains only with `relationship_head`; otherwise it is frozen."""
+
+    relationship_head: bool = False
+    """The original's sentence-image relationship prediction (its optional WITH_REL_LOSS; the paper's Table 4
+    ablation, off in the paper's final models): Linear(H -> 2) on the pooled first token of every image-text row,
+    cross-entropy against 1 (the record's own caption) or 0 (a caption drawn from another record, for half of the
+    rows, as the original's data does). Adds the pooler (it trains)."""
+
     check_inputs: bool = True
     """Validate every batch (id ranges, box order, finite features, matching shapes) with a clear error. The
     checks that read values synchronise a GPU once per step; turn off for the last percent of speed."""

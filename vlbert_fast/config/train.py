@@ -1,6 +1,6 @@
 """Optimisation and the training loop. Defaults are the embedded tiny run; configs/pretrain/*.yaml carry the
 original's Base and Large settings (AdamW, lr 2.56e-5 at batch 256, 16k warmup steps then linear decay, weight
-decay 1e-4, clipping at 10)."""
+decay 1e-4 on every parameter, clipping at 10)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ from dataclasses import dataclass
 class TrainConfig:
     max_steps: int = 1200
     """Optimizer steps of the run."""
+
+    from_scratch: bool = False
+    """Start from random weights on purpose: `engine.init_from` is then not read (the Base/Large configs name a BERT
+    directory there, as the original starts from BERT). The embedded default trains from scratch already: its
+    synthetic vocabulary is not BERT's and it sets no init_from."""
 
     global_batch_size: int = 64
     """Rows per optimizer step over all ranks (image-text and text-only rows together)."""
@@ -25,8 +30,12 @@ class TrainConfig:
     """Linear warmup from 0 to lr over these steps, then linear decay to 0 at max_steps."""
 
     weight_decay: float = 1e-4
-    """Decoupled AdamW weight decay; never applied to biases, LayerNorm parameters or embedding vectors of
-    shape [H] (the learned [IMG]/[END]/mask vectors)."""
+    """Decoupled AdamW weight decay, on the parameters `weight_decay_all` says."""
+
+    weight_decay_all: bool = False
+    """True: every parameter decays, as the original's AdamW does (configs/pretrain/*.yaml). False: biases,
+    LayerNorm parameters and the learned [H] vectors ([IMG], [END], mask, text-only visual) do not (BERT's and
+    Hugging Face's convention; the embedded default)."""
 
     adam_beta1: float = 0.9
     """AdamW beta1."""

@@ -78,6 +78,9 @@ class Batch:
     """[K] bool regions whose class the masked-RoI head predicts (masked ones and the kept 10% of the chosen)."""
     roi_targets: torch.Tensor | None = None
     """[K, C] float soft class distribution of each region from the detector."""
+    relationship_labels: torch.Tensor | None = None
+    """[B] int64 sentence-image relationship target of each row: 1 the caption belongs to the image, 0 it was drawn
+    from another record, IGNORE_INDEX for rows without one (text-only rows); only with model.relationship_head."""
 
     # optional region inputs of some tasks
     region_masks: torch.Tensor | None = None
@@ -215,6 +218,9 @@ def _check_shapes(b: Batch, feature_dim: int | None, num_classes: int | None) ->
             _fail(f"region_masks: expected shape [K, P, P] with K = {k} (boxes), found {tuple(m.shape)}")
     if tuple(b.image_size.shape) != (bl[0], 2):
         _fail(f"image_size: expected shape [B, 2] = ({bl[0]}, 2), found {tuple(b.image_size.shape)}")
+    rel = b.relationship_labels
+    if rel is not None and (tuple(rel.shape) != (bl[0],) or rel.dtype != torch.int64):
+        _fail(f"relationship_labels: expected int64 of shape [B] = ({bl[0]},), found {rel.dtype} {tuple(rel.shape)}")
 
 
 def _check_values(b: Batch, vocab_size: int, max_positions: int, type_vocab_size: int) -> None:
@@ -253,6 +259,14 @@ def _check_values(b: Batch, vocab_size: int, max_positions: int, type_vocab_size
             _fail(
                 f"mlm_labels: {int(labels[bad][0])} at {_first(bad)} is not a vocabulary id on a text token "
                 f"(use {IGNORE_INDEX} for positions without a target)"
+            )
+    rel = b.relationship_labels
+    if rel is not None:
+        bad = (rel != IGNORE_INDEX) & ((rel < 0) | (rel > 1) | ~b.has_image)
+        if bool(bad.any()):
+            _fail(
+                f"relationship_labels: {int(rel[bad][0])} at row {_first(bad)[0]}: expected 0 or 1 on rows with an "
+                f"image, {IGNORE_INDEX} elsewhere"
             )
     k = b.num_regions
     vi = b.visual_index

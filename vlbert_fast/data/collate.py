@@ -46,6 +46,9 @@ class Example:
     image: torch.Tensor | None = None
     """[3, h, w] float normalised pixels (end-to-end mode), with the masked regions' pixels already zeroed; boxes
     and image_size are in these pixels."""
+    relationship_label: int | None = None
+    """1: the caption belongs to the image, 0: it was drawn from another record (the relationship task); None: no
+    target."""
     region_masks: torch.Tensor | None = None
     """[R, P, P] float 0/1 instance masks in each box's frame (VCR's polygons), multiplied into the region's RoIAlign
     output before the res5 head in end-to-end mode; unused with precomputed features. None: no mask."""
@@ -159,4 +162,13 @@ def collate(examples: Sequence[Example]) -> Batch:
         roi_targets=_optional_cat(regions("roi_targets"), "roi_targets", has_regions),
         images=_pad_images(regions("image"), has_regions),
         region_masks=_optional_cat(regions("region_masks"), "region_masks", has_regions),
+        relationship_labels=_relationship_labels(examples),
     )
+
+
+def _relationship_labels(examples: Sequence[Example]) -> torch.Tensor | None:
+    """[B] int64, IGNORE_INDEX where a row has none; None when no row has one."""
+    labels = [ex.relationship_label for ex in examples]
+    if all(label is None for label in labels):
+        return None
+    return torch.tensor([IGNORE_INDEX if label is None else int(label) for label in labels], dtype=torch.long)

@@ -100,6 +100,7 @@ def build_pretrain_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> P
             feature_dim=model.visual_feature_dim,
             num_classes=model.num_roi_classes,
             visual=model.visual,
+            relationship=model.relationship_head and masking,  # held-out captions keep their own images
         )
 
     train = captions(data.captions, masking=True)

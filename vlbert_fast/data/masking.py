@@ -8,7 +8,8 @@ never chosen, and random replacements never draw a special token.
 Regions (masked RoI classification with linguistic clues), `random_mask_region` in the original: each detection is
 chosen with probability `prob` (15%); of the chosen, `mask_fraction` (90%) have their appearance hidden, the rest
 are kept, and all chosen regions are predicted. The whole-image region 0 is never chosen. In precomputed mode the
-whole-image appearance is then recomputed as the mean of the unmasked detections (`recompute_whole_image`).
+whole-image appearance is the mean of all the record's unmasked detections, taken before truncation
+(`with_whole_image`).
 
 All draws come from a numpy Generator the caller seeds per (seed, epoch, sample), so masking is reproducible and a
 resumed run masks exactly as the uninterrupted one would.
@@ -88,14 +89,12 @@ def mask_regions(
     return predict, masked
 
 
-def recompute_whole_image(features: np.ndarray, masked: np.ndarray) -> np.ndarray:
-    """Row 0 becomes the mean of the unmasked detections (rows 1..); left as is when nothing is masked.
-
-    With every detection masked, row 0 is zeroed: it must not carry what the masked regions show.
-    """
-    if not masked[1:].any():
-        return features
+def with_whole_image(features: np.ndarray, masked: np.ndarray) -> np.ndarray:
+    """Row 0 (the whole image) becomes the mean of the unmasked detections (rows 1..) as the original computes it
+    (pretrain/data/datasets/conceptual_captions.py): their sum over (their number + 1e-5), so 0 when every
+    detection is masked (nothing of the masked regions may reach it). The caller passes every detection of the
+    record, before truncation, as the original does."""
     out = features.copy()
     keep = ~masked[1:]
-    out[0] = features[1:][keep].mean(axis=0) if keep.any() else 0.0
+    out[0] = features[1:][keep].sum(axis=0, dtype=np.float32) / np.float32(keep.sum() + 1e-5)
     return out

@@ -1,13 +1,16 @@
 """Pretraining datasets: image-text samples from Conceptual Captions records and text-only rows from a corpus,
 each turned into a masked `Example` (DESIGN.md, "The path of one batch").
 
-Image-text sample: caption word pieces and the image's detections (highest confidence first, at most
-`max_regions`, clipped to the image), the whole-image region 0 = [0, 0, W-1, H-1] in front with the file's
-`image_box_feature` or the mean of the detections, then truncation to `max_seq_len` (text + regions; the longer part
-gives way: the lowest-confidence region, or the last word piece before [SEP]), then masking (data/masking.py).
+Image-text sample: caption word pieces and the image's detections (highest confidence first, clipped to the
+image), the whole-image region 0 = [0, 0, W-1, H-1] in front; masking (data/masking.py: words, and regions over
+every detection of the record); the whole-image feature: the file's `image_box_feature` when nothing is masked,
+else the mean of all the record's unmasked detections (the original's formula, before truncation); then truncation
+to `max_regions` detections and to `max_seq_len` (text + regions; the longer part gives way: the lowest-confidence
+region, or the last word piece before [SEP]).
 
-Text-only row (the original's general corpus): following corpus lines joined until `text_only_seq_len - 2` word
-pieces are filled, wrapped in [CLS] ... [SEP], whole-word masked.
+Text-only row (the original's general corpus, pretrain/data/datasets/general_corpus.py): following corpus lines
+joined until `text_only_seq_len` word pieces are filled, whole-word masked, with no [CLS] or [SEP]: the original's
+text-only rows are the word pieces alone, closed by [END] (collate.py) like every sample.
 
 End-to-end mode (`visual.mode: e2e`): the sample carries its image instead of region features (data/images.py):
 decoded, checked, resized, normalised; the boxes scaled to it, the whole-image box [0, 0, w-1, h-1] of the resized
@@ -42,7 +45,7 @@ from .formats import (
     read_region_json,
 )
 from .images import flip_boxes, prepare_image, swap_left_right, zero_regions
-from .masking import RegionMaskConfig, WordMaskConfig, WordMasker, mask_regions, recompute_whole_image
+from .masking import RegionMaskConfig, WordMaskConfig, WordMasker, mask_regions, with_whole_image
 
 
 @dataclass
@@ -107,6 +110,7 @@ class CaptionDataset(Dataset):
         num_classes: int | None = None,
         visual: VisualConfig | None = None,
         augment: bool | None = None,
+        relationship: bool = False,
     ):
         self.records = records
         self.regions = regions
@@ -121,6 +125,9 @@ class CaptionDataset(Dataset):
         """End-to-end mode: the image pipeline's settings (None: precomputed features)."""
         self.augment = masking if augment is None else augment
         """Training-time image augmentation (the horizontal flip); off for held-out data."""
+        self.relationship = relationship
+        """The relationship task (model.relationship_head): half of the samples take another record's caption and
+        every sample carries its label, 1 matched or 0 mismatched, as the original's data does."""
         self.epoch = 0
         self.masker = word_masker(tokenizer, cfg)
         self.region_masking = RegionMaskConfig(cfg.roi_probability, cfg.roi_mask_fraction)
@@ -151,6 +158,9 @@ class CaptionDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         tok = self.tokenizer
         words, image, flip, features = record.caption, None, False, None
+        relationship_label = None
+        if self.relationship:  # its own stream, so the other draws stay what they were
+            words, relationship_label = self._relationship_caption(record, index)
         if self.visual is not None:
             image, boxes, classes = self._image_regions(record, region, where)
             # its own stream, so precomputed mode's draws stay what they were
@@ -163,8 +173,10 @@ class CaptionDataset(Dataset):
         enc = tok.encode(words)
         if not enc.ids:
             raise FormatError(f"{where}: caption {record.caption!r} has no word pieces")
-        # truncation: text pieces T0 (+ [CLS], [SEP]) and regions R (the whole image included)
-        t0, r = len(enc.ids), boxes.shape[0]
+        # truncation: text pieces T0 (+ [CLS], [SEP]) and regions R (the whole image included, at most max_regions
+        # detections)
+        n_all = boxes.shape[0]
+        t0, r = len(enc.ids), min(n_all, 1 + self.cfg.max_regions)
         while t0 + 2 + r > self.cfg.max_seq_len:
             if t0 + 2 >= r and t0 > 1:
                 t0 -= 1
@@ -173,45 +185,59 @@ class CaptionDataset(Dataset):
             else:
                 break
         ids, word_ids = enc.ids[:t0], enc.word_ids[:t0]
-        boxes = boxes[:r]
-        features = features[:r] if features is not None else None
-        classes = classes[:r] if classes is not None else None
         if self.masking:
             masked_ids, labels = self.masker(ids, word_ids, rng)
         else:
             masked_ids, labels = np.asarray(ids, dtype=np.int64), np.full(t0, IGNORE_INDEX, dtype=np.int64)
-        predict, masked = np.zeros(r, dtype=bool), np.zeros(r, dtype=bool)
+        # Regions are masked before truncation, as the original does: every detection of the record may be masked,
+        # the whole-image feature is the mean of all its unmasked detections, and in e2e mode every masked
+        # detection's pixels are zeroed, kept or not.
+        predict, masked = np.zeros(n_all, dtype=bool), np.zeros(n_all, dtype=bool)
         if self.masking and classes is not None:
-            predict, masked = mask_regions(r, rng, self.region_masking)
-            if features is not None:
-                features = recompute_whole_image(features, masked)
+            predict, masked = mask_regions(n_all, rng, self.region_masking)
+        if features is not None and (region.image_box_feature is None or masked.any()):
+            features = with_whole_image(features, masked)
         image_size = (float(region.image_w), float(region.image_h))
         if image is not None:
             image_size = (float(image.shape[2]), float(image.shape[1]))
             if flip:
                 image, boxes = image.flip(-1), flip_boxes(boxes, image.shape[2])
             zero_regions(image, boxes, masked)  # after the flip: the boxes are where the pixels now are
+        boxes, predict, masked = boxes[:r], predict[:r], masked[:r]
+        features = features[:r] if features is not None else None
+        classes = classes[:r] if classes is not None else None
         return Example(
             input_ids=torch.as_tensor(np.concatenate([[tok.cls_id], masked_ids, [tok.sep_id]]), dtype=torch.long),
             mlm_labels=torch.as_tensor(np.concatenate([[IGNORE_INDEX], labels, [IGNORE_INDEX]]), dtype=torch.long),
-            boxes=torch.from_numpy(boxes),
+            boxes=torch.from_numpy(np.ascontiguousarray(boxes)),
             image_size=image_size,
             image=image,
-            region_features=torch.from_numpy(features) if features is not None else None,
-            region_masked=torch.from_numpy(masked),
-            region_predict=torch.from_numpy(predict),
-            roi_targets=torch.from_numpy(classes) if classes is not None else None,
+            region_features=torch.from_numpy(np.ascontiguousarray(features)) if features is not None else None,
+            region_masked=torch.from_numpy(np.ascontiguousarray(masked)),
+            region_predict=torch.from_numpy(np.ascontiguousarray(predict)),
+            roi_targets=torch.from_numpy(np.ascontiguousarray(classes)) if classes is not None else None,
+            relationship_label=relationship_label,
         )
 
+    def _relationship_caption(self, record: CaptionRecord, index: int) -> tuple[list[str], int]:
+        """(caption, label): with probability 0.5 another record's caption and 0, else the record's own and 1
+        (the original's Task #1, caption-image relationship prediction)."""
+        rng = np.random.default_rng([self.seed, self.epoch, index, 3])
+        if rng.random() >= 0.5 or len(self.records) < 2:
+            return record.caption, 1
+        other = int(rng.integers(0, len(self.records) - 1))
+        other += other >= index  # any record but this one
+        return self.records[other].caption, 0
+
     def _detection_order(self, region: RegionRecord, where: str) -> np.ndarray:
-        """Indices of the detections kept: by confidence, at most max_regions; checks the soft labels' width."""
+        """Indices of all detections by confidence (max_regions applies with the truncation, after masking);
+        checks the soft labels' width."""
         cls = region.classes
         if cls is not None and self.num_classes is not None and cls.shape[1] != self.num_classes:
             raise FormatError(
                 f"{where}: soft labels have {cls.shape[1]} classes, model.num_roi_classes is {self.num_classes}"
             )
-        order = np.argsort(-cls.max(axis=1), kind="stable") if cls is not None else np.arange(region.num_boxes)
-        return order[: self.cfg.max_regions]
+        return np.argsort(-cls.max(axis=1), kind="stable") if cls is not None else np.arange(region.num_boxes)
 
     def _image_regions(
         self, record: CaptionRecord, region: RegionRecord, where: str
@@ -235,7 +261,8 @@ class CaptionDataset(Dataset):
         return prepared.pixels, boxes, classes
 
     def _regions(self, region: RegionRecord, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(boxes, features, classes) with the whole-image region in front; detections by confidence, clipped."""
+        """(boxes, features, classes) with the whole-image region in front (its feature the file's
+        `image_box_feature`, else a placeholder `build` fills); every detection by confidence, clipped."""
         feats, cls = region.features, region.classes
         if self.feature_dim is not None and feats.shape[1] != self.feature_dim:
             raise FormatError(
@@ -248,7 +275,7 @@ class CaptionDataset(Dataset):
         if region.image_box_feature is not None:
             whole = region.image_box_feature.astype(np.float32)
         else:
-            whole = feats.mean(axis=0) if len(feats) else np.zeros(feats.shape[1], dtype=np.float32)
+            whole = np.zeros(feats.shape[1], dtype=np.float32)  # build() puts the detections' mean here
         boxes = np.concatenate([np.array([[0.0, 0.0, w - 1, h - 1]], dtype=np.float32), det_boxes])
         features = np.concatenate([whole[None].astype(np.float32), det_feats])
         classes = None
@@ -276,7 +303,7 @@ class TextOnlyDataset(Dataset):
 
     def __getitem__(self, index: int) -> Example:
         rng = np.random.default_rng([self.seed, self.epoch, index, 1])
-        budget = self.cfg.text_only_seq_len - 2
+        budget = self.cfg.text_only_seq_len  # word pieces only: the original puts no [CLS]/[SEP] around them
         ids: list[int] = []
         word_ids: list[int] = []
         line = index
@@ -288,10 +315,9 @@ class TextOnlyDataset(Dataset):
             line += 1
         ids, word_ids = ids[:budget], word_ids[:budget]
         masked_ids, labels = self.masker(ids, word_ids, rng)
-        tok = self.tokenizer
         return Example(
-            input_ids=torch.as_tensor(np.concatenate([[tok.cls_id], masked_ids, [tok.sep_id]]), dtype=torch.long),
-            mlm_labels=torch.as_tensor(np.concatenate([[IGNORE_INDEX], labels, [IGNORE_INDEX]]), dtype=torch.long),
+            input_ids=torch.as_tensor(masked_ids, dtype=torch.long),
+            mlm_labels=torch.as_tensor(labels, dtype=torch.long),
         )
 
 

@@ -1,4 +1,5 @@
-"""AdamW with no decay on biases, LayerNorms and learned vectors, and warmup + linear decay.
+"""AdamW (or SGD) with weight decay on every parameter, as the original, or on matrices and tables only; warmup +
+linear decay.
 
 `SkippableAdamW` is torch's AdamW with one switch, `skip_update`: while it is set, `step()` changes nothing (no
 parameter, moment or step count moves). The trainer sets it on every rank at once when some rank's loss was not
@@ -41,17 +42,20 @@ class SkippableAdamW(_SkipSwitch, torch.optim.AdamW):
     pass
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Matrices and embedding tables decay; everything of one dimension (biases, LayerNorm gains and shifts, the
-    [IMG]/[END]/mask/text-visual vectors) does not."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
+    """Two groups, always in this order: the matrices and embedding tables, then everything of one dimension
+    (biases, LayerNorm gains and shifts, the [IMG]/[END]/mask/text-visual vectors). The first decays; the second
+    decays too with `decay_all`, as the original's AdamW (common/nlp/bert/optimization.py) applies its weight decay
+    to every parameter, and not otherwise (BERT's and Hugging Face's convention). The order is the same either way:
+    checkpoint consolidation reads DeepSpeed's fp32 masters in it (engine/consolidate.py)."""
+    matrices, vectors = [], []
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.dim() >= 2 else no_decay).append(p)
+        (matrices if p.dim() >= 2 else vectors).append(p)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": matrices, "weight_decay": weight_decay},
+        {"params": vectors, "weight_decay": weight_decay if decay_all else 0.0},
     ]
 
 
@@ -60,7 +64,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> SkippableAdamW:
     if next(model.parameters()).is_cuda:
         kwargs["fused"] = True  # one kernel for all parameters on the GPU
     return SkippableAdamW(
-        param_groups(model, cfg.weight_decay),
+        param_groups(model, cfg.weight_decay, cfg.weight_decay_all),
         lr=cfg.lr,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         eps=cfg.adam_eps,
@@ -88,7 +92,7 @@ class SkippableSGD(_SkipSwitch, torch.optim.SGD):
 
 def build_finetune_optimizer(model: nn.Module, cfg) -> SkippableAdamW | SkippableSGD:
     """AdamW or SGD with momentum from a FinetuneTrainConfig, with the decay groups of `param_groups`."""
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.weight_decay_all)
     if cfg.optimizer == "sgd":
         return SkippableSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     kwargs = {"fused": True} if next(model.parameters()).is_cuda else {}

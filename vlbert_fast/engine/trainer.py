@@ -28,7 +28,8 @@ from ..config import RunConfig, save_config
 from ..data.formats import SkipCounter
 from ..data.loader import PretrainData, build_pretrain_data
 from ..model import ZERO3_LEAF_MODULES, VLBertForPretraining
-from ..model.pretrained import init_weights_from
+from ..model.hf_bert import missing_bert_message
+from ..model.pretrained import PretrainedError, init_weights_from
 from ..version import __version__
 from . import checkpoint
 from .checkpoint import TrainState
@@ -107,12 +108,23 @@ def build_engine(cfg: RunConfig, info: DistInfo, init_from: str = "") -> Built:
     return Built(engine, optimizer, scheduler, num_params, reports)
 
 
+def initial_weights(cfg: RunConfig) -> str:
+    """The weights a fresh run starts from: engine.init_from, or '' for a random start (train.from_scratch, or no
+    init_from). A named directory that is missing is an error saying how to provide it, before any work."""
+    if cfg.train.from_scratch or not cfg.engine.init_from:
+        return ""
+    if not Path(cfg.engine.init_from).exists():
+        raise PretrainedError(missing_bert_message(cfg.engine.init_from))
+    return cfg.engine.init_from
+
+
 def pretrain(cfg: RunConfig) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # dataloader workers fork after the tokenizer runs
     check_engine_config(cfg)
     run_dir = Path(cfg.run_dir)
     resume_notes: list[str] = []
     resume_from = checkpoint.resolve_resume(cfg, resume_notes)
+    init_from = initial_weights(cfg) if resume_from is None else ""
     if resume_from is not None and checkpoint.is_complete(resume_from):
         checkpoint.check_config(cfg, checkpoint.read_marker(resume_from)["config"], resume_from)  # before any work
     info = init_distributed(cfg.engine)
@@ -130,7 +142,7 @@ def _pretrain(cfg: RunConfig, info: DistInfo, run_dir: Path, resume_from: Path |
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     data = build_pretrain_data(cfg, info.rank, info.world_size)
-    built = build_engine(cfg, info, cfg.engine.init_from if resume_from is None else "")
+    built = build_engine(cfg, info, init_from)
     engine, optimizer, scheduler = built.engine, built.optimizer, built.scheduler
     state = TrainState()
     if resume_from is not None:
@@ -145,6 +157,9 @@ def _pretrain(cfg: RunConfig, info: DistInfo, run_dir: Path, resume_from: Path |
         f"{info.world_size} | ZeRO-{cfg.engine.zero_stage} | accumulation {gradient_accumulation(cfg, info.world_size)}"
         f" | {cfg.train.precision} on {info.device}"
     )
+    if resume_from is None and not init_from:
+        why = "train.from_scratch=true" if cfg.train.from_scratch else "engine.init_from is empty"
+        logger.print(f"initialisation: random weights ({why})")
     for line in built.reports + notes:
         logger.print(line)
     if resume_from is not None:

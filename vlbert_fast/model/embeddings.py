@@ -5,12 +5,18 @@ Legend: B samples, L tokens per row (padded), K regions in the batch, H hidden s
 
 Every token sums word + position + token type + a visual part, then LayerNorm (eps 1e-12) and dropout:
 - TEXT (row with an image): word(id) + visual_ln_text(visual feature of its tagged region);
-- TEXT_ONLY (text-only row): word(id) + text_visual_embedding (learned, zero at initialisation);
+- TEXT_ONLY (text-only row): word(id) + visual_ln_text(text_visual_embedding), the original's
+  `visual_ln_text(aux_text_visual_embedding)` with `aux` learned and initialised normal(0, 0.02)
+  (pretrain/modules/resnet_vlbert_for_pretraining_multitask.py);
 - ROI: object_word_embedding ([IMG]), or object_mask_word_embedding when the region is masked,
   + visual_ln_object(its own visual feature);
 - END: end_embedding, no visual part.
 Both visual LayerNorm gains start at `visual_scale_*_init`: the original's 0 means that at initialisation the image
 adds nothing and every text token's embedding is exactly BERT's; the tiny default starts at 0.02.
+
+Text-only tokens reach the op as TEXT tokens whose region is one extra visual row appended after the batch's K
+regions, the aux vector itself: the op's per-token choice of `visual_ln_text` then gives exactly the original's
+formula, and the op's own TEXT_ONLY term (`text_visual`) gets a zero row (no token of that kind reaches it).
 
 The padded batch goes to the op as one flat stream of B*L tokens; `cfg.kernels` picks the op's backend. Dropout is
 the op's seeded one: each training call draws its seed from torch's CPU generator, so `torch.manual_seed` makes a
@@ -23,7 +29,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..data.batch import Batch
+from ..data.batch import Batch, TokenKind
 from ..ops import EmbeddingWeights, fused_embedding
 
 
@@ -46,6 +52,8 @@ class VLBertEmbeddings(nn.Module):
         self.backend = cfg.kernels
 
     def weights(self) -> EmbeddingWeights:
+        """The op's tables; `text_visual` is a zero row: text-only tokens take their visual term as TEXT tokens of
+        the appended aux row (module docstring)."""
         return EmbeddingWeights(
             word=self.word_embeddings.weight,
             position=self.position_embeddings.weight,
@@ -53,7 +61,7 @@ class VLBertEmbeddings(nn.Module):
             object_word=self.object_word_embedding,
             object_mask_word=self.object_mask_word_embedding,
             end=self.end_embedding,
-            text_visual=self.text_visual_embedding,
+            text_visual=self.text_visual_embedding.detach().new_zeros(self.text_visual_embedding.shape),
             visual_ln_text_weight=self.visual_ln_text.weight,
             visual_ln_text_bias=self.visual_ln_text.bias,
             visual_ln_object_weight=self.visual_ln_object.weight,
@@ -70,14 +78,23 @@ class VLBertEmbeddings(nn.Module):
         dropout_p = self.dropout_p if self.training else 0.0
         seed = int(torch.randint(0, 2**62, ())) if dropout_p > 0 else 0
         stream = (lambda t: t.reshape(-1)) if tokens_BL is None else (lambda t: t[tokens_BL])  # noqa: E731
+        kind_N, visual_index_N = stream(batch.token_kind), stream(batch.visual_index)
+        # Text-only tokens: TEXT tokens of region K, the aux row (module docstring). Always appended, so no device
+        # synchronisation asks whether the batch has text-only rows.
+        k = region_visual_KH.shape[0]
+        text_only_N = kind_N == int(TokenKind.TEXT_ONLY)
+        kind_N = torch.where(text_only_N, int(TokenKind.TEXT), kind_N)
+        visual_index_N = torch.where(text_only_N, k, visual_index_N)
+        visual_RH = torch.cat([region_visual_KH, self.text_visual_embedding[None].to(region_visual_KH.dtype)])
+        masked_R = torch.cat([batch.region_masked, batch.region_masked.new_zeros(1)])
         x_NH = fused_embedding(
             stream(batch.input_ids),
             stream(batch.position_ids),
             stream(batch.token_type_ids),
-            stream(batch.token_kind),
-            stream(batch.visual_index),
-            region_visual_KH,
-            batch.region_masked,
+            kind_N,
+            visual_index_N,
+            visual_RH,
+            masked_R,
             self.weights(),
             eps=self.eps,
             dropout_p=dropout_p,

@@ -13,6 +13,7 @@ transform), and reports what was loaded, what is new, and what was dropped (the 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,9 +113,11 @@ def pretraining_state(path: str | Path, cfg: ModelConfig, trust_foreign: bool = 
     if looks_like_hf_bert(path):
         from .hf_bert import load_hf_bert
 
-        model = VLBertForPretraining(cfg)
-        load_hf_bert(model, path)
-        return model.state_dict()
+        # With the pooler, so BERT's reaches a head that starts from it (VCR's, as the original's).
+        model = VLBertForPretraining(dataclasses.replace(cfg, with_pooler=True))
+        report = load_hf_bert(model, path)
+        # a source without a pooler leaves none (not a fresh one that a head would take for BERT's)
+        return {k: v for k, v in model.state_dict().items() if k not in report.missing_expected}
     state, saved_cfg = load_pretrained_state(path, trust_foreign)
     check_architecture(cfg, saved_cfg, str(path))
     return state

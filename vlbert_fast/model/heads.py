@@ -4,6 +4,8 @@
   its own bias. The tied weight is passed in at call time, so no module is shared between two owners.
 - Masked-RoI classification (the original's MVRC head): Dense(H -> H) + GELU, then Linear(H -> C), trained with
   soft cross-entropy against the detector's class distribution.
+- Pooler (BERT's): Dense(H -> H) + tanh on a row's first token; the relationship head (the original's
+  `VisualLinguisticBertRelationshipPredictionHead`): Linear(H -> 2) on the pooled token, cross-entropy.
 
 Each head is called once per forward, through `nn.Module.__call__`, on however many rows have targets (possibly
 none): the same modules in the same order on every rank, as DeepSpeed ZeRO-3's parameter gathering requires.
@@ -100,3 +102,14 @@ def soft_cross_entropy(logits_MC: torch.Tensor, targets_MC: torch.Tensor) -> tor
     """Mean over rows of -sum_c target_c * log_softmax(logits)_c (the original's soft_cross_entropy)."""
     log_probs = torch.log_softmax(logits_MC.float(), dim=-1)
     return -(targets_MC.float() * log_probs).sum(-1).mean()
+
+
+class Pooler(nn.Module):
+    """BERT's pooler: tanh(Dense(H -> H)) of each row's first token (`pooler.dense` as in BERT's names)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, first_SH: torch.Tensor) -> torch.Tensor:  # [S, H]
+        return torch.tanh(self.dense(first_SH))

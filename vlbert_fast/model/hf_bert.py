@@ -6,8 +6,12 @@ and value weights are concatenated into our fused QKV; BERT's two token-type row
 visual type, keeps its initialisation); the MLM head loads from `cls.predictions`. Old TF-converted checkpoints
 that name LayerNorm parameters gamma/beta are accepted.
 
+BERT's pooler loads into ours (`pooler.dense`) and its next-sentence head (`cls.seq_relationship`) into the
+relationship head, as the original's loader does, when the model has them (`model.with_pooler`,
+`model.relationship_head`); a source without them (e.g. a BertForMaskedLM) leaves them new.
+
 The report says what was loaded, which of our parameters are new VL parts (expected to be missing), and which
-source weights were not used (BERT's NSP head and pooler are known and unused in pretraining). A BERT weight our
+source weights were not used (BERT's NSP head and pooler, when our model has no place for them). A BERT weight our
 model should take that is missing from the source, or has the wrong shape, is an error.
 """
 
@@ -38,8 +42,8 @@ NEW_VL_PARTS = (
 
 # Source weights we know and do not use in pretraining.
 KNOWN_UNUSED = (
-    re.compile(r"^cls\.seq_relationship\."),  # next-sentence prediction: VL-BERT has no such task
-    re.compile(r"^pooler\."),  # the pooler: pretraining has none; VCR's head loads it itself
+    re.compile(r"^cls\.seq_relationship\."),  # next-sentence prediction: used only by model.relationship_head
+    re.compile(r"^pooler\."),  # the pooler: used only by a model with one (model.with_pooler)
     re.compile(r"^embeddings\.position_ids$"),  # a buffer in older checkpoints
     re.compile(r"^cls\.predictions\.decoder\.weight$"),  # tied to the word embeddings
     re.compile(r"^cls\.predictions\.decoder\.bias$"),  # the same tensor as cls.predictions.bias
@@ -98,6 +102,22 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
     return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
+def missing_bert_message(path: str | Path, field: str = "engine.init_from") -> str:
+    """What to do when the BERT directory a config names is not there: how to make one anywhere the weights are."""
+    name = Path(path).name or "bert-base-uncased"
+    hub = name if name.startswith("bert-") else "bert-base-uncased"
+    return (
+        f"{field}={path}: no such directory. This config starts from BERT, as the original VL-BERT does: put a "
+        f"Hugging Face BERT directory there (config.json, model.safetensors or pytorch_model.bin, and vocab.txt). "
+        f"Write one on any machine that has the weights (the Hugging Face hub name is {hub}):\n"
+        f'    python -c "from transformers import BertForPreTraining, BertTokenizerFast; '
+        f"BertForPreTraining.from_pretrained('{hub}').save_pretrained('{name}'); "
+        f"BertTokenizerFast.from_pretrained('{hub}').save_pretrained('{name}')\"\n"
+        f"then copy the directory {name}/ to {path}. To start from random weights on purpose, set "
+        f"train.from_scratch=true."
+    )
+
+
 def check_hf_config(directory: str | Path, cfg: ModelConfig) -> None:
     """Compares the sizes in a HF `config.json` with ours; raises BertLoadError naming every difference."""
     path = Path(directory) / "config.json"
@@ -149,6 +169,18 @@ def bert_name_map(num_layers: int, with_heads: bool) -> dict[str, list[str]]:
     return m
 
 
+def optional_bert_parts(ours: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Our parameters that take BERT weights when the source has them and stay new otherwise: the pooler and the
+    relationship head (from the next-sentence head), as the original's loader maps them."""
+    m = {}
+    for p in ("weight", "bias"):
+        if f"pooler.dense.{p}" in ours:
+            m[f"pooler.dense.{p}"] = [f"pooler.dense.{p}"]
+        if f"relationship_head.{p}" in ours:
+            m[f"relationship_head.{p}"] = [f"cls.seq_relationship.{p}"]
+    return m
+
+
 def load_hf_bert(model: nn.Module, source: str | Path | Mapping[str, torch.Tensor]) -> LoadReport:
     """Copies BERT weights into `model` (a VLBertForPretraining, or a VLBertModel) and returns the report."""
     from .vlbert import VLBertModel
@@ -170,13 +202,17 @@ def load_hf_bert(model: nn.Module, source: str | Path | Mapping[str, torch.Tenso
         )
 
     ours = {("vlbert." + k if wrapped else k): p for k, p in model.named_parameters()}
-    name_map = bert_name_map(cfg.num_hidden_layers, with_heads="mlm_head.bias" in ours)
+    optional = optional_bert_parts(ours)
+    name_map = bert_name_map(cfg.num_hidden_layers, with_heads="mlm_head.bias" in ours) | optional
     report = LoadReport()
     used: set[str] = set()
     missing = []
     for target, sources in name_map.items():
         if not all(s in state for s in sources):
-            missing.extend(s for s in sources if s not in state)
+            if target in optional:
+                report.missing_expected.append(target)
+            else:
+                missing.extend(s for s in sources if s not in state)
             continue
         tensor = torch.cat([state[s] for s in sources], dim=0) if len(sources) > 1 else state[sources[0]]
         param = ours[target]
@@ -204,7 +240,9 @@ def load_hf_bert(model: nn.Module, source: str | Path | Mapping[str, torch.Tenso
             + ", ".join(missing[:8])
             + (" ..." if len(missing) > 8 else "")
         )
-    report.missing_expected = sorted(k for k in ours if k not in name_map and _is_new_part(k))
+    report.missing_expected = sorted(
+        report.missing_expected + [k for k in ours if k not in name_map and _is_new_part(k)]
+    )
     unexplained = sorted(k for k in ours if k not in name_map and not _is_new_part(k))
     if unexplained:
         raise BertLoadError(f"parameters with no BERT source and not a known VL part: {', '.join(unexplained)}")

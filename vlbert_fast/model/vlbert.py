@@ -4,7 +4,9 @@ M positions with a target.
 VLBertModel: region features -> embeddings -> post-LN encoder -> hidden states [B, L, H].
 VLBertForPretraining adds the MLM head (tied to the word embeddings) and the masked-RoI classification head, run
 only on the positions that have targets, and the original's loss: MLM cross-entropy averaged over the masked words
-of image-text rows, plus the same over text-only rows, plus soft cross-entropy averaged over the predicted regions.
+of image-text rows, plus the same over text-only rows, plus soft cross-entropy averaged over the predicted regions,
+plus (with `relationship_head`) the sentence-image relationship cross-entropy averaged over the labelled rows. With
+`with_pooler` (or the relationship head) it holds BERT's pooler under the name `pooler.dense`.
 
 Packed mode (`cfg.packed`, N tokens in the batch): the tokens are flattened with `x[attention_mask]` (row-major,
 so the samples lie one after another as `Batch.cu_seqlens` says), embedded as that stream, run through the encoder's
@@ -26,7 +28,7 @@ from ..config import ModelConfig
 from ..data.batch import IGNORE_INDEX, Batch, TokenKind
 from .embeddings import VLBertEmbeddings
 from .encoder import Encoder, EncoderLayer
-from .heads import MLMHead, RoIClassificationHead, soft_cross_entropy
+from .heads import MLMHead, Pooler, RoIClassificationHead, soft_cross_entropy
 from .roi_head import VisualBranch
 from .visual import RegionEncoder
 
@@ -64,8 +66,10 @@ class VLBertModel(nn.Module):
         emb = self.embeddings
         for p in (emb.object_word_embedding, emb.object_mask_word_embedding, emb.end_embedding):
             nn.init.normal_(p, mean=0.0, std=cfg.initializer_range)
-        # Zero at initialisation: text-only rows then embed exactly as BERT does, and a masked region shows nothing.
-        nn.init.zeros_(emb.text_visual_embedding)
+        # The original's aux_text_visual_embedding: normal(0, initializer_range); it passes through visual_ln_text,
+        # whose zero gain (the paper configs) keeps text-only rows exactly BERT's at initialisation.
+        nn.init.normal_(emb.text_visual_embedding, mean=0.0, std=cfg.initializer_range)
+        # Zero at initialisation (the original's object_mask_visual_embedding): a masked region shows nothing.
         nn.init.zeros_(self.region_encoder.mask_appearance)
         nn.init.constant_(emb.visual_ln_text.weight, cfg.visual_scale_text_init)
         nn.init.constant_(emb.visual_ln_object.weight, cfg.visual_scale_object_init)
@@ -169,6 +173,8 @@ class PretrainOutput:
     """[M] bool: the position belongs to an image-text row."""
     roi_logits: torch.Tensor | None = None
     """[P, C] logits of the predicted regions, in region order."""
+    relationship_logits: torch.Tensor | None = None
+    """[S, 2] sentence-image relationship logits of the rows with a label, in row order (relationship_head)."""
 
 
 class VLBertForPretraining(nn.Module):
@@ -180,6 +186,14 @@ class VLBertForPretraining(nn.Module):
         self.roi_head = RoIClassificationHead(cfg)
         for head in (self.mlm_head, self.roi_head):
             head.apply(lambda m: init_weights(m, cfg.initializer_range))
+        # Built only when asked, so the default model's parameters and their random draws stay what they were.
+        self.pooler = Pooler(cfg) if cfg.with_pooler or cfg.relationship_head else None
+        self.relationship_head = nn.Linear(cfg.hidden_size, 2) if cfg.relationship_head else None
+        for head in (self.pooler, self.relationship_head):
+            if head is not None:
+                head.apply(lambda m: init_weights(m, cfg.initializer_range))
+        if self.pooler is not None and self.relationship_head is None:
+            self.pooler.requires_grad_(False)  # carried from BERT to the fine-tuning tasks; nothing here trains it
 
     def forward(self, batch: Batch) -> PretrainOutput:
         """Every head runs once, through its module call, on the rows that have targets (possibly none), whatever
@@ -200,6 +214,7 @@ class VLBertForPretraining(nn.Module):
         # The token of region k: the ROI position whose visual_index is k.
         roi_tokens_BL = self._predicted_roi_tokens(batch, batch.token_kind, batch.visual_index)
         order = torch.argsort(batch.visual_index[roi_tokens_BL])
+        self._relationship_loss(out, batch, hidden_BLH[:, 0])
         self._roi_loss(out, batch, hidden_BLH[roi_tokens_BL][order], fused=False)
         return out
 
@@ -221,6 +236,20 @@ class VLBertForPretraining(nn.Module):
         if batch.num_regions == 0:
             return torch.zeros_like(kind, dtype=torch.bool)
         return (kind == TokenKind.ROI) & self._region_predict(batch)[region.clamp(min=0)]
+    def _relationship_loss(self, out: PretrainOutput, batch: Batch, first_BH: torch.Tensor) -> None:
+        """The relationship head on the pooled first token of the rows with a label (none: an exact 0 in the loss
+        that still reaches every parameter of the pooler and the head)."""
+        if self.relationship_head is None:
+            return
+        labels_B = batch.relationship_labels
+        if labels_B is None:
+            labels_B = torch.full((batch.num_samples,), IGNORE_INDEX, dtype=torch.long, device=first_BH.device)
+        rows_B = labels_B != IGNORE_INDEX
+        logits_S2 = self.relationship_head(self.pooler(first_BH[rows_B]))
+        out.relationship_logits = logits_S2
+        out.loss = out.loss + logits_S2[:0].sum()
+        if logits_S2.shape[0]:
+            out.losses["relationship"] = F.cross_entropy(logits_S2.float(), labels_B[rows_B])
 
     def _roi_loss(self, out: PretrainOutput, batch: Batch, hidden_PH: torch.Tensor, fused: bool) -> None:
         """The masked-RoI classification of the P predicted regions (in region order), and the total loss."""
@@ -253,5 +282,6 @@ class VLBertForPretraining(nn.Module):
         region_N = batch.visual_index[tokens_BL]
         roi_tokens_N = self._predicted_roi_tokens(batch, kind_N, region_N)
         order = torch.argsort(region_N[roi_tokens_N])
+        self._relationship_loss(out, batch, hidden_NH[packed.cu_seqlens[:-1].long()])
         self._roi_loss(out, batch, hidden_NH[roi_tokens_N][order], fused=True)
         return out

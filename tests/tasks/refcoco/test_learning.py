@@ -5,7 +5,8 @@ picks the referred object far more often than chance.
 Chance: a uniform pick among a sample's RoIs (the whole image and the 2-4 objects) is right 1 / R of the time; the
 whole image is never the target, so a guess among the objects only is right 1 / (R - 1); both are computed from the
 val samples. Measured on 2 (heavily shared) cores, seed 0, from the embedded default's checkpoint: val accuracy
-60.7% against chances of 24.2% (1 / R) and 32.4% (1 / (R - 1)); the assertion takes about half the margin over the
+77.8% against chances of 24.2% (1 / R) and 32.4% (1 / (R - 1)) (60.7% before the pretraining's text-only rows took
+the original's form); the assertion takes about half the earlier margin over the
 objects-only chance. (The loss sits near the prior's for ~200 steps, then falls: the expression kinds that name a
 shape are learnt first.)
 """
@@ -30,7 +31,8 @@ OVERRIDES = ["train.log_every=20"]  # otherwise the task's embedded default (Ref
 def test_finetuned_refcoco_beats_chance(pretrained_default, synth_cache, tmp_path):
     run_dir = tmp_path / "refcoco"
     args = ["finetune", "--task", "refcoco", f"init_from={pretrained_default}", f"run_dir={run_dir}", *OVERRIDES]
-    result = run_cli(args, synth_cache, timeout=900)  # synth_cache: the world the model was pretrained on
+    # synth_cache: the world the model was pretrained on; the timeout is a safety net (over 900 s seen under load)
+    result = run_cli(args, synth_cache, timeout=2400)
     assert result.returncode == 0, output_tail(result)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["init_from"] == str(pretrained_default)

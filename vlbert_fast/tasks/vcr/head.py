@@ -3,8 +3,10 @@ L tokens per row, H hidden.
 
 score = Linear(H -> 1)(Dropout(tanh(Dense(H -> H)(hidden at [CLS])))), logits [S, C] (the original's VCR model:
 BERT's pooler on the first token, then its "1fc" classifier, Dropout + Linear, the Linear xavier-uniform with a zero
-bias). The pooler comes from the pretraining checkpoint where it has one (a BERT- or VL-BERT-converted state dict);
-our pretraining has no pooler, so it starts at BERT's initialisation, normal(0, 0.02) weights and zero bias.
+bias). The pooler starts from BERT's, as the original's does: `init_from` a Hugging Face BERT directory gives it
+directly; a pretraining run or export of ours carries it when pretrained with `model.with_pooler` (the paper
+configs) from a BERT directory; `vlbert-fast convert-checkpoint --bert DIR` puts it into a converted original
+checkpoint. Without one it starts at BERT's initialisation, normal(0, 0.02) weights and zero bias.
 """
 
 from __future__ import annotations

@@ -1,23 +1,27 @@
 """VQA v2 answers: the official evaluation's normalisation, soft scores, the accuracy, the answer vocabulary.
 
-The rules of the official evaluation script (github.com/GT-Vision-Lab/VQA, vqaEval.py), written anew here:
+The rules of the current official evaluation script (github.com/GT-Vision-Lab/VQA,
+PythonEvaluationTools/vqaEvaluation/vqaEval.py as of its commit a013f00 of 2021-03-11, "Fixed processing answers
+bug"), written anew here:
 
-1. newlines and tabs become spaces, the answer is stripped;
+1. whitespace: newlines and tabs become spaces and the answer is stripped (the prediction and every human answer);
 2. punctuation: each of ; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? ! is deleted where the answer has it next to a
-   space or the answer holds a digit-comma-digit group ("1,000"), and replaced by a space otherwise; then every
-   period not followed by a digit is deleted ("2.5" keeps its point). (The script's period pattern begins with a
-   malformed look-behind, `(?!<=\\d)`, which is in fact a look-ahead that always holds at a period; so only the
-   "not followed by a digit" part acts, as here.)
+   space or the answer holds a digit-comma-digit group ("1,000"), and replaced by a space otherwise; then periods
+   not followed by a digit are deleted ("2.5" keeps its point), at most 32 of them (the script passes `re.UNICODE`,
+   32, where `re.sub` takes its count). The script's period pattern begins with a malformed look-behind, `(?!<=\\d)`,
+   which is in fact a look-ahead that always holds at a period; so only the "not followed by a digit" part acts;
 3. digits and articles: lower-cased, split on whitespace, number words zero..ten (and "none") become digits,
    the articles a / an / the are dropped, and the contractions of the script's table get their apostrophe
    ("dont" -> "don't").
 
-Accuracy of one answer against the 10 human answers: for each of the 10 leave-one-out subsets of 9 humans,
-min(1, humans among the 9 who gave it / 3); the mean over the 10 subsets. With m of the 10 humans agreeing:
-m = 0, 1, 2, 3, >=4 give 0, 0.3, 0.6, 0.9, 1. The script normalises the predicted answer fully, and the human
-answers with step 2 only and only when they are not all identical (the released annotations are normalised
-already); `answer_accuracy` does exactly that. Training targets use the same soft score over fully normalised
-human answers (the original VL-BERT's `get_soft_target`).
+Accuracy of one predicted answer against the 10 human answers of its question: step 1 on all of them; then, only
+when the humans do not all agree (after step 1), steps 2 and 3 on the prediction and on every human answer; when
+they all agree, nothing more on either side (a prediction "Yes" scores 0 against ten "yes"). Then for each of the
+10 leave-one-out subsets of 9 humans, min(1, humans among the 9 who gave exactly the prediction / 3); the mean over
+the 10 subsets. With m of the 10 humans agreeing: m = 0, 1, 2, 3, >=4 give 0, 0.3, 0.6, 0.9, 1. (Before the 2021
+fix the script normalised the prediction always and the humans with step 2 only, so "2" scored 0 against humans who
+wrote "two" while disagreeing.) Training targets use the same soft score over fully normalised human answers (the
+original VL-BERT's `get_soft_target`), which is what the metric compares whenever the humans disagree.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from pathlib import Path
 PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
 DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
 PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
+PERIODS_DELETED_AT_MOST = 32
+"""The script calls `periodStrip.sub("", text, re.UNICODE)`: re.UNICODE (32) lands in `count`."""
 NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())} | {
     "none": "0"
 }
@@ -73,7 +79,7 @@ def process_punctuation(text: str) -> str:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
-    return PERIOD_NOT_BEFORE_DIGIT.sub("", out)
+    return PERIOD_NOT_BEFORE_DIGIT.sub("", out, count=PERIODS_DELETED_AT_MOST)
 
 
 def process_digits_articles(text: str) -> str:
@@ -82,10 +88,15 @@ def process_digits_articles(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
 
 
+def strip_whitespace(answer: str) -> str:
+    """Step 1 of the module docstring."""
+    return answer.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_answer(answer: str) -> str:
-    """The official normalisation of a predicted answer (steps 1-3)."""
-    answer = answer.replace("\n", " ").replace("\t", " ").strip()
-    return process_digits_articles(process_punctuation(answer))
+    """Steps 1-3 of the module docstring: what the metric compares when the humans disagree, and the form of the
+    answer vocabulary and the training targets."""
+    return process_digits_articles(process_punctuation(strip_whitespace(answer)))
 
 
 def leave_one_out_score(matches: int, num_humans: int = 10) -> float:
@@ -99,13 +110,15 @@ def leave_one_out_score(matches: int, num_humans: int = 10) -> float:
 
 
 def answer_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
-    """The official accuracy of one predicted answer against the human answers of its question (in [0, 1])."""
+    """The official accuracy of one predicted answer against the human answers of its question (in [0, 1]): the
+    current script's rules (module docstring), leave-one-out over the humans."""
     if not human_answers:
         raise ValueError("answer_accuracy: the question has no human answers")
-    predicted = normalize_answer(prediction)
-    humans = [a.replace("\n", " ").replace("\t", " ").strip() for a in human_answers]
+    predicted = strip_whitespace(prediction)
+    humans = [strip_whitespace(a) for a in human_answers]
     if len(set(humans)) > 1:
-        humans = [process_punctuation(a) for a in humans]
+        humans = [process_digits_articles(process_punctuation(a)) for a in humans]
+        predicted = process_digits_articles(process_punctuation(predicted))
     return leave_one_out_score(sum(h == predicted for h in humans), len(humans))
 
 
