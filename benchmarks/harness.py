@@ -61,6 +61,7 @@ METRICS = {
     "mfu_measured": ("% of measured peak", +1),
     "peak_memory": ("GiB", -1),
     "padding_share": ("%", 0),
+    "speedup": ("x", +1),  # a peer's time over ours, measured in the same rounds (bench_cpu_step.py)
 }
 
 

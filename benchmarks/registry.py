@@ -41,6 +41,10 @@ SUITES: dict[str, list[str]] = {
 }
 SUITE_ORDER = ("kernels", "step", "peers")
 
+CPU_SUITES: dict[str, list[str]] = {"step": ["bench_cpu_step"]}
+"""What a suite runs at full size on a CPU (`--device cpu` without --smoke): the training step against HF
+VisualBERT at the sizes a CPU user meets first. The other suites' full sizes are for a GPU."""
+
 WHY_MISSING: dict[str, str] = {}  # module -> the issue that brings it, for scripts still on another branch
 
 OURS_PREFIXES = ("ours", "triton", "native")
@@ -87,8 +91,9 @@ def suite_names(suite: str) -> list[str]:
     return [suite]
 
 
-def entries(suite: str) -> list[Entry]:
-    return [load(name) for name in SUITES[suite]]
+def entries(suite: str, cpu: bool = False) -> list[Entry]:
+    """The modules of `suite`; with `cpu`, those it runs at full size on a CPU (`CPU_SUITES`)."""
+    return [load(name) for name in (CPU_SUITES if cpu else SUITES)[suite]]
 
 
 def modules_for_op(op: str) -> list[Entry]:
