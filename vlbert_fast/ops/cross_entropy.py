@@ -49,7 +49,8 @@ def linear_cross_entropy_reference(
 
 LOGITS_BUDGET_BYTES = 256 * 2**20
 """The logits the loop may hold at once, counted at 4 bytes per element (the row step's fp32 work): 2199 rows of
-BERT's 30522-word vocabulary, about a Base pretraining batch of 128 rows of 64 tokens' masked words."""
+BERT's 30522-word vocabulary, more than the 1499 masked words of a Base step of 256 rows of 64 tokens
+(benchmarks/bench_step.py's batch), so the original's batch per GPU never chunks."""
 
 MIN_CHUNK_ROWS = 256
 """No chunk is smaller (unless the rows are fewer): below this the three matmuls of a chunk read the whole decoder
@@ -69,8 +70,8 @@ def default_chunk_size(rows: int, hidden: int, vocab: int) -> int:
     from 256 rows on (benchmarks/results/cpu_step.md has the step). On an H100 in bf16 a chunk streams the 47 MB
     decoder three times (about 50 us at 3 TB/s) for 6 * C * V * H flops (about C * 0.18 us at 800 TFLOP/s): chunks
     of fewer than about 300 rows are bound by that stream, so the same floor serves the GPU. Memory is then the
-    only reason to chunk: a Base batch of 256 rows of 64 tokens has about 2400 masked words, 290 MB of fp32
-    logits, two chunks here."""
+    only reason to chunk: a Base batch of 256 rows of 64 tokens masks 1499 words (183 MB of fp32 logits, one
+    chunk); 512 rows take two chunks."""
     rows = max(rows, 1)
     fit = max(MIN_CHUNK_ROWS, LOGITS_BUDGET_BYTES // (4 * max(vocab, 1)))
     if rows <= fit:
