@@ -2,10 +2,15 @@
 bitwise the numbers of the plain-PyTorch twin, which tests/ops/test_embedding_reference.py holds to Random123's
 known answers; `philox_uniform` picks the fast one and falls back to the twin; the references' masks are the twin's."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from vlbert_fast import _ext
+from vlbert_fast.data import collate
+from vlbert_fast.data.random import random_examples
+from vlbert_fast.model import VLBertForPretraining
 from vlbert_fast.ops import dropout
 from vlbert_fast.ops.dropout import dropout_counters, philox_uniform, philox_uniform_torch
 from vlbert_fast.ops.embedding import philox_uniform as reexported
@@ -92,3 +97,31 @@ def test_a_reference_mask_is_the_twins():
     keep = philox_uniform_torch(2**33 + 5, 7 + torch.arange(240).view(6, 40)) >= 0.4
     s = residual + torch.where(keep, x * (1.0 / (1.0 - 0.4)), 0.0)  # the reference scales by the inverse
     torch.testing.assert_close(y, torch.nn.functional.layer_norm(s, (40,), weight, bias, 1e-12), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_the_model_trains_alike_on_the_cpp_draws_and_on_the_twin(tiny_cfg, packed, monkeypatch):
+    """Dropout 0.1 everywhere: the same seed gives the same losses and every gradient, bit for bit, whether the CPU
+    masks come from the C++ generator or from the plain-PyTorch twin."""
+    native()
+    cfg = dataclasses.replace(tiny_cfg, packed=packed, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                              visual_dropout=0.1)  # fmt: skip
+    shape = dict(text_len=(3, 9), num_regions=(2, 6))
+    batch = collate(random_examples(cfg, 3, seed=2, text_only=0.0, **shape) + random_examples(cfg, 2, text_only=1.0))
+
+    def loss_and_grads(seed=0):
+        torch.manual_seed(0)
+        model = VLBertForPretraining(cfg)
+        torch.nn.init.constant_(model.vlbert.embeddings.visual_ln_text.weight, 0.7)
+        torch.manual_seed(seed)  # the seeds of the dropout masks
+        out = model(batch)
+        out.loss.backward()
+        return out.loss, {name: p.grad for name, p in model.named_parameters()}
+
+    fast_loss, fast_grads = loss_and_grads()
+    monkeypatch.setattr(dropout, "_native_generator", lambda: None)
+    twin_loss, twin_grads = loss_and_grads()
+    assert torch.equal(fast_loss, twin_loss)
+    assert all(torch.equal(fast_grads[name], grad) for name, grad in twin_grads.items())
+    monkeypatch.undo()
+    assert not torch.equal(loss_and_grads(seed=1)[0], fast_loss)  # dropout is on: another seed, other masks
