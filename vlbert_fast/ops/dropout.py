@@ -10,8 +10,10 @@ element is kept when its draw is >= p. Counters stay below 2**31 (`MAX_COUNTER`)
 
 Where the draws are made (`philox_uniform` picks by the counters' device):
 - in the Triton kernels, in-kernel (`tl.rand`): the fused ops on a GPU never materialise a mask;
-- CPU tensors: the C++ generator of vlbert_fast._C (csrc/philox_cpu.cpp), about 10 ns per element on one core
-  (the plain-PyTorch twin takes about 2 us: 10 rounds of 32-bit products spelled in int64 tensor ops);
+- CPU tensors: the C++ generator of vlbert_fast._C (csrc/philox_cpu.cpp): 6 ns per element on one core, about
+  torch.rand's speed (4 ns), where the plain-PyTorch twin takes 250 ns (10 rounds of 32-bit products spelled in
+  about 120 int64 tensor ops; measured as CPU time on 552 x 768 counters, a mask of the Base CPU step). On a busy
+  machine with 2 threads each of those ops waits for both threads: issue 17 measured 3.8 s for one such mask;
 - CUDA tensors outside the kernels (the references on a GPU): kernels/philox.py, tl.rand written out;
 - anywhere else, or without the extension: `philox_uniform_torch`, the plain-PyTorch twin.
 
