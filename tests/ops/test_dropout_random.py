@@ -125,3 +125,18 @@ def test_the_model_trains_alike_on_the_cpp_draws_and_on_the_twin(tiny_cfg, packe
     assert all(torch.equal(fast_grads[name], grad) for name, grad in twin_grads.items())
     monkeypatch.undo()
     assert not torch.equal(loss_and_grads(seed=1)[0], fast_loss)  # dropout is on: another seed, other masks
+
+
+@pytest.mark.gpu
+def test_gpu_draws_are_the_twins_and_the_fused_kernels():
+    """On a GPU the references draw with kernels/philox.py; the numbers are the twin's, hence the fused kernels'."""
+    counters = counters_under_test().cuda()
+    assert torch.equal(philox_uniform(2**40 + 7, counters).cpu(), philox_uniform_torch(2**40 + 7, counters.cpu()))
+    x, residual = torch.randn(2, 50, 768, device="cuda").unbind(0)
+    weight, bias = torch.ones(768, device="cuda"), torch.zeros(768, device="cuda")
+    args = (x, None, residual, weight, bias, 1e-12, 0.1, 1234)
+    ref = bias_dropout_residual_layer_norm_reference(*args)
+    from vlbert_fast.ops import bias_dropout_residual_layer_norm
+
+    fused = bias_dropout_residual_layer_norm(*args, backend="triton")
+    torch.testing.assert_close(fused, ref, atol=2e-5, rtol=1e-5)  # the same mask: only rounding differs
