@@ -43,7 +43,7 @@ def extension_modules() -> tuple[list, dict]:
         print(f"vlbert_fast: not building vlbert_fast._C ({exc}); it will be JIT-built on first use", file=sys.stderr)
         return [], {}
     # Relative paths: setuptools rejects absolute source paths in editable builds.
-    sources = ["csrc/vlbert_fast_api.cpp", "csrc/roi_align_cpu.cpp"]
+    sources = ["csrc/vlbert_fast_api.cpp", "csrc/roi_align_cpu.cpp", "csrc/philox_cpu.cpp"]
     cuda_sources = ["csrc/roi_align_cuda.cu"]
     switch = os.environ.get("VLBERT_FAST_CUDA", "")
     with_cuda = switch == "1" or (switch != "0" and torch.version.cuda is not None and CUDA_HOME is not None)

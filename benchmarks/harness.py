@@ -68,6 +68,7 @@ METRICS = {
     "loss": ("nats", -1),
     "accuracy": ("%", +1),
     "label_mass": ("%", 0),
+    "speedup": ("x", +1),  # a peer's time over ours, measured in the same rounds (bench_cpu_step.py)
 }
 
 

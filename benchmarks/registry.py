@@ -41,7 +41,10 @@ SUITES: dict[str, list[str]] = {
     "data": ["bench_data", "bench_data_scale"],
 }
 SUITE_ORDER = ("kernels", "step", "peers")  # `all`: the GPU suites; `data` measures the loader on any machine
-CPU_SUITES = ("data",)  # measured on the CPU: full sizes run there, and the rows go to benchmarks/results
+CPU_SUITES: dict[str, list[str]] = {"step": ["bench_cpu_step"], "data": SUITES["data"]}
+"""What a suite runs at full size on a CPU (`--device cpu` without --smoke), its rows going to benchmarks/results
+with each module's own summary beside them: the training step against HF VisualBERT at the sizes a CPU user meets
+first, and the loader. The other suites' full sizes are for a GPU."""
 
 WHY_MISSING: dict[str, str] = {}  # module -> the issue that brings it, for scripts still on another branch
 
@@ -89,8 +92,9 @@ def suite_names(suite: str) -> list[str]:
     return [suite]
 
 
-def entries(suite: str) -> list[Entry]:
-    return [load(name) for name in SUITES[suite]]
+def entries(suite: str, cpu: bool = False) -> list[Entry]:
+    """The modules of `suite`; with `cpu`, those it runs at full size on a CPU (`CPU_SUITES`)."""
+    return [load(name) for name in (CPU_SUITES if cpu else SUITES)[suite]]
 
 
 def modules_for_op(op: str) -> list[Entry]:

@@ -48,7 +48,15 @@ def _module_argv(args, device: torch.device, out: Path) -> list[str]:
     rep_ms = args.rep_ms if args.rep_ms is not None else (100.0 if device.type == "cuda" else 0.0)
     argv = ["--device", str(device), "--results-dir", str(out), "--rep-ms", str(rep_ms)]
     argv += ["--compile-backend", args.compile_backend, "--peak-tflops", str(args.peak_tflops)]
+    if _cpu_full_size(args, device):  # the CPU step's own options (benchmarks/bench_cpu_step.py)
+        argv += ["--threads", str(args.threads), "--repeats", str(args.repeats)]
+        argv += ["--profile"] if args.profile else []
     return argv + (["--smoke"] if args.smoke else [])
+
+
+def _cpu_full_size(args, device: torch.device) -> bool:
+    """A suite at full size on a CPU: only those of registry.CPU_SUITES (the step against HF VisualBERT, the loader)."""
+    return device.type == "cpu" and not args.smoke and args.suite != "report"
 
 
 def _run_module(entry, argv: list[str]) -> bool:
@@ -85,14 +93,15 @@ def _kernel_loop(args, device, out, argv) -> int:
     return failures
 
 
-def _run_suites(suite: str, budget_s: float | None, argv: list[str]) -> tuple[int, list[str]]:
-    """Runs every module of the suite(s); (modules that failed, "name: why" of those not in this checkout)."""
+def _run_suites(suite: str, budget_s: float | None, argv: list[str], cpu: bool = False) -> tuple[int, list[str]]:
+    """Runs every module of the suite(s) (with `cpu`, the CPU's full-size ones); (modules that failed, "name: why"
+    of those not in this checkout)."""
     from . import harness, registry
 
     failures, not_measured = 0, []
     for name in registry.suite_names(suite):
         print(f"=== suite {name}", flush=True)
-        entries = registry.entries(name)
+        entries = registry.entries(name, cpu=cpu)
         for entry in entries:
             if entry.module is None:
                 print(f"== {entry.name}: skipped: {entry.missing}")
@@ -136,8 +145,15 @@ def run(args: argparse.Namespace) -> int:
     from . import registry
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cpu" and args.suite not in ("report", *registry.CPU_SUITES) and not args.smoke:
-        print("vlbert-fast bench: no CUDA GPU here; the full sizes are for a GPU. Add --smoke for the CPU check.")
+    if _cpu_full_size(args, device) and (args.suite not in registry.CPU_SUITES or args.op):
+        print(
+            "vlbert-fast bench: no CUDA GPU here; the full sizes are for a GPU. On a CPU, `bench step --device cpu` "
+            "measures the training step against HF VisualBERT and `bench data` the loader; add --smoke for the CPU "
+            "check of the others."
+        )
+        return 2
+    if args.profile and not _cpu_full_size(args, device):
+        print("vlbert-fast bench: --profile profiles the CPU step: `vlbert-fast bench step --device cpu --profile`")
         return 2
     if args.fail_if_regression is not None and not args.compare:
         print("vlbert-fast bench: --fail-if-regression needs --compare OLD.csv (what to compare against)")
@@ -160,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:  # a missing file, or a CSV of another schema
         print(f"vlbert-fast bench: {exc}")
         return 2
-    cpu_suite = args.suite in registry.CPU_SUITES and not args.smoke
+    cpu_suite = _cpu_full_size(args, device) or (args.suite == "data" and not args.smoke)
     out = harness.RESULTS_DIR if cpu_suite and args.out is None else harness.default_results_dir(args.out, device)
     out.mkdir(parents=True, exist_ok=True)
     before = _count_rows(out) if args.suite != "report" else {}
@@ -174,11 +190,13 @@ def run(args: argparse.Namespace) -> int:
         if args.op:
             failures += _kernel_loop(args, device, out, argv)
         else:
-            suite_failures, not_measured = _run_suites(args.suite, args.time_budget_s, argv)
+            suite_failures, not_measured = _run_suites(
+                args.suite, args.time_budget_s, argv, _cpu_full_size(args, device)
+            )
             failures += suite_failures
     rows = _rows_since(out, before)
     regressions = []
-    if args.no_report or args.suite in registry.CPU_SUITES:  # the data suite writes its own summary (data.md)
+    if args.no_report or args.profile or cpu_suite:  # a CPU suite's modules write their own summaries beside the rows
         print(f"{len(rows)} rows in {out}")
     elif rows:
         path, plots, changes = report.write(out, rows, old_rows, args.fail_if_regression, _command(args), not_measured)

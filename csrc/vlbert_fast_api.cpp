@@ -4,6 +4,7 @@
 // boxes to the accumulation dtype; the checks here still name every bad argument for direct callers.
 #include <torch/extension.h>
 
+#include "philox.h"
 #include "roi_align.h"
 
 #define CHECK_DEVICE(x, expected) \
@@ -112,12 +113,27 @@ at::Tensor roi_align_backward(const at::Tensor& grad_output,  // [K, C, PH, PW],
   return grad_acc.to(grad_output.scalar_type());
 }
 
+at::Tensor philox_uniform(int64_t seed,               // the key: low and high 32-bit words
+                          const at::Tensor& counters) {  // any shape, int64 or int32, CPU
+  TORCH_CHECK(counters.device().is_cpu(), "counters must be on the CPU (on a GPU the Triton kernels draw in-kernel), "
+              "found ", counters.device());
+  TORCH_CHECK(counters.scalar_type() == at::kLong || counters.scalar_type() == at::kInt,
+              "counters must be int64 or int32, found ", counters.scalar_type());
+  const at::Tensor flat = counters.contiguous();
+  at::Tensor out = at::empty(counters.sizes(), counters.options().dtype(at::kFloat));
+  if (out.numel() > 0) philox_uniform_cpu(seed, flat, out);
+  return out;
+}
+
 }  // namespace
 }  // namespace vlbert_fast
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "vlbert_fast C++/CUDA kernels (RoIAlign); called through vlbert_fast.ops";
+  m.doc() = "vlbert_fast C++/CUDA kernels (RoIAlign, Philox draws); called through vlbert_fast.ops";
   m.def("with_cuda", &vlbert_fast::with_cuda, "whether the CUDA kernels were compiled in");
+  m.def("philox_uniform", &vlbert_fast::philox_uniform,
+        "tl.rand(seed, counters) on the CPU: Philox-4x32-10 uniform draws in [0, 1), fp32", py::arg("seed"),
+        py::arg("counters"));
   m.def("roi_align_forward", &vlbert_fast::roi_align_forward, "RoIAlign forward (torchvision semantics)",
         py::arg("features"), py::arg("rois"), py::arg("pooled_height"), py::arg("pooled_width"),
         py::arg("spatial_scale"), py::arg("sampling_ratio"), py::arg("aligned"), py::arg("channels_last"),

@@ -18,7 +18,7 @@ from types import ModuleType
 import torch  # noqa: F401  (the extension links against torch's libraries: import torch first)
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-JIT_SOURCES = ("vlbert_fast_api.cpp", "roi_align_cpu.cpp")
+JIT_SOURCES = ("vlbert_fast_api.cpp", "roi_align_cpu.cpp", "philox_cpu.cpp")
 """The C++ part only: a JIT build on a user's machine should not depend on nvcc."""
 
 

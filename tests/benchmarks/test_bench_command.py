@@ -25,8 +25,10 @@ def test_an_install_without_benchmarks_gets_a_clear_error(monkeypatch, tmp_path,
 
 
 def test_arguments_that_cannot_work_are_refused(capsys, tmp_path):
-    assert main(["bench", "step", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "kernels", "--device", "cpu", "--out", str(tmp_path)]) == 2
     assert "no CUDA GPU here" in capsys.readouterr().out
+    assert main(["bench", "step", "--smoke", "--profile", "--out", str(tmp_path)]) == 2
+    assert "--profile profiles the CPU step" in capsys.readouterr().out
     assert main(["bench", "step", "--smoke", "--fail-if-regression", "5", "--out", str(tmp_path)]) == 2
     assert "--fail-if-regression needs --compare" in capsys.readouterr().out
     assert main(["bench", "step", "--smoke", "--op", "roi_align", "--out", str(tmp_path)]) == 2

@@ -53,7 +53,7 @@ def test_falls_back_to_a_jit_build_of_the_cpp_sources_with_one_warning(fresh_loa
         assert _ext.load() is not None  # loaded once: no second build, no second warning
     assert len(record) == 1 and len(calls) == 1
     sources = calls[0]["sources"]
-    assert [os.path.basename(s) for s in sources] == ["vlbert_fast_api.cpp", "roi_align_cpu.cpp"]
+    assert [os.path.basename(s) for s in sources] == ["vlbert_fast_api.cpp", "roi_align_cpu.cpp", "philox_cpu.cpp"]
     assert all(os.path.isfile(s) for s in sources)
     assert _ext.describe().startswith("JIT-built")
 

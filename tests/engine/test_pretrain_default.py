@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from vlbert_fast.config import RunConfig, load_config
+from vlbert_fast.engine.trainer import PHASES
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +68,11 @@ def test_run_directory(default_run):
     assert (checkpoints / "latest").read_text().strip() == f"step{cfg.train.max_steps}"
     assert (checkpoints / f"step{cfg.train.max_steps}" / "mp_rank_00_model_states.pt").is_file()
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["root"] == ""
+
+
+def test_the_summary_says_where_the_time_went(default_run):
+    run_dir, stdout = default_run
+    phases = json.loads((run_dir / "summary.json").read_text())["phase_seconds"]
+    assert list(phases) == list(PHASES) and all(seconds >= 0 for seconds in phases.values())
+    assert phases["steps"] == max(phases.values())  # the other phases are seconds of set-up and evaluation
+    assert f"wall time {sum(phases.values()):.0f} s after start-up: distributed" in stdout

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vlbert_fast.ops import linear_cross_entropy
-from vlbert_fast.ops.cross_entropy import CROSS_ENTROPY, default_chunk_size
+from vlbert_fast.ops import cross_entropy, linear_cross_entropy
+from vlbert_fast.ops.cross_entropy import CROSS_ENTROPY, LOGITS_BUDGET_BYTES, MIN_CHUNK_ROWS, default_chunk_size
 
 # fp32: the same logits; log-sum-exp and the weight gradient summed chunk by chunk (~1e-7 relative).
 # fp16: logits rounded to fp16 in both; the fused path also rounds dlogits to fp16 before its matmuls (Liger does
@@ -78,10 +78,56 @@ def test_without_autograd_only_the_loss_is_computed():
     torch.testing.assert_close(got, F.cross_entropy(F.linear(*inputs[:3]).float(), inputs[3]))
 
 
-def test_default_chunk_keeps_a_chunk_of_logits_near_the_size_of_x():
-    assert default_chunk_size(2048, 768, 30522) == 64  # 2048 / ceil(30522 / 768) = 51.2 -> 64 rows
-    assert default_chunk_size(3, 768, 30522) == 1
-    assert default_chunk_size(100, 128, 100) == 128  # a vocabulary narrower than H: one chunk
+def test_default_chunk_takes_every_row_while_the_logits_fit_the_budget():
+    assert default_chunk_size(42, 768, 30522) == 42  # the masked words of 8 rows: one matrix product, not 21 GEMVs
+    assert default_chunk_size(1, 768, 30522) == 1
+    fit = LOGITS_BUDGET_BYTES // (4 * 30522)  # 2199 rows of fp32 logits
+    assert default_chunk_size(fit, 768, 30522) == fit
+    assert default_chunk_size(fit + 1, 768, 30522) == 1104  # two equal chunks, rounded up to 16 rows
+    assert default_chunk_size(10 * fit, 768, 30522) == 2208  # ten chunks of at most 2208 rows
+    assert default_chunk_size(100_000, 64, 2**22) == MIN_CHUNK_ROWS  # a huge vocabulary: never below the floor
+
+
+@pytest.mark.parametrize("rows", [1, 5, 600, 2000])
+def test_the_default_chunks_cover_every_row_and_none_is_a_gemv(rows):
+    vocab = 4 * LOGITS_BUDGET_BYTES // (4 * 300)  # a budget of 75 rows: the floor decides
+    chunk = default_chunk_size(rows, 16, vocab)
+    sizes = [min(chunk, rows - start) for start in range(0, rows, chunk)]
+    assert sum(sizes) == rows and (len(sizes) == 1 or min(sizes[:-1]) >= MIN_CHUNK_ROWS)
+
+
+def test_the_default_rule_over_several_chunks_equals_the_reference(monkeypatch):
+    monkeypatch.setattr(cross_entropy, "LOGITS_BUDGET_BYTES", 4 * 97 * 5)  # 5 rows fit: 13 rows in chunks
+    monkeypatch.setattr(cross_entropy, "MIN_CHUNK_ROWS", 4)
+    assert default_chunk_size(13, 24, 97) == 16  # 3 chunks of 5 rows, rounded up to 16: one chunk after all
+    monkeypatch.setattr(cross_entropy, "MIN_CHUNK_ROWS", 1)
+    inputs = make(40, 24, 97, ignored_every=3)
+    assert default_chunk_size(40, 24, 97) == 16  # 8 chunks of 5 rows, rounded up: three chunks of 16, 16 and 8
+    got = loss_and_grads("chunked", *inputs)
+    assert_all_close(got, loss_and_grads("reference", *inputs), *TOLERANCES[torch.float32])
+
+
+@pytest.mark.parametrize("backend", ["triton", "chunked"])
+def test_a_unit_upstream_gradient_hands_the_gradients_over_as_computed(backend):
+    inputs = make(9, 16, 37, ignored_every=4)
+    tensors = inputs[:3]
+    got = torch.autograd.grad(linear_cross_entropy(*inputs, backend=backend), tensors)  # upstream 1: no rescaling
+    want = torch.autograd.grad(linear_cross_entropy(*inputs, backend="reference"), tensors)
+    assert_all_close(got, want, *TOLERANCES[torch.float32])
+    loss = linear_cross_entropy(*inputs, backend=backend)
+    first = torch.autograd.grad(loss, tensors, retain_graph=True)
+    second = torch.autograd.grad(loss, tensors)  # a second backward sees the same, unmodified gradients
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_fp64_in_and_out():
+    inputs = [t.double() if t.is_floating_point() else t for t in make(7, 12, 31, ignored_every=2)]
+    inputs = [t.detach().requires_grad_(True) if t.is_floating_point() else t for t in inputs]
+    got = loss_and_grads("chunked", *inputs, chunk_size=3)
+    want = loss_and_grads("reference", *inputs)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype
+        torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-6)  # the row step reads the logits in fp32
 
 
 def test_auto_prefers_the_chunked_loop_over_materialising_on_cpu():

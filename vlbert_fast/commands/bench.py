@@ -1,7 +1,9 @@
 """`vlbert-fast bench [kernels|step|peers|data|all|report|static] [--op NAME] [--check] [--smoke] [--compare OLD.csv]
 [--fail-if-regression PCT] [--out DIR]`: the benchmark suites, delegated to benchmarks/run.py. `all` runs the GPU
 suites (kernels, step, peers); `data` (the loader: bytes per sample, samples/s, the index at 3.3 M records) runs
-on any machine and writes into benchmarks/results; `static` compiles every kernel for sm_90 without a GPU.
+on any machine and writes into benchmarks/results; `static` compiles every kernel for sm_90 without a GPU. On a CPU,
+`vlbert-fast bench step --device cpu [--profile] [--repeats N] [--threads N]` is the training step against HF
+VisualBERT (benchmarks/bench_cpu_step.py).
 
 The benchmarks live in the source checkout (benchmarks/ beside vlbert_fast/), not in the installed package: they
 carry results, plots and peers (transformers, torchvision) that a training install does not need. The command
@@ -53,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="stated peak for MFU (0: engine/flops.py)")
     parser.add_argument("--time-budget-s", type=float, help="per suite: points that would start later are skipped")
     parser.add_argument("--no-report", action="store_true", help="write CSV rows only (the report comes later)")
+    step = parser.add_argument_group("the training step on a CPU (bench step --device cpu: ours against HF VisualBERT)")
+    step.add_argument("--profile", action="store_true", help="print the top ops of one step per provider; no timing")
+    step.add_argument("--repeats", type=int, default=10, help="interleaved rounds per dropout (default 10)")
+    step.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
 
 
 def find_checkout() -> Path | None:

@@ -89,8 +89,10 @@ class EngineConfig:
     `cpu_threads` fixed, a resumed run repeats the uninterrupted run's losses bit for bit on a CPU."""
 
     cpu_threads: int = 0
-    """torch intra-op threads per rank (0: torch's default; torchrun and the deepspeed launcher set
-    OMP_NUM_THREADS=1 when they start several ranks per machine). Fix it for reproducible CPU runs."""
+    """torch intra-op threads per rank. 0: on a machine without CUDA, torch's default less one per data-loader
+    worker (at least 1), so training threads and workers do not fight over the cores; with CUDA, torch's default
+    (torchrun and the deepspeed launcher set OMP_NUM_THREADS=1 when they start several ranks per machine). Fix it
+    for reproducible CPU runs."""
 
     def __post_init__(self) -> None:
         if self.zero_stage not in (0, 1, 2, 3):

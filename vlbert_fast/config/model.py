@@ -94,13 +94,15 @@ class ModelConfig:
     visual_dropout: float = 0.1
     """Dropout on concat(appearance, geometry) before the 4096 -> H projection."""
 
-    visual_scale_text_init: float = 0.02
+    visual_scale_text_init: float = 0.1
     """Initial gain of the LayerNorm on text tokens' visual features. The original (and configs/model/base.yaml,
     large.yaml): 0, so that a model initialised from BERT starts with exactly BERT's text embeddings. The tiny
-    default trains from scratch and starts at 0.02, the scale of every other embedding at initialisation: from 0 the
-    visual projection gets no gradient until the gains move, which costs the short default run most of its steps."""
+    default trains from scratch: from 0 the visual projection gets no gradient until the gains move, which costs
+    the short default run most of its steps. At 0.1 the default's 800 steps read the image (55.2% of the held-out
+    colour/shape words against 20.6% with shuffled images); at 0.02, the scale of the other embeddings at
+    initialisation, the same 800 steps reach 44.2% against 20.9%, and 1200 steps 61.7% against 22.0%."""
 
-    visual_scale_object_init: float = 0.02
+    visual_scale_object_init: float = 0.1
     """Initial gain of the LayerNorm on RoI tokens' visual features (the original: 0; see visual_scale_text_init)."""
 
     num_roi_classes: int = 25

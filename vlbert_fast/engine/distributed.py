@@ -50,10 +50,22 @@ def prepare_environment() -> None:
         os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
-def configure_determinism(cfg: EngineConfig) -> None:
-    """Thread count and deterministic kernels; called before the first tensor operation of the run."""
+def cpu_threads(cfg: EngineConfig, data_workers: int = 0) -> int:
+    """The intra-op thread count of this rank: `cfg.cpu_threads`, or with 0 on a machine without CUDA, torch's
+    default less one per data-loader worker, at least 1 (on a GPU machine, torch's default). Measured on 2 cores
+    with the embedded default, whose one worker loads batches beside the training process: 2 threads plus the
+    worker ran 40 steps in 136 s while other work kept the machine busy, 1 thread in 15 s: a parallel region waits
+    for its slowest thread, and with more threads than free cores some thread is always descheduled."""
     if cfg.cpu_threads:
-        torch.set_num_threads(cfg.cpu_threads)
+        return cfg.cpu_threads
+    if torch.cuda.is_available():
+        return torch.get_num_threads()
+    return max(1, torch.get_num_threads() - data_workers)
+
+
+def configure_determinism(cfg: EngineConfig, data_workers: int = 0) -> None:
+    """Thread count and deterministic kernels; called before the first tensor operation of the run."""
+    torch.set_num_threads(cpu_threads(cfg, data_workers))
     if cfg.deterministic:
         # cuBLAS picks reduction orders by workspace; a fixed workspace makes its GEMMs repeatable.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -65,17 +77,35 @@ def configure_determinism(cfg: EngineConfig) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def init_distributed(cfg: EngineConfig | None = None) -> DistInfo:
+def skip_shared_memory_op() -> None:
+    """Tells DeepSpeed not to build its shared-memory allreduce op (CPU accelerator), which only serves several
+    ranks on one node: a lone process never uses it, and its first build costs 25-60 s on 2 cores, longer when
+    another process holds the build lock of a shared TORCH_EXTENSIONS_DIR. DeepSpeed builds it when its op table
+    (`deepspeed.ops.__compatible_ops__`, probed once per process) says it can; the entry set False here makes it
+    return None before building, as on a machine where the op cannot be built."""
+    import deepspeed.ops
+
+    compatible = deepspeed.ops.__compatible_ops__
+    if "deepspeed_shm_comm" in compatible:
+        compatible["deepspeed_shm_comm"] = False
+
+
+def init_distributed(cfg: EngineConfig | None = None, data_workers: int = 0) -> DistInfo:
+    """The process group (module docstring) and the run-wide switches; `data_workers`: the data loader's worker
+    processes of this rank, which the automatic thread count leaves their cores."""
     cfg = cfg or EngineConfig()
     prepare_environment()
-    configure_determinism(cfg)
+    configure_determinism(cfg, data_workers)
     import deepspeed
     import torch.distributed as dist
 
     timeout = timedelta(seconds=cfg.dist_timeout_s)
     if not dist.is_initialized():
-        ensure_shm_op(log=lambda message: print(f"vlbert_fast: {message}", flush=True))
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            skip_shared_memory_op()  # a lone rank all-reduces nothing: no build, no load of the op
+        else:
+            ensure_shm_op(log=lambda message: print(f"vlbert_fast: {message}", flush=True))
         deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
     # DeepSpeed makes its own groups (data parallel, ZeRO partitions) with new_group() and no timeout, which torch
     # fills in from these module attributes (30 min for gloo, 10 for NCCL), not from the world group's: a hung rank

@@ -192,5 +192,9 @@ def format_summary(s: dict) -> str:
         lines.append(f"steps skipped for a non-finite loss or gradient: {s['nonfinite_steps']}")
     if s["resumed_from"]:
         lines.append(f"resumed from {s['resumed_from']}")
+    phases = s.get("phase_seconds")
+    if phases:
+        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
+        lines.append(f"wall time {sum(phases.values()):.0f} s after start-up: {parts}")
     lines.append(f"checkpoint: {s['checkpoint']}")
     return "\n".join(lines)

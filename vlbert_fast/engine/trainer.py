@@ -68,9 +68,16 @@ class Run:
     saved_step: int = -1
     epoch_skips: SkipCounter = field(default_factory=lambda: SkipCounter("skip"))
     """The distinct records skipped in the current epoch (data.counter holds the run's)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of this process's phases (`PHASES`), reported in summary.json and the summary."""
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PHASES = ("distributed", "data", "engine", "steps", "checkpoint", "evaluation")
+"""Phases of a run whose wall time summary.json (`phase_seconds`) and the summary report: the process group with
+DeepSpeed's import (and the first run's build of its shared-memory op), the data (the synthetic world generated or
+found in its cache, datasets, loader), the model and the DeepSpeed engine (and a resumed checkpoint), the steps, the
+final checkpoint, the evaluation. Interpreter start-up and imports before `pretrain` are not in them."""
 
 
 @dataclass
@@ -105,6 +112,10 @@ def build_engine(cfg: RunConfig, info: DistInfo, init_from: str = "") -> Built:
         model=model, optimizer=optimizer, config=deepspeed_config(cfg, info.world_size)
     )
     attach(engine, optimizer)
+    if info.world_size == 1 and cfg.engine.zero_stage == 0:
+        # A lone rank has nothing to all-reduce; DeepSpeed would still flatten every gradient into one buffer, "sum"
+        # it over one rank, divide by 1 and copy it back after each backward (about 4% of the embedded default's step).
+        engine.enable_backward_allreduce = False
     return Built(engine, optimizer, scheduler, num_params, reports)
 
 
@@ -127,21 +138,43 @@ def pretrain(cfg: RunConfig) -> dict:
     init_from = initial_weights(cfg) if resume_from is None else ""
     if resume_from is not None and checkpoint.is_complete(resume_from):
         checkpoint.check_config(cfg, checkpoint.read_marker(resume_from)["config"], resume_from)  # before any work
-    info = init_distributed(cfg.engine)
+    started = time.perf_counter()
+    info = init_distributed(cfg.engine, data_workers=cfg.data.num_workers)
     gradient_accumulation(cfg, info.world_size)  # a global batch that does not divide: a config error, before any work
     lock = lock_run_dir(run_dir, info)
+    notes = resume_notes + ([lock.note] if lock and lock.note else [])
     try:
-        return _pretrain(cfg, info, run_dir, resume_from, resume_notes + ([lock.note] if lock and lock.note else []))
+        return _pretrain(
+            cfg, info, run_dir, resume_from, init_from, notes, {"distributed": time.perf_counter() - started}
+        )
     finally:
         if lock is not None:
             lock.release()
 
 
-def _pretrain(cfg: RunConfig, info: DistInfo, run_dir: Path, resume_from: Path | None, notes: list[str]) -> dict:
+def _pretrain(
+    cfg: RunConfig,
+    info: DistInfo,
+    run_dir: Path,
+    resume_from: Path | None,
+    init_from: str,
+    notes: list[str],
+    seconds: dict[str, float],
+) -> dict:
+    """The run after the process group and the run directory's lock; `seconds`: the phases' wall times so far."""
+    lap = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal lap
+        now = time.perf_counter()
+        seconds[name] = seconds.get(name, 0.0) + now - lap
+        lap = now
+
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     data = build_pretrain_data(cfg, info.rank, info.world_size)
+    phase("data")
     built = build_engine(cfg, info, init_from)
     engine, optimizer, scheduler = built.engine, built.optimizer, built.scheduler
     state = TrainState()
@@ -162,6 +195,7 @@ def _pretrain(cfg: RunConfig, info: DistInfo, run_dir: Path, resume_from: Path |
         logger.print(f"initialisation: random weights ({why})")
     for line in built.reports + notes:
         logger.print(line)
+    phase("engine")
     if resume_from is not None:
         logger.print(
             f"resumed from {resume_from} at step {state.step} (epoch {state.epoch}, {state.consumed_samples} samples)"
@@ -183,9 +217,12 @@ def _pretrain(cfg: RunConfig, info: DistInfo, run_dir: Path, resume_from: Path |
         saved_step=state.step
         if resume_from is not None and _same_dir(resume_from.parent, run_dir / "checkpoints")
         else -1,
+        seconds=seconds,
     )
     try:
+        lap = time.perf_counter()
         _train(run)
+        seconds["steps"] = time.perf_counter() - lap
         return _finish(run)
     except Exception as exc:
         if info.world_size > 1 and not isinstance(exc, TrainingAborted) and is_comm_failure(exc):
@@ -292,8 +329,10 @@ def _report_skips(run: Run) -> None:
 def _finish(run: Run) -> dict:
     cfg, info, state = run.cfg, run.info, run.state
     run_dir = Path(cfg.run_dir)
+    lap = time.perf_counter()
     if run.saved_step != state.step:
         _save(run, 0)
+    run.seconds["checkpoint"], lap = time.perf_counter() - lap, time.perf_counter()
     accuracy = None
     if run.data.val is not None and cfg.train.eval_batches > 0:
         accuracy = masked_word_accuracy(
@@ -306,6 +345,7 @@ def _finish(run: Run) -> dict:
             dtype=run.dtype,
             seed=cfg.seed,
         )
+    run.seconds["evaluation"] = time.perf_counter() - lap
 
     def losses(m: dict | None) -> dict | None:
         return None if m is None else {"loss": m["loss"], **m["losses"]}
@@ -314,6 +354,7 @@ def _finish(run: Run) -> dict:
         "steps": state.step,
         "epochs": state.epoch + 1,
         "train_seconds": state.train_seconds,
+        "phase_seconds": {name: run.seconds[name] for name in PHASES if name in run.seconds},
         "consumed_samples": state.consumed_samples,
         "first_losses": losses(state.first_metrics),
         "final_losses": losses(state.last_metrics),

@@ -122,7 +122,7 @@ def _dropout_keep(
 ):
     """Keep mask of dropout: element (n, h) draws tl.rand(seed, offset + n * H + h) and is kept when the draw is
     >= p. The counter is int32 so tl.rand takes the same 32-bit Philox path in every Triton version; the plain
-    PyTorch twin is `philox_uniform` in ops/embedding.py."""
+    PyTorch twin is `philox_uniform_torch` in ops/dropout.py."""
     counter = (rng_offset + row * hidden + cols).to(tl.int32)
     return tl.rand(seed, counter) >= dropout_p
 

@@ -236,6 +236,7 @@ class VLBertForPretraining(nn.Module):
         if batch.num_regions == 0:
             return torch.zeros_like(kind, dtype=torch.bool)
         return (kind == TokenKind.ROI) & self._region_predict(batch)[region.clamp(min=0)]
+
     def _relationship_loss(self, out: PretrainOutput, batch: Batch, first_BH: torch.Tensor) -> None:
         """The relationship head on the pooled first token of the rows with a label (none: an exact 0 in the loss
         that still reaches every parameter of the pooler and the head)."""

@@ -1,5 +1,5 @@
-"""A linear layer and the cross-entropy on its output as one op, in chunks of rows: the [M, V] logits of the MLM
-decoder (V = 30522 for BERT) are never materialised at once.
+"""A linear layer and the cross-entropy on its output as one op, in chunks of rows when the [M, V] logits of the
+MLM decoder (V = 30522 for BERT) would outgrow a memory budget.
 
     linear_cross_entropy(x, weight, bias, labels, ignore_index=-100, chunk_size=None, backend="auto") -> scalar
 
@@ -17,6 +17,10 @@ Chunked backends compute the gradients during the forward, chunk by chunk, while
 dx = dz weight, dweight += dz^T x (fp32), dbias += column sums of dz; the backward only scales them by the incoming
 gradient. Peak extra memory: one chunk of logits plus the fp32 weight gradient. Without autograd (no_grad, or no
 input requiring a gradient) only the loss is computed.
+
+Chunks (`default_chunk_size`, the same rule for every backend): all rows at once while their logits fit
+`LOGITS_BUDGET_BYTES` (256 MiB), else the fewest equal chunks that fit, none below `MIN_CHUNK_ROWS` (256): each chunk
+stays a real matrix product, since every chunk reads the whole decoder three times whatever its rows.
 
 Backends: `triton` (kernels/cross_entropy.py: the per-row loss and gradient in one Triton kernel, matmuls by
 cuBLAS), `chunked` (the same loop with the per-row step in PyTorch: the fused path on machines without Triton) and
@@ -43,53 +47,92 @@ def linear_cross_entropy_reference(
     return F.cross_entropy(F.linear(x, weight, bias).float(), labels, ignore_index=ignore_index)
 
 
+LOGITS_BUDGET_BYTES = 256 * 2**20
+"""The logits the loop may hold at once, counted at 4 bytes per element (the row step's fp32 work): 2199 rows of
+BERT's 30522-word vocabulary, more than the 1499 masked words of a Base step of 256 rows of 64 tokens
+(benchmarks/bench_step.py's batch), so the original's batch per GPU never chunks."""
+
+MIN_CHUNK_ROWS = 256
+"""No chunk is smaller (unless the rows are fewer): below this the three matmuls of a chunk read the whole decoder
+for little work and turn memory-bound (default_chunk_size's docstring has the figures)."""
+
+
 def default_chunk_size(rows: int, hidden: int, vocab: int) -> int:
-    """Rows per chunk so that a chunk of logits is about as large as x itself (Liger's rule): the memory the head
-    needs stays that of its input, whatever the vocabulary; a power of two for the matmuls' tiles."""
-    chunks = max(1, -(-vocab // max(hidden, 1)))
-    per_chunk = -(-max(rows, 1) // chunks)
-    return 1 << (per_chunk - 1).bit_length()
+    """Rows per chunk: all of them while their logits fit `LOGITS_BUDGET_BYTES`, else the fewest chunks that fit,
+    of equal size rounded up to 16 rows, never fewer than `MIN_CHUNK_ROWS` rows (the last chunk takes the rest).
+    `hidden` does not enter: each chunk reads the [V, H] decoder three times (logits, dx, dweight) and updates the
+    weight gradient, whatever H, so what a chunk costs beyond its matmuls is fixed; only the count of chunks matters.
+
+    The figures that decided it (fwd + bwd at H = 768, V = 30522, fp32, 2 CPU threads; a 2-core machine shared with
+    other work, so read them as ratios): for the 42 masked rows of 8 rows of 69 tokens, the old rule (Liger's:
+    a chunk of logits about as large as x, 2-row chunks here) took 16.7 s, 64-row chunks 2.0 s, one chunk 0.76 s;
+    the three matmuls of one chunk cost 46 ms per row at 8 rows, 9-10 ms per row at 32-64 rows and 3-4 ms per row
+    from 256 rows on (benchmarks/results/cpu_step.md has the step). On an H100 in bf16 a chunk streams the 47 MB
+    decoder three times (about 50 us at 3 TB/s) for 6 * C * V * H flops (about C * 0.18 us at 800 TFLOP/s): chunks
+    of fewer than about 300 rows are bound by that stream, so the same floor serves the GPU. Memory is then the
+    only reason to chunk: a Base batch of 256 rows of 64 tokens masks 1499 words (183 MB of fp32 logits, one
+    chunk); 512 rows take two chunks."""
+    rows = max(rows, 1)
+    fit = max(MIN_CHUNK_ROWS, LOGITS_BUDGET_BYTES // (4 * max(vocab, 1)))
+    if rows <= fit:
+        return rows
+    chunks = -(-rows // fit)
+    per_chunk = -(-rows // chunks)
+    per_chunk = -(-per_chunk // 16) * 16
+    return max(per_chunk, MIN_CHUNK_ROWS)  # the floor binds only where fit is the floor: chunks of it, then the rest
 
 
 def cross_entropy_rows_torch(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """The per-row step of the `chunked` backend: returns each row's loss (fp32, 0 where ignored) and overwrites
     `logits` [C, V] with d loss_row / d logits = softmax - one_hot (0 on ignored rows)."""
-    z = logits.float()
     valid = labels != ignore_index
-    target = labels.clamp(min=0)
-    lse = torch.logsumexp(z, dim=-1)
-    losses = torch.where(valid, lse - z.gather(1, target[:, None])[:, 0], 0.0)
-    grad = torch.exp(z - lse[:, None])
-    grad.scatter_add_(1, target[:, None], torch.full_like(lse[:, None], -1.0))
-    logits.copy_(grad * valid[:, None])
+    target = labels.clamp(min=0)[:, None]
+    log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # one pass for max, sum and the log
+    losses = torch.where(valid, -log_probs.gather(1, target)[:, 0], 0.0)
+    grad = log_probs.exp_()  # softmax, in place of the log-probabilities
+    grad.scatter_add_(1, target, torch.full_like(grad[:, :1], -1.0))
+    grad.mul_(valid[:, None])
+    logits.copy_(grad)
     return losses
 
 
 def chunked_linear_cross_entropy(x, weight, bias, labels, ignore_index, chunk_size, rows_step, need_grads):
-    """The loop both chunked backends share: (loss, grad_x, grad_weight fp32, grad_bias fp32 or None), gradients
-    of the mean loss, or (loss, None, None, None) without `need_grads`."""
+    """The loop both chunked backends share: (loss, grad_x, grad_weight, grad_bias or None), gradients of the mean
+    loss, or (loss, None, None, None) without `need_grads`. The weight and bias gradients are accumulated in fp32
+    (in x's dtype for fp32 and fp64); in fp32 and fp64 the 1/count of the mean scales the logits gradient before the
+    matmuls, and the weight gradient accumulates in place (addmm_): no pass over [V, H] beyond the matmuls."""
     rows, hidden = x.shape
     chunk = chunk_size or default_chunk_size(rows, hidden, weight.shape[0])
-    losses = torch.zeros(rows, dtype=torch.float32, device=x.device)
-    grad_x = torch.empty_like(x) if need_grads else None
-    grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_grads else None
-    grad_bias = None
-    if need_grads and bias is not None:
-        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=x.device)
-    for start in range(0, rows, chunk):
-        x_c = x[start : start + chunk]
-        logits = F.linear(x_c, weight, bias)  # [C, V]: the only vocabulary-wide buffer
-        losses[start : start + chunk] = rows_step(logits, labels[start : start + chunk], ignore_index)
-        if need_grads:
-            grad_x[start : start + chunk] = logits @ weight.to(logits.dtype)
-            grad_weight += (logits.t() @ x_c.to(logits.dtype)).float()
-            if grad_bias is not None:
-                grad_bias += logits.float().sum(0)
     count = (labels != ignore_index).sum()
+    losses = torch.empty(rows, dtype=torch.float32, device=x.device)
+    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    fold = x.dtype == acc  # low precision: scale after the matmuls, so the logits gradient is rounded only once
+    scale = 1.0 / count.clamp(min=1).to(acc)
+    grad_x = torch.empty_like(x) if need_grads else None
+    grad_weight = grad_bias = None
+    for start in range(0, rows, chunk):
+        rows_c = slice(start, start + chunk)
+        x_c = x[rows_c]
+        logits = F.linear(x_c, weight, bias)  # [C, V]: the only vocabulary-wide buffer
+        losses[rows_c] = rows_step(logits, labels[rows_c], ignore_index)
+        if not need_grads:
+            continue
+        if fold:
+            logits.mul_(scale)
+        torch.mm(logits, weight, out=grad_x[rows_c])
+        if grad_weight is None:
+            grad_weight = (logits.t() @ x_c).to(acc)
+            grad_bias = None if bias is None else logits.sum(0, dtype=acc)
+        else:
+            if fold:
+                grad_weight.addmm_(logits.t(), x_c)
+            else:
+                grad_weight += (logits.t() @ x_c).to(acc)
+            if grad_bias is not None:
+                grad_bias += logits.sum(0, dtype=acc)
     loss = losses.sum() / count  # 0/0 = NaN when every label is ignored, as F.cross_entropy
-    if need_grads:
-        scale = 1.0 / count.clamp(min=1).float()
-        grad_x = (grad_x.float() * scale).to(x.dtype)
+    if need_grads and not fold:
+        grad_x = (grad_x.to(acc) * scale).to(x.dtype)
         grad_weight = grad_weight * scale
         grad_bias = grad_bias * scale if grad_bias is not None else None
     return loss, grad_x, grad_weight, grad_bias
@@ -105,16 +148,21 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             x, weight, bias, labels, ignore_index, chunk_size, rows_step, need_grads=True
         )
         ctx.save_for_backward(grad_x, grad_weight, grad_bias)
-        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        grad_x, grad_weight, grad_bias = ctx.saved_tensors
-        weight_dtype, bias_dtype = ctx.dtypes
-        g = grad_loss.float()
-        grad_bias = None if bias_dtype is None else (grad_bias * g).to(bias_dtype)
-        return (grad_x * g).to(grad_x.dtype), (grad_weight * g).to(weight_dtype), grad_bias, None, None, None, None
+        grads = ctx.saved_tensors
+        x_dtype, weight_dtype, bias_dtype = ctx.dtypes
+        # A unit upstream gradient (the loss summed into the total: the usual case) needs no pass over the [V, H]
+        # gradient. Read on a CPU only, where it costs nothing; on a GPU reading it would synchronise.
+        if grad_loss.device.type != "cpu" or float(grad_loss) != 1.0:
+            g = grad_loss.float()
+            grads = tuple(None if t is None else t * g for t in grads)
+        grad_x, grad_weight, grad_bias = grads
+        grad_bias = None if bias_dtype is None else grad_bias.to(bias_dtype)
+        return grad_x.to(x_dtype), grad_weight.to(weight_dtype), grad_bias, None, None, None, None
 
 
 def _run_chunked(x, weight, bias, labels, ignore_index=-100, chunk_size=None, rows_step=cross_entropy_rows_torch):

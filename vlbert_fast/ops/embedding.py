@@ -26,9 +26,10 @@ Precision: low-precision inputs are read as they are, everything is computed in 
 reference only) and the result is rounded once to the word table's dtype. Gradients come back in each input's dtype.
 
 Dropout (inverted, scale 1/(1-p)): element (n, h) is kept when `philox_uniform(seed, offset + n*H + h) >= p`, the
-uniform draw of Triton's `tl.rand` (Philox-4x32, 10 rounds, first output word). Both backends draw exactly these
-numbers, so a seed gives the same mask on both. The counters must stay below 2**31 (offset + N*H), seeds in
-[0, 2**63). The model draws a fresh seed per call from torch's CPU generator, so `torch.manual_seed` governs it.
+uniform draw of Triton's `tl.rand` (ops/dropout.py: the draws, where they are made, and the reproducibility
+contract). Both backends draw exactly these numbers, so a seed gives the same mask on both. The counters must stay
+below 2**31 (offset + N*H), seeds in [0, 2**63). The model draws a fresh seed per call from torch's CPU generator, so
+`torch.manual_seed` governs it.
 
 Backends: `triton` (kernels/embedding.py; `deterministic=True` trades speed for bitwise-reproducible table
 gradients) and `reference` (plain PyTorch, the specification; its backward is autograd's).
@@ -43,9 +44,13 @@ import torch.nn.functional as F
 
 from ..data.batch import TokenKind
 from .dispatch import Backend, Op, interpreted, register, triton_reasons
-
-MAX_COUNTER = 2**31
-"""Dropout counters (offset + N*H) stay below this: tl.rand takes the 32-bit Philox path for int32 counters."""
+from .dropout import (  # noqa: F401  (the Philox helpers lived here: ops/attention.py and tests import them from here)
+    MAX_COUNTER,
+    dropout_counters,
+    philox_4x32,
+    philox_uniform,
+    philox_uniform_torch,
+)
 
 
 @dataclass(frozen=True)
@@ -81,56 +86,6 @@ class EmbeddingWeights:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# dropout random numbers: Triton's tl.rand, spelled in PyTorch
-
-_PHILOX_KEY = (0x9E3779B9, 0xBB67AE85)
-_PHILOX_ROUND = (0xD2511F53, 0xCD9E8D57)
-_MASK32 = 0xFFFFFFFF
-
-
-def _mul_hi_lo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """High and low 32 bits of a * b for a 32-bit constant a and 32-bit values b in int64, without overflowing int64
-    (b split into 16-bit halves, so every partial product stays below 2**49)."""
-    lo_part = a * (b & 0xFFFF)
-    hi_part = a * (b >> 16)
-    return (hi_part + (lo_part >> 16)) >> 16, (((hi_part & 0xFFFF) << 16) + lo_part) & _MASK32
-
-
-def philox_4x32(
-    counter: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], key: tuple[int, int], rounds: int = 10
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Philox-4x32 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011) on int64 tensors holding
-    32-bit words: the bijection of `counter` under `key`, as Random123 and Triton's tl.randint4x define it."""
-    c0, c1, c2, c3 = counter
-    k0, k1 = key
-    for _ in range(rounds):
-        hi_b, lo_b = _mul_hi_lo(_PHILOX_ROUND[1], c2)
-        hi_a, lo_a = _mul_hi_lo(_PHILOX_ROUND[0], c0)
-        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
-        k0, k1 = (k0 + _PHILOX_KEY[0]) & _MASK32, (k1 + _PHILOX_KEY[1]) & _MASK32
-    return c0, c1, c2, c3
-
-
-def philox_uniform(seed: int, counters: torch.Tensor) -> torch.Tensor:
-    """fp32 uniform draws in [0, 1) equal to `tl.rand(seed, counters)` for int32 counters: Philox-4x32-10 keyed by
-    (seed low word, seed high word) on the counter (c, 0, 0, 0); the first output word, read as int32, folded to
-    non-negative (x < 0 -> -x - 1) and scaled by 4.6566127342e-10 in fp32."""
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"seed: expected an integer in [0, 2**63), found {seed}")
-    c0 = counters.to(torch.int64) & _MASK32
-    zero = torch.zeros_like(c0)
-    word, _, _, _ = philox_4x32((c0, zero, zero, zero), (seed & _MASK32, (seed >> 32) & _MASK32))
-    signed = torch.where(word >= 2**31, word - 2**32, word)
-    folded = torch.where(signed < 0, -signed - 1, signed)
-    return folded.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32, device=counters.device)
-
-
-def dropout_counters(offset: int, n: int, hidden: int, device: torch.device) -> torch.Tensor:
-    """[N, H] int64 Philox counter of each element: offset + n * H + h."""
-    return offset + torch.arange(n * hidden, device=device, dtype=torch.int64).view(n, hidden)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ twice: after the attention output projection and after the feed-forward down pro
 Precision: everything is computed in fp32 (fp64 for fp64 inputs, reference only) and the result is rounded once to
 x's dtype. Gradients come back in each input's dtype.
 
-Dropout (inverted, scale 1/(1-p)) is the fused embedding's (ops/embedding.py): element (n, h) is kept when
+Dropout (inverted, scale 1/(1-p)) is the fused embedding's (ops/dropout.py): element (n, h) is kept when
 `philox_uniform(seed, offset + n * H + h) >= p`, the draw of Triton's tl.rand, so both backends draw the same mask
 for a seed. With seed=None a seed is drawn from torch's CPU generator (`torch.manual_seed` governs it).
 
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .dispatch import Backend, Op, interpreted, register, triton_reasons
-from .embedding import MAX_COUNTER, dropout_counters, philox_uniform
+from .dropout import MAX_COUNTER, dropout_counters, philox_uniform
 
 
 def layer_norm_seed(seed: int | None, dropout_p: float) -> int:
