@@ -87,8 +87,8 @@ def attention_cases(quick: bool) -> list[Case]:
 
 
 def _embedding(dtype: str, hidden: int, dropout: float, part: str, deterministic: bool = False):
-    from vlbert_fast.data.batch import TokenKind
     from vlbert_fast.kernels.embedding import Operands, fused_embedding_backward, fused_embedding_forward
+    from vlbert_fast.vocabulary import TokenKind
 
     n, regions, t = TOKENS, 512, DTYPES[dtype]
     ids = torch.zeros(n, dtype=torch.long)

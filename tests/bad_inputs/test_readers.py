@@ -375,7 +375,7 @@ DATASET = [
 ]
 
 
-# Feature shards (data/formats/shards.py): their cases (non-finite values, reversed or zero-area boxes, the image size,
+# Feature shards (data/formats/shard_layout.py): cases (non-finite values, reversed or zero-area boxes, the image size,
 # widths, truncated or index-mismatched shards, duplicate image ids) join this matrix with issue 20's validating
 # reader; add them as a SHARDS list here and to CASES.
 CASES = REGION_JSON + TSV + CC_JSONL + TEXT_CORPUS + VOCAB + DATASET

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from vlbert_fast.data import collate
-from vlbert_fast.data.batch import TokenKind
 from vlbert_fast.data.random import random_examples
 from vlbert_fast.model import VLBertForPretraining
 from vlbert_fast.ops import fused_embedding, fused_embedding_reference
 from vlbert_fast.ops.embedding import dropout_counters, philox_4x32, philox_uniform
+from vlbert_fast.vocabulary import TokenKind
 
 from .streams import op_args, random_visual, random_weights, token_stream
 

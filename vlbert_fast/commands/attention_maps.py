@@ -70,8 +70,8 @@ def _state_file(path: Path) -> Path:
 def load_weights(model: torch.nn.Module, path: Path, trust_foreign: bool = False) -> Path:
     """Loads the model's weights from `path` (strict: every parameter must be there with its shape; module
     docstring for what is verified and what needs `trust_foreign`)."""
-    from ..engine.checkpoint import is_complete
-    from ..engine.consolidate import consolidated_state_dict
+    from ..model.checkpoint_dir import is_complete
+    from ..model.consolidate import consolidated_state_dict
     from ..model.safe_load import WeightsFileError, load_safetensors_file, load_torch_file
 
     source = _state_file(path)
@@ -122,18 +122,19 @@ def resolve_config(args, cfg: RunConfig) -> RunConfig:
 def build_samples(cfg: RunConfig, image_ids: list[str], captions: list[str]):
     """(root, tokenizer, [(image id, caption words, Example)]) for the requested inputs (module docstring)."""
     from ..data.formats import CaptionRecord, read_cc_jsonl
-    from ..data.loader import _under, resolve_root
+    from ..data.loader import resolve_root
+    from ..data.paths import under
     from ..data.pretrain import CaptionDataset, RegionSource, image_id_of
     from ..tokenization import Tokenizer
 
     root = resolve_root(cfg)
-    tokenizer = Tokenizer(_under(root, cfg.data.tokenizer))
+    tokenizer = Tokenizer(under(root, cfg.data.tokenizer))
     if captions and len(captions) != len(image_ids):
         raise ValueError(f"got {len(captions)} --caption for {len(image_ids)} --image-id; give one per image or none")
     known = []
     for name in (cfg.data.val_captions, cfg.data.captions):
-        if name and _under(root, name).is_file():
-            known += read_cc_jsonl(_under(root, name))
+        if name and under(root, name).is_file():
+            known += read_cc_jsonl(under(root, name))
     if not image_ids:
         if not known:
             raise ValueError(f"no --image-id given and no captions file under {root} to take one from")

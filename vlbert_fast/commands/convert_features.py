@@ -1,5 +1,5 @@
 """`vlbert-fast convert-features INPUT... --out DIR`: region features in the formats others ship, into our
-memory-mapped shards (vlbert_fast/data/formats/shards.py).
+memory-mapped shards (vlbert_fast/data/formats/shard_layout.py).
 
 Each INPUT is, by its form:
 - a directory with index.json: feature shards, of this format version (to convert again, e.g. into top-k soft
@@ -32,7 +32,8 @@ from ..data.formats import (
     read_region_json,
 )
 from ..data.formats.paths import list_members
-from ..data.formats.shards import DTYPES, INDEX_NAME, FeatureShards
+from ..data.formats.shard_layout import DTYPES, INDEX_NAME
+from ..data.formats.shard_reader import FeatureShards
 from ..data.formats.shards_padded import PaddedFeatureShards, is_padded_directory
 
 HELP = "convert region features (bottom-up TSV, region JSON folders/zips, CC .jsonl frcnn refs) into shards"

@@ -34,10 +34,10 @@ def main(args, cfg) -> int:
     from ..config import ConfigError, load_config
     from ..config.finetune import FinetuneConfig
     from ..data.formats import FormatError
-    from ..engine.checkpoint import CheckpointError
-    from ..engine.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
     from ..engine.distributed import DistInfo
     from ..engine.predict import predict_split
+    from ..model.checkpoint_dir import CheckpointError
+    from ..model.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
     from ..model.finetune import VLBertForFinetuning
     from ..model.pretrained import check_state_dict
     from ..model.safe_load import WeightsFileError

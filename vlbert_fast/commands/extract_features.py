@@ -41,7 +41,7 @@ from ..data.formats import (
     read_region_json,
     write_region_json,
 )
-from ..data.formats.shards import DTYPES
+from ..data.formats.shard_layout import DTYPES
 from ..data.images import PreparedImage, prepare_image
 from .convert_features import add_soft_label_argument
 

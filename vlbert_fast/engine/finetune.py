@@ -31,10 +31,12 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..config import save_config
 from ..config.finetune import FinetuneConfig
+from ..model.checkpoint_dir import is_complete, read_marker, tag_for
 from ..model.finetune import build_finetune_model
 from ..model.pretrained import PretrainedError
 from ..tasks import build_task, collate_task
 from ..version import __version__
+from ..vocabulary import PRECISIONS
 from . import checkpoint
 from .checkpoint import TrainState
 from .distributed import (
@@ -54,8 +56,6 @@ from .optim import build_finetune_optimizer, build_finetune_scheduler
 from .predict import predict_split
 from .run_lock import lock_run_dir
 from .steps import StepTracker, TrainingAborted, after_step, log_window, optimizer_step
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class EpochSampler(Sampler):
@@ -230,7 +230,7 @@ def _build(cfg: FinetuneConfig, info: DistInfo, resume_from: Path | None, notes:
         engine,
         optimizer,
         scheduler,
-        DTYPES[cfg.train.precision],
+        PRECISIONS[cfg.train.precision],
         logger,
         FaultInjector(info.rank),
         state,
@@ -248,8 +248,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     notes: list[str] = []
     resume_from = checkpoint.resolve_resume(cfg, notes)
-    if resume_from is not None and checkpoint.is_complete(resume_from):
-        checkpoint.check_config(cfg, checkpoint.read_marker(resume_from)["config"], resume_from)
+    if resume_from is not None and is_complete(resume_from):
+        checkpoint.check_config(cfg, read_marker(resume_from)["config"], resume_from)
     if resume_from is None and cfg.init_from and not Path(cfg.init_from).exists():  # say so before any work
         raise PretrainedError(
             _init_message(cfg, FileNotFoundError(f"init_from={cfg.init_from}: no such file or directory"))
@@ -371,7 +371,7 @@ def _finish(run: FinetuneRun) -> dict:
         "init_from": cfg.init_from if run.resumed_from is None else None,
         "resumed_from": None if run.resumed_from is None else str(run.resumed_from),
         "nonfinite_steps": state.nonfinite_steps,
-        "checkpoint": str(run_dir / "checkpoints" / checkpoint.tag_for(state.step)),
+        "checkpoint": str(run_dir / "checkpoints" / tag_for(state.step)),
     }
     if run.info.is_main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

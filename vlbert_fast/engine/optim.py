@@ -47,7 +47,7 @@ def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False)
     (biases, LayerNorm gains and shifts, the [IMG]/[END]/mask/text-visual vectors). The first decays; the second
     decays too with `decay_all`, as the original's AdamW (common/nlp/bert/optimization.py) applies its weight decay
     to every parameter, and not otherwise (BERT's and Hugging Face's convention). The order is the same either way:
-    checkpoint consolidation reads DeepSpeed's fp32 masters in it (engine/consolidate.py)."""
+    checkpoint consolidation reads DeepSpeed's fp32 masters in it (model/consolidate.py)."""
     matrices, vectors = [], []
     for _, p in model.named_parameters():
         if not p.requires_grad:

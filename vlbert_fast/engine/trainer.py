@@ -28,9 +28,11 @@ from ..config import RunConfig, save_config
 from ..data.formats import SkipCounter
 from ..data.loader import PretrainData, build_pretrain_data
 from ..model import ZERO3_LEAF_MODULES, VLBertForPretraining
+from ..model.checkpoint_dir import is_complete, read_marker, tag_for
 from ..model.hf_bert import missing_bert_message
 from ..model.pretrained import PretrainedError, init_weights_from
 from ..version import __version__
+from ..vocabulary import PRECISIONS
 from . import checkpoint
 from .checkpoint import TrainState
 from .distributed import (
@@ -72,7 +74,6 @@ class Run:
     """Wall time of this process's phases (`PHASES`), reported in summary.json and the summary."""
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PHASES = ("distributed", "data", "engine", "steps", "checkpoint", "evaluation")
 """Phases of a run whose wall time summary.json (`phase_seconds`) and the summary report: the process group with
 DeepSpeed's import (and the first run's build of its shared-memory op), the data (the synthetic world generated or
@@ -136,8 +137,8 @@ def pretrain(cfg: RunConfig) -> dict:
     resume_notes: list[str] = []
     resume_from = checkpoint.resolve_resume(cfg, resume_notes)
     init_from = initial_weights(cfg) if resume_from is None else ""
-    if resume_from is not None and checkpoint.is_complete(resume_from):
-        checkpoint.check_config(cfg, checkpoint.read_marker(resume_from)["config"], resume_from)  # before any work
+    if resume_from is not None and is_complete(resume_from):
+        checkpoint.check_config(cfg, read_marker(resume_from)["config"], resume_from)  # before any work
     started = time.perf_counter()
     info = init_distributed(cfg.engine, data_workers=cfg.data.num_workers)
     gradient_accumulation(cfg, info.world_size)  # a global batch that does not divide: a config error, before any work
@@ -207,7 +208,7 @@ def _pretrain(
         engine,
         optimizer,
         scheduler,
-        DTYPES[cfg.train.precision],
+        PRECISIONS[cfg.train.precision],
         logger,
         FaultInjector(info.rank),
         state,
@@ -363,7 +364,7 @@ def _finish(run: Run) -> dict:
         "skipped_records": run.data.counter.total,
         "nonfinite_steps": state.nonfinite_steps,
         "resumed_from": None if run.resumed_from is None else str(run.resumed_from),
-        "checkpoint": str(run_dir / "checkpoints" / checkpoint.tag_for(state.step)),
+        "checkpoint": str(run_dir / "checkpoints" / tag_for(state.step)),
     }
     if info.is_main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

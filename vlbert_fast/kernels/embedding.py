@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..data.batch import TokenKind
+from ..vocabulary import TokenKind
 from .scatter import segment_sum
 from .utils import accumulating_row_warps, persistent_programs, row_block, row_warps
 

@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..data.batch import Batch, TokenKind
+from ..data.batch import Batch
 from ..ops import EmbeddingWeights, fused_embedding
+from ..vocabulary import TokenKind
 
 
 class VLBertEmbeddings(nn.Module):

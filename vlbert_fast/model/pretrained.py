@@ -6,7 +6,7 @@ model.safetensors holds VLBertForPretraining's state dict (fp32); its metadata n
 version, and the checkpoint and step it came from.
 
 Nothing loaded here can run code: exports are safetensors (data only), a checkpoint's files are verified against its
-manifest and unpickled weights-only (model/safe_load.py, engine/consolidate.py); a checkpoint without a manifest of
+manifest and unpickled weights-only (model/safe_load.py, model/consolidate.py); a checkpoint without a manifest of
 ours loads only with `trust_foreign=True` (`--trust-foreign`, engine.trust_foreign), still weights-only.
 """
 
@@ -95,7 +95,7 @@ def load_pretrained_state(path: str | Path, trust_foreign: bool = False) -> tupl
     if is_export(path):
         cfg = model_config_from_dict(json.loads((path / CONFIG).read_text()), str(path / CONFIG))
         return load_safetensors_file(path / WEIGHTS), cfg
-    from ..engine.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
+    from .consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
 
     try:
         tag_dir = resolve_checkpoint(path)

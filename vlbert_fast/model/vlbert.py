@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from ..data.batch import IGNORE_INDEX, Batch, TokenKind
+from ..data.batch import Batch
+from ..vocabulary import IGNORE_INDEX, TokenKind
 from .embeddings import VLBertEmbeddings
 from .encoder import Encoder, EncoderLayer
 from .heads import MLMHead, Pooler, RoIClassificationHead, soft_cross_entropy

@@ -42,7 +42,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from ..data.batch import TokenKind
+from ..vocabulary import TokenKind
 from .dispatch import Backend, Op, interpreted, register, triton_reasons
 from .dropout import (  # noqa: F401  (the Philox helpers lived here: ops/attention.py and tests import them from here)
     MAX_COUNTER,

@@ -18,9 +18,17 @@ from pathlib import Path
 
 import torch
 
-from ..model.safe_load import WeightsFileError, check_globals, load_torch_file, weights_only_everywhere
-from .checkpoint import CLIENT_KEY, MARKER, CheckpointError, find_checkpoint, is_complete, read_marker
-from .checkpoint_io import manifest_of, verify_checkpoint
+from .checkpoint_dir import (
+    CLIENT_KEY,
+    MARKER,
+    CheckpointError,
+    find_checkpoint,
+    is_complete,
+    manifest_of,
+    read_marker,
+    verify_checkpoint,
+)
+from .safe_load import WeightsFileError, check_globals, load_torch_file, weights_only_everywhere
 
 
 def _zero_files(tag_dir: Path) -> list[Path]:
