@@ -14,7 +14,7 @@ from vlbert_fast.config import ModelConfig, RunConfig, SynthConfig, load_config
 from vlbert_fast.data import collate
 from vlbert_fast.data.synth import generate
 from vlbert_fast.model import VLBertForPretraining
-from vlbert_fast.model.attention_maps import attention_probs, build_samples
+from vlbert_fast.model.attention_heatmaps import attention_probs, build_samples
 
 
 @pytest.fixture(scope="module")

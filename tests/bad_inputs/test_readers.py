@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from vlbert_fast.config import DataConfig, VisualConfig
+from vlbert_fast.data.caption_dataset import CaptionDataset, RegionSource, Skipped
 from vlbert_fast.data.formats import SkipCounter, iter_bua_tsv, iter_cc_jsonl, iter_text_corpus, read_cc_jsonl
 from vlbert_fast.data.formats.region_inputs import iter_region_input
-from vlbert_fast.data.pretrain import CaptionDataset, RegionSource, Skipped
 from vlbert_fast.tokenization import Tokenizer, TokenizerError
 
 from .matrix import Case, check_skip, check_strict, skip_params, strict_params

@@ -13,7 +13,7 @@ import torch
 
 from vlbert_fast.config import RunConfig, load_config
 from vlbert_fast.data import collate
-from vlbert_fast.model.attention_maps import attention_probs, build_samples
+from vlbert_fast.model.attention_heatmaps import attention_probs, build_samples
 from vlbert_fast.model.checkpoint_dir import find_checkpoint
 from vlbert_fast.model.pretrained import from_pretrained
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import deepspeed
 import torch
+from vlbert_fast.data.caption_dataset_loader import build_pretrain_data
 
 from vlbert_fast.cli import main as cli_main
 from vlbert_fast.config import RunConfig, load_config
-from vlbert_fast.data.loader import build_pretrain_data
 from vlbert_fast.engine import checkpoint
 from vlbert_fast.engine.distributed import barrier, init_distributed
 from vlbert_fast.engine.faults import FaultInjector

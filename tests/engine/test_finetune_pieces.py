@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vlbert_fast.config import ConfigError, load_config
-from vlbert_fast.config.finetune import FinetuneConfig, FinetuneTrainConfig
+from vlbert_fast.config.finetune_run import FinetuneConfig, FinetuneTrainConfig
 from vlbert_fast.engine.finetune import EpochSampler
 from vlbert_fast.engine.optim import (
     SkippableAdamW,

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from vlbert_fast.config import TrainConfig
-from vlbert_fast.config.finetune import FinetuneTrainConfig
+from vlbert_fast.config.finetune_run import FinetuneTrainConfig
 from vlbert_fast.engine.optim import build_finetune_optimizer, build_optimizer, param_groups
 
 

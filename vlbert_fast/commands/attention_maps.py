@@ -57,7 +57,7 @@ def resolve_config(args, cfg: RunConfig) -> RunConfig:
 
 
 def main(args, cfg: RunConfig) -> int:
-    from ..model.attention_maps import build_samples, load_model, write_maps
+    from ..model.attention_heatmaps import build_samples, load_model, write_maps
     from ..model.safe_load import WeightsFileError
 
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from ..config import ConfigError, RunConfig, load_config, to_yaml
-from ..config.finetune import TASK_NAMES, FinetuneConfig
+from ..config.finetune_run import TASK_NAMES, FinetuneConfig
 
 HELP = "print the resolved config of pretraining or of any fine-tuning task (files, then overrides)"
 CONFIG = None  # chosen from the arguments: RunConfig or FinetuneConfig

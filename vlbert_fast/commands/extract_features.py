@@ -1,9 +1,9 @@
-"""`vlbert-fast extract-features --input FILE... --out DIR`: region features of your own images and boxes, computed
-by the visual branch (model.visual: ResNet C4 -> RoIAlign -> res5 -> average pool, in eval mode), written as our
-feature shards (what `pretrain` reads) and/or the original's per-image region JSONs. The inputs (CC .jsonl, boxes
-.jsonl/.json, bottom-up-attention .tsv): data/formats/image_box_inputs.py; the extraction: model/extract_features.py.
-Output: DIR/index.json + shard files (`--format shards`, the default), DIR/json/<name>.json (`json`), or both. Bad
-images and boxes stop the run with a message naming the file, or with --skip-bad are skipped and counted.
+"""`vlbert-fast extract-features --input FILE... --out DIR`: region features of your own images and boxes, computed by
+the visual branch (model.visual: ResNet C4 -> RoIAlign -> res5 -> average pool, in eval mode), written as our feature
+shards (what `pretrain` reads) and/or the original's per-image region JSONs. The inputs (CC .jsonl, boxes .jsonl/.json,
+bottom-up-attention .tsv): data/formats/image_box_inputs.py; the extraction: model/region_feature_extraction.py. Output:
+DIR/index.json + shard files (`--format shards`, the default), DIR/json/<name>.json (`json`), or both. Bad images and
+boxes stop the run with a message naming the file, or with --skip-bad are skipped and counted.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def add_arguments(parser) -> None:
 
 def main(args, cfg: RunConfig) -> int:
     from ..data.formats import FormatError, SkipCounter
-    from ..model.extract_features import extract_features
+    from ..model.region_feature_extraction import extract_features
 
     if args.batch_size < 1 or args.max_boxes < 1 or (args.soft_labels_topk or 1) < 1:
         print(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config.finetune import TASK_NAMES, FinetuneConfig
+from ..config.finetune_run import TASK_NAMES, FinetuneConfig
 from .trust import TRUST_FOREIGN_HELP
 
 HELP = "fine-tune on VQA v2, RefCOCO+ or VCR (no config: the task's embedded default on synthetic data)"

@@ -1,13 +1,13 @@
 """The fine-tuning loop on DeepSpeed (`vlbert-fast finetune --task ...`).
 
-One way through, as pretraining (engine/trainer.py) and with its pieces: the task's samples (tasks/) ->
-`collate_task` -> TaskBatch on the device -> engine(task_batch) -> the head's logits -> the task's loss ->
-engine.backward / engine.step (steps.py: accumulation, clipping, precision, ZeRO, non-finite skips, faults). The
-model is VLBertModel + the task's head (model/finetune.py), initialised from a pretraining run, checkpoint or export
-with a key-mapping report. Every rank takes its own shard of each global batch (`EpochSampler`); evaluation runs at
-the end of every epoch (or every `train.eval_every_steps`) and at the end on the task's val split, each rank
-predicting its shard and the predictions gathered, scored with the task's official metric. At the end: a
-checkpoint, the val predictions in the task's official format and summary.json.
+One way through, as pretraining (engine/trainer.py) and with its pieces: the task's samples (tasks/) -> `collate_task`
+-> TaskBatch on the device -> engine(task_batch) -> the head's logits -> the task's loss -> engine.backward /
+engine.step (steps.py: accumulation, clipping, precision, ZeRO, non-finite skips, faults). The model is VLBertModel +
+the task's head (model/vlbert_finetuning.py), initialised from a pretraining run, checkpoint or export with a
+key-mapping report. Every rank takes its own shard of each global batch (`EpochSampler`); evaluation runs at the end of
+every epoch (or every `train.eval_every_steps`) and at the end on the task's val split, each rank predicting its shard
+and the predictions gathered, scored with the task's official metric. At the end: a checkpoint, the val predictions in
+the task's official format and summary.json.
 
 Resume (engine.resume): model, optimizer, schedule, data position and RNG states come back from the checkpoint
 (engine/checkpoint.py); the evaluations before the resume stay in metrics.jsonl, summary.json lists those after it.
@@ -30,10 +30,10 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..config import save_config
-from ..config.finetune import FinetuneConfig
+from ..config.finetune_run import FinetuneConfig
 from ..model.checkpoint_dir import is_complete, read_marker, tag_for
-from ..model.finetune import build_finetune_model
 from ..model.pretrained import PretrainedError
+from ..model.vlbert_finetuning import build_finetune_model
 from ..tasks import build_task, collate_task
 from ..version import __version__
 from ..vocabulary import PRECISIONS

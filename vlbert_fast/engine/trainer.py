@@ -1,10 +1,10 @@
 """The pretraining loop on DeepSpeed (`vlbert-fast pretrain`).
 
-One way through: data (data/loader.py) -> Batch on the device -> engine(batch) -> engine.backward -> engine.step,
-DeepSpeed doing accumulation, clipping, precision and ZeRO from the JSON our config fills (engine/ds_config.py).
-Every `log_every` steps one log line, a metrics.jsonl row and TensorBoard scalars; every
-`engine.save_interval_steps` and at the end a checkpoint (engine/checkpoint.py); at the end the masked-word
-evaluation with real and shuffled images, and summary.json.
+One way through: data (data/pretrain_loader.py) -> Batch on the device -> engine(batch) -> engine.backward ->
+engine.step, DeepSpeed doing accumulation, clipping, precision and ZeRO from the JSON our config fills
+(engine/ds_config.py). Every `log_every` steps one log line, a metrics.jsonl row and TensorBoard scalars; every
+`engine.save_interval_steps` and at the end a checkpoint (engine/checkpoint.py); at the end the masked-word evaluation
+with real and shuffled images, and summary.json.
 
 Resume (engine.resume): model, optimizer, lr schedule, data position and every rank's RNG states come back, so the
 continued run computes what the uninterrupted one would have (bit for bit on a CPU with engine.deterministic).
@@ -26,7 +26,7 @@ import torch
 
 from ..config import RunConfig, save_config
 from ..data.formats import SkipCounter
-from ..data.loader import PretrainData, build_pretrain_data
+from ..data.pretrain_loader import PretrainData, build_pretrain_data
 from ..model import ZERO3_LEAF_MODULES, VLBertForPretraining
 from ..model.checkpoint_dir import is_complete, read_marker, tag_for
 from ..model.hf_bert import missing_bert_message
@@ -44,10 +44,10 @@ from .distributed import (
     is_comm_failure,
 )
 from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
-from .evaluate import masked_word_accuracy
 from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
 from .guards import attach
+from .masked_word_probe import masked_word_accuracy
 from .metrics import MetricsLogger, Window, format_summary
 from .optim import SkippableAdamW, build_optimizer, build_scheduler
 from .run_lock import lock_run_dir

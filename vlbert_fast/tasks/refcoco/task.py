@@ -24,16 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config.finetune import FinetuneConfig
+from ...config.finetune_run import FinetuneConfig
 from ...data.collate import Example
 from ...data.formats import FormatError
-from ...data.paths import under
+from ...data.formats.paths import under
 from ...tokenization import Tokenizer
 from ...vocabulary import TokenKind
 from ..base import TaskBatch, TaskSample
 from .boxes import box_iou, clip_boxes, is_hit, region_labels
 from .refer import Instances, Ref, Sentence, read_detections, read_instances, read_refs
-from .regions import RegionStore
+from .roi_features import RegionStore
 from .synth import cached_refcoco
 
 SPLITS = ("train", "val", "testA", "testB", "test")

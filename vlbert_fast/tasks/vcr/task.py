@@ -3,7 +3,7 @@
 Splits: "train", "val" (labelled) and "test" (no labels; QA->R conditioned on each of the 4 answers). Loss: cross-
 entropy over the 4 choices ("softmax"), or the original configs' per-choice binary cross-entropy ("sigmoid").
 Metrics: Q->A accuracy or QA->R accuracy; with `q2a_predictions` (the Q->A run's CSV of the same split) the QA->R
-task also reports the joint Q->AR accuracy. Output: this task's half of the leaderboard CSV (tasks/vcr/metrics.py;
+task also reports the joint Q->AR accuracy. Output: this task's half of the leaderboard CSV (tasks/vcr/leaderboard.py;
 `merge_leaderboard` joins the two halves into the submission).
 """
 
@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...config.finetune import FinetuneConfig
-from ...data.paths import under
+from ...config.finetune_run import FinetuneConfig
+from ...data.formats.paths import under
 from ...tokenization import Tokenizer
 from ..base import TaskBatch, TaskSample
 from .dataset import VCRDataset
-from .format import VCRRecord, read_vcr_jsonl
+from .formats import VCRRecord, read_vcr_jsonl
 from .head import VCRHead, init_pooler
-from .metrics import choice_accuracy, predictions_from_csv, q2ar_accuracy, write_task_csv
+from .leaderboard import choice_accuracy, predictions_from_csv, q2ar_accuracy, write_task_csv
 from .synth import cached_vcr
 
 SPLITS = ("train", "val", "test")

@@ -21,14 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config.finetune import FinetuneConfig
+from ...config.finetune_run import FinetuneConfig
 from ...data.collate import Example
 from ...data.formats import FeatureShards, FormatError
-from ...data.paths import under
+from ...data.formats.paths import under
 from ...tokenization import Tokenizer
 from ...vocabulary import TokenKind
 from ..base import TaskBatch, TaskSample
-from ..regions import load_regions
+from ..task_regions import load_regions
 from . import synth
 from .answers import answer_accuracy, build_answer_vocab, load_answer_vocab, save_answer_vocab, soft_scores
 from .formats import Annotation, Question, check_pairing, read_annotations, read_questions, write_results

@@ -16,10 +16,10 @@ import torch
 
 from ..config import RunConfig
 from ..data import collate
+from ..data.caption_dataset import CaptionDataset, RegionSource, image_id_of
 from ..data.formats import CaptionRecord, read_cc_jsonl
-from ..data.loader import resolve_root
-from ..data.paths import under
-from ..data.pretrain import CaptionDataset, RegionSource, image_id_of
+from ..data.formats.paths import under
+from ..data.pretrain_loader import resolve_root
 from ..tokenization import Tokenizer
 from .pretrained import check_state_dict, resolve_weights
 from .vlbert import VLBertForPretraining

@@ -18,7 +18,7 @@ from ..config import VisualConfig
 from ..data.formats import FormatError, RegionRecord, SkipCounter, convert_to_shards, read_bytes, write_region_json
 from ..data.formats.image_box_inputs import Job, iter_jobs
 from ..data.images import PreparedImage, prepare_image
-from .roi_head import VisualBranch
+from .visual_branch import VisualBranch
 
 
 @torch.no_grad()

@@ -10,9 +10,9 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from ..config import RunConfig
 from ..tokenization import Tokenizer
+from .caption_dataset import CaptionDataset, RegionSource, TextOnlyDataset, collate_pretrain
 from .formats import FeatureShards, SkipCounter, read_cc_jsonl, read_text_corpus
-from .paths import under
-from .pretrain import CaptionDataset, RegionSource, TextOnlyDataset, collate_pretrain
+from .formats.paths import under
 from .sampler import MixedBatchSampler
 from .synth import cached_world
 
