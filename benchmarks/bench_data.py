@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from vlbert_fast.data.caption_dataset_loader import build_pretrain_data
 
 from vlbert_fast.config import RunConfig, SynthConfig, load_config
 from vlbert_fast.data.formats import (
@@ -49,6 +48,7 @@ from vlbert_fast.data.formats import (
 )
 from vlbert_fast.data.formats.shard_writer import directory_bytes
 from vlbert_fast.data.formats.shards_padded import PaddedFeatureShards, is_padded_directory, write_padded_shards
+from vlbert_fast.data.pretrain_loader import build_pretrain_data
 from vlbert_fast.data.synth import cached_world
 
 from . import harness

@@ -179,7 +179,7 @@ def test_the_check_fails_on_an_upward_import_and_a_cycle():
     bad = [
         Import("vlbert_fast.ops.embedding", "vlbert_fast.engine.trainer", ("pretrain",), 1),
         Import("vlbert_fast.kernels.embedding", "vlbert_fast.data.batch", ("Batch",), 2),
-        Import("vlbert_fast.commands.attention_maps", "vlbert_fast.data.caption_dataset_loader", ("_under",), 3),
+        Import("vlbert_fast.commands.attention_maps", "vlbert_fast.data.pretrain_loader", ("_under",), 3),
         Import("vlbert_fast.newfloor.x", "vlbert_fast.config", (), 4),
     ]
     problems = violations(bad)

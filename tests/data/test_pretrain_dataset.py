@@ -7,12 +7,12 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from vlbert_fast.data.caption_dataset_loader import DataConfigError, build_pretrain_data
 
 from vlbert_fast.config import RunConfig, load_config
 from vlbert_fast.data import IGNORE_INDEX, TokenKind, collate
 from vlbert_fast.data.caption_dataset import Skipped, collate_pretrain
 from vlbert_fast.data.formats import FormatError, RegionRecord
+from vlbert_fast.data.pretrain_loader import DataConfigError, build_pretrain_data
 
 
 def config(world, *overrides):

@@ -35,7 +35,7 @@ def config_defaults(args) -> list[dict]:
 
 
 def main(args, cfg: FinetuneConfig) -> int:
-    from ..engine.finetune import finetune
+    from ..engine.finetune_job import finetune
     from .exit_codes import run_job
 
     # ValueError too: a task's own checks of its data and config (e.g. fewer samples than one global batch)
