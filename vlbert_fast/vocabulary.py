@@ -13,7 +13,7 @@ IGNORE_INDEX = -100
 
 
 class TokenKind(IntEnum):
-    """What a token position holds; decides which embeddings it sums (DESIGN.md, "The model, exactly")."""
+    """What a token position holds; decides which embeddings it sums (README.md, "The model, exactly")."""
 
     TEXT = 0
     """Text token of a row with an image: word + visual_ln_text(visual feature of its tagged region)."""

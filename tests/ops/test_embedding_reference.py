@@ -27,7 +27,7 @@ def layer_norm_by_hand(v, gain, bias, eps):
 
 
 def by_hand(stream, visual, w, eps):
-    """One token at a time, reading DESIGN.md's rules directly."""
+    """One token at a time, reading the README's rules (The model, exactly) directly."""
     out = []
     for n in range(stream["word_ids"].shape[0]):
         kind, r = TokenKind(int(stream["token_kind"][n])), int(stream["visual_index"][n])

@@ -1,4 +1,4 @@
-"""Sinusoidal box-geometry encoding in Triton (the formula: vlbert_fast/ops/geometry.py, DESIGN.md).
+"""Sinusoidal box-geometry encoding in Triton (the formula: vlbert_fast/ops/geometry.py).
 
 The op computes the four scaled box values (centre x, centre y, width, height; [M, 4], a few bytes per box) in
 PyTorch, where autograd carries them back to the boxes and image sizes; the kernels do the wide part: for each value

@@ -1,4 +1,4 @@
-"""VL-BERT's input embedding as one op over a flat token stream (DESIGN.md, "The model, exactly").
+"""VL-BERT's input embedding as one op over a flat token stream (README.md, "The model, exactly").
 
     fused_embedding(word_ids, position_ids, token_type_ids, token_kind, visual_index,   # [N] int each
                     visual, region_masked, weights,                                    # [K, H], [K] bool
