@@ -214,7 +214,16 @@ ELEMENTS = {
     "_segment_sum_kernel": (lambda c: c["BLOCK_H"], True),
     "_box_geometry_fwd_kernel": (lambda c: 8 * c["BLOCK_M"] * c["BLOCK_F"], False),  # outputs
     "_box_geometry_bwd_kernel": (lambda c: 8 * c["BLOCK_M"] * c["BLOCK_F"], False),  # gradient inputs
-    "_roi_align_fwd_kernel": (lambda c: c["BLOCK_S"] * c["BLOCK_C"], True),
-    "_roi_align_bwd_kernel": (lambda c: c["BLOCK_S"] * c["BLOCK_C"], True),
+    "_roi_align_fwd_kernel": (lambda c: c["BLOCK_C"], True),  # one sample x BLOCK_C channels
+    "_roi_align_bwd_kernel": (lambda c: c["BLOCK_C"], True),
     "_roi_align_bwd_deterministic_kernel": (lambda c: c["BLOCK_S"] * c["BLOCK_C"], True),
+}
+
+
+# The CUDA extension's kernels (csrc/*.cu), by name: warp-wide elements per iteration of the hot loop (its innermost
+# SASS loop) from the kernel's template arguments. RoIAlign's innermost loop is one sample for 32 threads x VEC
+# channels (the last template argument).
+CUDA_ELEMENTS = {
+    "roi_align_fwd_kernel": lambda template_args: 32 * int(template_args[-1]),
+    "roi_align_bwd_kernel": lambda template_args: 32 * int(template_args[-1]),
 }
