@@ -125,8 +125,11 @@ def _gelu(dtype: str, width: int, part: str):
 
 def _cross_entropy(dtype: str, vocab: int):
     from vlbert_fast.kernels.cross_entropy import cross_entropy_rows
+    from vlbert_fast.ops.cross_entropy import linear_padded
 
-    cross_entropy_rows(torch.empty(1024, vocab, dtype=DTYPES[dtype]), torch.zeros(1024, dtype=torch.long), -100)
+    # the chunk's logits as the op makes them: rows padded to 16 elements, the padding scratch
+    logits = linear_padded(torch.empty(1024, 8, dtype=DTYPES[dtype]), torch.empty(vocab, 8, dtype=DTYPES[dtype]), None)
+    cross_entropy_rows(logits, torch.zeros(1024, dtype=torch.long), -100, padding_is_scratch=True)
 
 
 def _geometry(dtype: str, part: str):
