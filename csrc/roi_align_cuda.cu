@@ -11,7 +11,10 @@
 #include <cuda_runtime.h>
 #include <torch/extension.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "roi_align.h"
 #include "roi_align_common.h"
@@ -57,16 +60,19 @@ __device__ __forceinline__ void load_pack(const T* p, A (&out)[VEC]) {
 template <typename A, int VEC>
 __device__ __forceinline__ void atomic_add_pack(A* dst, const A (&v)[VEC], A w) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if constexpr (std::is_same<A, float>::value && VEC % 4 == 0) {
+  constexpr bool kFloat4 = std::is_same<A, float>::value && VEC % 4 == 0;  // sm_90's atomicAdd(float4*)
+#else
+  constexpr bool kFloat4 = false;
+#endif
+  if constexpr (kFloat4) {
 #pragma unroll
     for (int j = 0; j < VEC; j += 4) {
       atomicAdd(reinterpret_cast<float4*>(dst + j), make_float4(w * v[j], w * v[j + 1], w * v[j + 2], w * v[j + 3]));
     }
-    return;
-  }
-#endif
+  } else {
 #pragma unroll
-  for (int j = 0; j < VEC; ++j) atomicAdd(dst + j, w * v[j]);
+    for (int j = 0; j < VEC; ++j) atomicAdd(dst + j, w * v[j]);
+  }
 }
 
 template <typename scalar_t, typename A, int VEC>
@@ -226,7 +232,8 @@ void roi_align_forward_cuda(const at::Tensor& features, const at::Tensor& rois, 
                 static_cast<int>(feat.size(3)), static_cast<int>(p.pooled_h), static_cast<int>(p.pooled_w)};
   const int full = kVectorBytes / static_cast<int>(feat.element_size());
   const int vec = vector_ok(feat, full) && vector_ok(dst, full) ? full : 1;
-  const auto [blocks, threads] = launch_shape(rois.size(0), p.pooled_h, s.C, vec);
+  const std::pair<dim3, dim3> shape = launch_shape(rois.size(0), p.pooled_h, s.C, vec);
+  const dim3 blocks = shape.first, threads = shape.second;
   auto cuda_stream = reinterpret_cast<cudaStream_t>(stream);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feat.scalar_type(), "roi_align_forward_cuda", [&] {
     using A = typename AccType<scalar_t>::type;
@@ -253,7 +260,8 @@ void roi_align_backward_cuda(const at::Tensor& grad_out, const at::Tensor& rois,
                 static_cast<int>(acc.size(3)), static_cast<int>(p.pooled_h), static_cast<int>(p.pooled_w)};
   const int full = kVectorBytes / static_cast<int>(go.element_size());
   const int vec = vector_ok(go, full) && vector_ok(acc, full) ? full : 1;
-  const auto [blocks, threads] = launch_shape(rois.size(0), p.pooled_h, s.C, vec);
+  const std::pair<dim3, dim3> shape = launch_shape(rois.size(0), p.pooled_h, s.C, vec);
+  const dim3 blocks = shape.first, threads = shape.second;
   auto cuda_stream = reinterpret_cast<cudaStream_t>(stream);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, go.scalar_type(), "roi_align_backward_cuda", [&] {
     using A = typename AccType<scalar_t>::type;
