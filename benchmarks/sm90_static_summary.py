@@ -91,6 +91,26 @@ def _findings(rows: list[dict]) -> list[str]:
     return [f"- {line} (dropout {', '.join(sorted(p))})" for line, p in sorted(found.items())] or ["- none"]
 
 
+def _roi_align_table(rows: list[dict]) -> list[str]:
+    """Each RoIAlign kernel of the card (the CUDA ones per vector width) against ROI_ALIGN_BEFORE."""
+    import re
+
+    from .sm90_static import ROI_ALIGN_BEFORE, ROI_ALIGN_LIMITS
+
+    lines = ["| kernel | dtype | before | now | fewer by | limit |", "|---|---|---|---|---|---|"]
+    seen = set()
+    for r in rows:
+        base = re.sub(r"<.*", "", r["kernel"])
+        before = ROI_ALIGN_BEFORE.get(base, {}).get(r["dtype"])
+        if before is None or r["loop_instr_per_element"] in ("", None) or (r["kernel"], r["dtype"]) in seen:
+            continue
+        seen.add((r["kernel"], r["dtype"]))
+        now = float(r["loop_instr_per_element"])
+        lines.append(f"| {r['kernel']} | {r['dtype']} | {before} | {now:.3f} | {before / now:.1f}x | "
+                     f"{ROI_ALIGN_LIMITS[base]} |")  # fmt: skip
+    return lines
+
+
 def markdown(rows, command, seconds, triton_version, ratios, problems) -> str:
     cuda = [r for r in rows if r["kernel"].startswith("csrc:")]
     triton_rows = [r for r in rows if not r["kernel"].startswith("csrc:")]
@@ -108,8 +128,8 @@ def markdown(rows, command, seconds, triton_version, ratios, problems) -> str:
             [f"- FAILED: {p}" for p in problems]
             or [
                 "- all pass (no bf16/fp16 or attention spills, no fenced atomic "
-                "in attention, tensor cores where expected, dropout within the "
-                "limit)"
+                "in any kernel, persistent kernels at their assumed CTAs per SM, tensor cores where expected, "
+                "dropout within the limit, RoIAlign within a quarter of its instructions before issue 18)"
             ]
         ),  # fmt: skip
         "",
@@ -141,10 +161,13 @@ def markdown(rows, command, seconds, triton_version, ratios, problems) -> str:
         *_findings(rows),
         "",
     ]
+    out += ["## RoIAlign: hot-loop instructions per output element, before issue 18 and now", "",
+            *_roi_align_table(rows), ""]  # fmt: skip
     if cuda:
-        out += ["## CUDA extension (nvcc, sm_90)", "", "| kernel | dtype | regs | spill B | loop instr | fenced "
-                "atomics | 128-bit loads |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        out += ["## CUDA extension (nvcc, sm_90)", "", "| kernel | dtype | regs | spill B | loop instr | instr/elem | "
+                "fenced atomics | 128-bit loads |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         out += [f"| {r['kernel']} | {r['dtype']} | {r['regs']} | {r['spill_bytes']} | {r['loop_instr']} | "
-                f"{r['fenced_atomics']} of {r['atomics']} | {r['ld128_share']} |" for r in cuda]  # fmt: skip
+                f"{r['loop_instr_per_element']} | {r['fenced_atomics']} of {r['atomics']} | {r['ld128_share']} |"
+                for r in cuda]  # fmt: skip
         out.append("")
     return "\n".join(out)
