@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+ROI_ALIGN_BEFORE = {
+    "_roi_align_fwd_kernel": {"bf16": 3.8594, "fp16": 3.8125, "fp32": 3.6562},
+    "_roi_align_bwd_kernel": {"bf16": 4.0781, "fp16": 4.0625, "fp32": 4.0},
+    "csrc:roi_align_cuda:roi_align_fwd_kernel": {"bf16": 6.1562, "fp16": 6.1562, "fp32": 5.9062, "fp64": 6.4375},
+    "csrc:roi_align_cuda:roi_align_bwd_kernel": {"bf16": 5.7188, "fp16": 5.7188, "fp32": 5.7188, "fp64": 6.125},
+}
+"""RoIAlign's hot-loop instructions per output element before issue 18 (main at 1cab113; one sample per bin,
+C = 1024, 14 x 14, channels-last): the Triton kernels ran one program per bin with 1-2 channels per thread; the CUDA
+ones one thread per output element, whose innermost loop (one sample) took 197 / 183 instructions per warp of 32
+elements (189 in fp32, 206 / 196 in fp64)."""
+ROI_ALIGN_LIMITS = {kernel: round(min(v for d, v in before.items() if d != "fp64") / 4, 3)
+                    for kernel, before in ROI_ALIGN_BEFORE.items()}  # fmt: skip
+"""At most a quarter of the lowest of those (bf16/fp16/fp32). The CUDA limit applies to the vectorised
+instantiations (VEC > 1, 16 bytes of channels per thread: what channels-last maps with C a multiple of 16 bytes
+get) in bf16/fp16/fp32; fp64 and the one-channel fallback are listed in the summary, not held to it."""
+
 
 def _range(values) -> str:
     values = [float(v) for v in values if v not in ("", None)]
@@ -94,8 +110,6 @@ def _findings(rows: list[dict]) -> list[str]:
 def _roi_align_table(rows: list[dict]) -> list[str]:
     """Each RoIAlign kernel of the card (the CUDA ones per vector width) against ROI_ALIGN_BEFORE."""
     import re
-
-    from .sm90_static import ROI_ALIGN_BEFORE, ROI_ALIGN_LIMITS
 
     lines = ["| kernel | dtype | before | now | fewer by | limit |", "|---|---|---|---|---|---|"]
     seen = set()
