@@ -115,6 +115,14 @@ def allowed_globals(legacy: bool = False) -> list:
     return allowed
 
 
+def _allowing(allowed: list):
+    """torch's safe_globals for those of `allowed` not already allowed: the context removes what it added when it
+    exits, so a nested one adding the same classes (a file read through our loader inside `weights_only_everywhere`)
+    would take them away from the outer one, and DeepSpeed's own torch.load calls after it would be refused."""
+    present = torch.serialization.get_safe_globals()
+    return torch.serialization.safe_globals([g for g in allowed if g not in present])
+
+
 def _refusal(path: str, exc: BaseException) -> WeightsFileError:
     text = str(exc)
     if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
@@ -139,7 +147,7 @@ def load_torch_file(
     elif not path.is_file():
         raise WeightsFileError(f"{path}: no such file")
     try:
-        with torch.serialization.safe_globals(allowed_globals(legacy)):
+        with _allowing(allowed_globals(legacy)):
             return torch.load(str(path), map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise _refusal(str(path), exc) from None
@@ -150,7 +158,7 @@ def check_globals(path: str | os.PathLike, legacy: bool = False) -> None:
     `allowed_globals()`. Static: it reads the pickle's opcodes and runs nothing. For files that code of others loads
     (inside `weights_only_everywhere`, whose refusal cannot name the file)."""
     try:
-        with torch.serialization.safe_globals(allowed_globals(legacy)):
+        with _allowing(allowed_globals(legacy)):
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise _refusal(str(path), exc) from None
@@ -169,7 +177,7 @@ def weights_only_everywhere(legacy: bool = False) -> Iterator[None]:
     before = os.environ.get(FORCE_WEIGHTS_ONLY)
     os.environ[FORCE_WEIGHTS_ONLY] = "1"
     try:
-        with torch.serialization.safe_globals(allowed_globals(legacy)):
+        with _allowing(allowed_globals(legacy)):
             yield
     except pickle.UnpicklingError as exc:
         raise WeightsFileError(f"refused a checkpoint file: it holds objects beyond plain weights ({exc})") from None
