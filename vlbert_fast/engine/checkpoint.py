@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, to_dict
+from ..data.formats.paths import fsync_path
 from ..model.checkpoint_dir import (
     CLIENT_KEY,
     LATEST,
@@ -61,7 +62,6 @@ from ..model.checkpoint_dir import (
 from ..model.safe_load import check_globals, weights_only_everywhere
 from ..version import __version__
 from . import checkpoint_io
-from .checkpoint_io import fsync_path
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from .guards import TrainingAborted, nonfinite_weights
 

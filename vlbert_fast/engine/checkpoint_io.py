@@ -15,19 +15,10 @@ the completion marker written last (engine/checkpoint.py).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ..data.formats.paths import fsync_path
 from ..model.safe_load import FileDigest, WeightsFileError, digest, load_torch_file
-
-
-def fsync_path(path: Path) -> None:
-    """Flushes a file's (or a directory's entries') data to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _torch_engine_base():

@@ -136,16 +136,21 @@ def _refusal(path: str, exc: BaseException) -> WeightsFileError:
     return WeightsFileError(f"{path}: not a readable torch file (truncated or damaged?): {type(exc).__name__}: {first}")
 
 
+def _checked(path: Path, expected: FileDigest | None) -> Path:
+    """`path`, verified against its manifest entry when there is one, else at least existing."""
+    if expected is not None:
+        verify(path, expected)
+    elif not path.is_file():
+        raise WeightsFileError(f"{path}: no such file")
+    return path
+
+
 def load_torch_file(
     path: str | os.PathLike, expected: FileDigest | None = None, map_location: object = "cpu", legacy: bool = False
 ) -> object:
     """The object of a torch file, loaded weights-only with `allowed_globals(legacy)`; with `expected` (its manifest
     entry) the file is verified first. Any failure is a WeightsFileError naming the file."""
-    path = Path(path)
-    if expected is not None:
-        verify(path, expected)
-    elif not path.is_file():
-        raise WeightsFileError(f"{path}: no such file")
+    path = _checked(Path(path), expected)
     try:
         with _allowing(allowed_globals(legacy)):
             return torch.load(str(path), map_location=map_location, weights_only=True)
@@ -193,11 +198,7 @@ def load_safetensors_file(path: str | os.PathLike, expected: FileDigest | None =
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if expected is not None:
-        verify(path, expected)
-    elif not path.is_file():
-        raise WeightsFileError(f"{path}: no such file")
+    path = _checked(Path(path), expected)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import FormatError, SkipCounter
 from .npy_files import NpyAppender, write_npy
+from .paths import fsync_path
 from .regions import RegionRecord, validate
 from .shard_ids import hash_ids, sorted_hash_index
 from .shard_layout import (
@@ -27,14 +28,6 @@ from .shard_layout import (
     shard_file,
     top_k_soft_labels,
 )
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ShardWriter:
@@ -227,7 +220,7 @@ class ShardWriter:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.out_dir / INDEX_NAME)
-        _fsync_directory(self.out_dir)
+        fsync_path(self.out_dir)
         self.closed = True
         self.stats.update(
             shards=self.num_shards,
