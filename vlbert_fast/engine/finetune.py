@@ -53,6 +53,7 @@ from .metrics import MetricsLogger, Window
 from .optim import build_finetune_optimizer, build_finetune_scheduler
 from .predict import predict_split
 from .run_lock import lock_run_dir
+from .save_schedule import SaveSchedule
 from .steps import StepTracker, TrainingAborted, after_step, log_window, optimizer_step
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -301,6 +302,7 @@ def _train(run: FinetuneRun) -> None:
     peak = peak_tflops(cfg.train.peak_tflops, info.device)
     steps_per_epoch = run.sampler.steps_per_epoch
     eval_every = cfg.train.eval_every_steps or steps_per_epoch
+    saves = SaveSchedule(cfg.engine, run.max_steps, info.device)
 
     def next_batch():
         nonlocal batches
@@ -333,17 +335,18 @@ def _train(run: FinetuneRun) -> None:
         state.train_seconds = seconds_before + time.perf_counter() - begin
         if step % eval_every == 0 and step < run.max_steps:
             _evaluate(run)
-        interval = cfg.engine.save_interval_steps
-        if interval and step % interval == 0 and step < run.max_steps:
-            _save(run, local_samples)
+        save_now, why = saves.due(step)
+        if save_now:
+            _save(run, local_samples, why)
+            saves.saved()
             local_samples = 0
     state.consumed_samples += int(all_reduce_sum([local_samples], info.device)[0])
 
 
-def _save(run: FinetuneRun, local_samples: int) -> None:
+def _save(run: FinetuneRun, local_samples: int, why: str = "the end of the run") -> None:
     tag_dir = checkpoint.save(run.engine, run.cfg, run.info, run.state, run.scheduler, local_samples, run.faults)
     run.saved_step = run.state.step
-    run.logger.print(f"step {run.state.step}: checkpoint {tag_dir}")
+    run.logger.print(f"step {run.state.step}: checkpoint {tag_dir} ({why})")
 
 
 def _finish(run: FinetuneRun) -> dict:

@@ -3,7 +3,8 @@
 One way through: data (data/loader.py) -> Batch on the device -> engine(batch) -> engine.backward -> engine.step,
 DeepSpeed doing accumulation, clipping, precision and ZeRO from the JSON our config fills (engine/ds_config.py).
 Every `log_every` steps one log line, a metrics.jsonl row and TensorBoard scalars; every
-`engine.save_interval_steps` and at the end a checkpoint (engine/checkpoint.py); at the end the masked-word
+`engine.save_interval_steps` steps, every `engine.save_interval_minutes` (engine/save_schedule.py) and at the end a
+checkpoint (engine/checkpoint.py); at the end the masked-word
 evaluation with real and shuffled images, and summary.json.
 
 Resume (engine.resume): model, optimizer, lr schedule, data position and every rank's RNG states come back, so the
@@ -49,6 +50,7 @@ from .guards import attach
 from .metrics import MetricsLogger, Window, format_summary
 from .optim import SkippableAdamW, build_optimizer, build_scheduler
 from .run_lock import lock_run_dir
+from .save_schedule import SaveSchedule
 from .steps import StepTracker, TrainingAborted, after_step, log_window, optimizer_step
 
 
@@ -281,6 +283,7 @@ def _train(run: Run) -> None:
     begin, seconds_before = time.perf_counter(), state.train_seconds
     tracker = StepTracker.start(run.engine)
     peak = peak_tflops(cfg.train.peak_tflops, info.device)
+    saves = SaveSchedule(cfg.engine, cfg.train.max_steps, info.device)
 
     def next_batch():
         nonlocal batches
@@ -302,9 +305,10 @@ def _train(run: Run) -> None:
         after_step(run, step, outcome, window, tracker)
         window = log_window(run, step, window, peak, log_now)
         state.train_seconds = seconds_before + time.perf_counter() - begin
-        interval = cfg.engine.save_interval_steps
-        if interval and step % interval == 0 and step < cfg.train.max_steps:
-            _save(run, local_samples)
+        save_now, why = saves.due(step)
+        if save_now:
+            _save(run, local_samples, why)
+            saves.saved()
             local_samples = 0
     state.consumed_samples += int(all_reduce_sum([local_samples], info.device)[0])
     _report_skips(run)
@@ -313,10 +317,10 @@ def _train(run: Run) -> None:
         run.data.counter.merge(other)  # distinct records over every rank (a record two ranks met counts once)
 
 
-def _save(run: Run, local_samples: int) -> None:
+def _save(run: Run, local_samples: int, why: str = "the end of the run") -> None:
     tag_dir = checkpoint.save(run.engine, run.cfg, run.info, run.state, run.scheduler, local_samples, run.faults)
     run.saved_step = run.state.step
-    run.logger.print(f"step {run.state.step}: checkpoint {tag_dir}")
+    run.logger.print(f"step {run.state.step}: checkpoint {tag_dir} ({why})")
 
 
 def _report_skips(run: Run) -> None:
