@@ -49,7 +49,7 @@ from .ds_config import check_engine_config, deepspeed_config, gradient_accumulat
 from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
 from .guards import attach
-from .metrics import MetricsLogger, Window
+from .metrics import MetricsLogger, Window, startup_line
 from .optim import build_finetune_optimizer, build_finetune_scheduler
 from .predict import predict_split
 from .run_lock import lock_run_dir
@@ -160,6 +160,7 @@ def _init_message(cfg: FinetuneConfig, exc: Exception) -> str:
 def _build(cfg: FinetuneConfig, info: DistInfo, resume_from: Path | None, notes: list[str]) -> FinetuneRun:
     run_dir = Path(cfg.run_dir)
     # The main rank first: it generates the synthetic data and writes the answer vocabulary the others then read.
+    startup_line(f"start-up: {cfg.task} data (the synthetic task is generated into the cache on a first run)")
     if not info.is_main:
         barrier()
     task = build_task(cfg, run_dir)
@@ -186,6 +187,7 @@ def _build(cfg: FinetuneConfig, info: DistInfo, resume_from: Path | None, notes:
 
     torch.manual_seed(cfg.seed)  # the same fresh head on every rank
     init_from = cfg.init_from if resume_from is None else ""
+    startup_line("start-up: model and DeepSpeed engine" + (f" (weights from {init_from})" if init_from else ""))
     try:
         model, report = build_finetune_model(cfg.model, task, init_from, cfg.engine.trust_foreign)
     except (PretrainedError, FileNotFoundError) as exc:
@@ -255,6 +257,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         raise PretrainedError(
             _init_message(cfg, FileNotFoundError(f"init_from={cfg.init_from}: no such file or directory"))
         )
+    startup_line(f"start-up: process group (DeepSpeed, world size {os.environ.get('WORLD_SIZE', '1')})")
     info = init_distributed(cfg.engine)
     lock = lock_run_dir(run_dir, info)
     try:
@@ -387,7 +390,7 @@ def _finish(run: FinetuneRun) -> dict:
             f"predictions: {summary['predictions']}",
             f"checkpoint: {summary['checkpoint']}",
         ]
-        run.logger.print("\n".join(lines))
+        run.logger.print("\n".join(lines), stamp=False)
     return summary
 
 

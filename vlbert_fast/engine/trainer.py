@@ -4,8 +4,8 @@ One way through: data (data/loader.py) -> Batch on the device -> engine(batch) -
 DeepSpeed doing accumulation, clipping, precision and ZeRO from the JSON our config fills (engine/ds_config.py).
 Every `log_every` steps one log line, a metrics.jsonl row and TensorBoard scalars; every
 `engine.save_interval_steps` steps, every `engine.save_interval_minutes` (engine/save_schedule.py) and at the end a
-checkpoint (engine/checkpoint.py); at the end the masked-word
-evaluation with real and shuffled images, and summary.json.
+checkpoint (engine/checkpoint.py); every `train.eval_every_steps` and at the end the masked-word evaluation with real
+and shuffled images; at the end summary.json. Each start-up phase prints a line as it begins.
 
 Resume (engine.resume): model, optimizer, lr schedule, data position and every rank's RNG states come back, so the
 continued run computes what the uninterrupted one would have (bit for bit on a CPU with engine.deterministic).
@@ -47,7 +47,7 @@ from .evaluate import masked_word_accuracy
 from .faults import FaultInjector
 from .flops import batch_training_flops, peak_tflops
 from .guards import attach
-from .metrics import MetricsLogger, Window, format_summary
+from .metrics import MetricsLogger, Window, format_summary, startup_line
 from .optim import SkippableAdamW, build_optimizer, build_scheduler
 from .run_lock import lock_run_dir
 from .save_schedule import SaveSchedule
@@ -72,6 +72,8 @@ class Run:
     """The distinct records skipped in the current epoch (data.counter holds the run's)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time of this process's phases (`PHASES`), reported in summary.json and the summary."""
+    last_eval: dict | None = None
+    """The latest masked-word evaluation ({'real', 'shuffled', 'words'}), None before the first."""
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -141,6 +143,7 @@ def pretrain(cfg: RunConfig) -> dict:
     if resume_from is not None and checkpoint.is_complete(resume_from):
         checkpoint.check_config(cfg, checkpoint.read_marker(resume_from)["config"], resume_from)  # before any work
     started = time.perf_counter()
+    startup_line(f"start-up: process group (DeepSpeed, world size {os.environ.get('WORLD_SIZE', '1')})")
     info = init_distributed(cfg.engine, data_workers=cfg.data.num_workers)
     gradient_accumulation(cfg, info.world_size)  # a global batch that does not divide: a config error, before any work
     lock = lock_run_dir(run_dir, info)
@@ -175,8 +178,11 @@ def _pretrain(
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+    where = cfg.data.root or "the synthetic world (generated into the cache on a first run)"
+    startup_line(f"start-up: data from {where}")
     data = build_pretrain_data(cfg, info.rank, info.world_size)
     phase("data")
+    startup_line("start-up: model and DeepSpeed engine" + (f" (weights from {init_from})" if init_from else ""))
     built = build_engine(cfg, info, init_from)
     engine, optimizer, scheduler = built.engine, built.optimizer, built.scheduler
     state = TrainState()
@@ -224,7 +230,7 @@ def _pretrain(
     try:
         lap = time.perf_counter()
         _train(run)
-        seconds["steps"] = time.perf_counter() - lap
+        seconds["steps"] = time.perf_counter() - lap - seconds.get("evaluation", 0.0)  # periodic ones apart
         return _finish(run)
     except Exception as exc:
         if info.world_size > 1 and not isinstance(exc, TrainingAborted) and is_comm_failure(exc):
@@ -284,6 +290,7 @@ def _train(run: Run) -> None:
     tracker = StepTracker.start(run.engine)
     peak = peak_tflops(cfg.train.peak_tflops, info.device)
     saves = SaveSchedule(cfg.engine, cfg.train.max_steps, info.device)
+    eval_every = cfg.train.eval_every_steps
 
     def next_batch():
         nonlocal batches
@@ -305,6 +312,8 @@ def _train(run: Run) -> None:
         after_step(run, step, outcome, window, tracker)
         window = log_window(run, step, window, peak, log_now)
         state.train_seconds = seconds_before + time.perf_counter() - begin
+        if eval_every and step % eval_every == 0 and step < cfg.train.max_steps:
+            window.start += _evaluate(run)  # the window's rates are the training's
         save_now, why = saves.due(step)
         if save_now:
             _save(run, local_samples, why)
@@ -323,6 +332,39 @@ def _save(run: Run, local_samples: int, why: str = "the end of the run") -> None
     run.logger.print(f"step {run.state.step}: checkpoint {tag_dir} ({why})")
 
 
+def _evaluate(run: Run, final: bool = False) -> float:
+    """The masked-word probe on held-out captions (engine/evaluate.py) at the current step, every `train.
+    eval_every_steps` and at the end: a metrics.jsonl row ({"step", "time", "val/real", "val/shuffled",
+    "val/words"}), TensorBoard scalars and, except at the end (the summary says it), a log line. Nothing without a
+    validation split or with train.eval_batches=0. Every rank runs it (under ZeRO-3 the forward gathers parameters
+    from all of them). Returns its wall time, which is added to the evaluation phase."""
+    cfg, state = run.cfg, run.state
+    if run.data.val is None or cfg.train.eval_batches <= 0:
+        return 0.0
+    start = time.perf_counter()
+    accuracy = masked_word_accuracy(
+        run.engine.module,
+        run.data.val,
+        run.data.probe_words,
+        batch_records=max(2, cfg.train.micro_batch_size // 2),
+        max_batches=cfg.train.eval_batches,
+        device=run.info.device,
+        dtype=run.dtype,
+        seed=cfg.seed,
+    )
+    seconds = time.perf_counter() - start
+    run.seconds["evaluation"] = run.seconds.get("evaluation", 0.0) + seconds
+    run.last_eval = accuracy
+    run.logger.log_eval(state.step, accuracy)
+    if not final:
+        what = "colour/shape words" if run.data.probe_words else "masked words"
+        run.logger.print(
+            f"eval step {state.step} | {what} on {accuracy['words']} held-out words: {100 * accuracy['real']:.1f}% "
+            f"with the real images, {100 * accuracy['shuffled']:.1f}% shuffled | {seconds:.1f} s"
+        )
+    return seconds
+
+
 def _report_skips(run: Run) -> None:
     """At the end of an epoch: the distinct records skipped in it (on this rank); the next epoch counts afresh."""
     if run.epoch_skips.total:
@@ -336,20 +378,10 @@ def _finish(run: Run) -> dict:
     lap = time.perf_counter()
     if run.saved_step != state.step:
         _save(run, 0)
-    run.seconds["checkpoint"], lap = time.perf_counter() - lap, time.perf_counter()
-    accuracy = None
-    if run.data.val is not None and cfg.train.eval_batches > 0:
-        accuracy = masked_word_accuracy(
-            run.engine.module,
-            run.data.val,
-            run.data.probe_words,
-            batch_records=max(2, cfg.train.micro_batch_size // 2),
-            max_batches=cfg.train.eval_batches,
-            device=info.device,
-            dtype=run.dtype,
-            seed=cfg.seed,
-        )
-    run.seconds["evaluation"] = time.perf_counter() - lap
+    run.seconds["checkpoint"] = time.perf_counter() - lap
+    run.seconds.setdefault("evaluation", 0.0)
+    _evaluate(run, final=True)
+    accuracy = run.last_eval
 
     def losses(m: dict | None) -> dict | None:
         return None if m is None else {"loss": m["loss"], **m["losses"]}
@@ -371,7 +403,7 @@ def _finish(run: Run) -> dict:
     }
     if info.is_main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        run.logger.print(format_summary(summary))
+        run.logger.print(format_summary(summary), stamp=False)
     return summary
 
 
