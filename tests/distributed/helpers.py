@@ -168,7 +168,8 @@ def two_nodes(args: list[str], env: dict) -> list[Result]:
 def step_losses(run_dir: Path) -> dict[int, dict]:
     """step -> {loss, loss/...} from metrics.jsonl (exact floats, as logged)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {r["step"]: {k: v for k, v in r.items() if k == "loss" or k.startswith("loss/")} for r in rows if "loss" in r}
+    rows = [r for r in rows if "loss" in r]  # training rows (an evaluation's row has val/ keys instead)
+    return {r["step"]: {k: v for k, v in r.items() if k == "loss" or k.startswith("loss/")} for r in rows}
 
 
 def logged_losses(output: str) -> dict[int, str]:
