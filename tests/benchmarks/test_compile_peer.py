@@ -3,6 +3,9 @@ is still compiling after the limit, makes it unavailable with the reason in the 
 measured", and the run exits 0; a failure of ours still fails the run. CPU runs without --out write into a fresh
 directory each time."""
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -96,3 +99,13 @@ def test_cpu_runs_without_out_get_a_fresh_directory():
     assert first != second and not any(first.iterdir()) and first.name.startswith("vlbert_fast_bench_")
     first.rmdir()
     second.rmdir()
+
+
+def test_the_command_line_starts_without_importing_triton():
+    """`vlbert-fast bench` on a CPU sets TRITON_INTERPRET once it knows the device; Triton imported earlier (say by
+    torch.compiler.disable at an op module's import, which loads Dynamo) makes every interpreted kernel fail ("Cannot
+    call @triton.jit'd outside of the scope of a kernel")."""
+    code = "import sys; from vlbert_fast.cli import build_parser; build_parser(); print('triton' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stdout + result.stderr[-2000:]
