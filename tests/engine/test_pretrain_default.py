@@ -90,7 +90,7 @@ def test_the_log_says_what_it_is_doing_and_when(default_run):
     FLOP rates of a CPU in GFLOP/s or MFLOP/s."""
     _, stdout = default_run
     lines = stdout.splitlines()
-    starts = [line.split(" start-up: ")[1].split(" ")[0] for line in lines if " start-up: " in line]
+    starts = [m.group(1) for line in lines if (m := re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d start-up: (\w+)", line))]
     assert starts == ["process", "data", "model"]
     steps = [line for line in lines if re.search(r" step \d+/1000 \| ETA ", line)]
     assert len(steps) == 50 and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d step ", line) for line in steps)
