@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 built.append(build(name, cfg, batch))
             except harness.Unavailable as exc:
-                print(f"  {name} dropout={dropout:g}: skipped ({exc})")
+                harness.skip("cpu_step", "precomputed", name, f"dropout={dropout:g}", str(exc))
         if args.profile:
             profile(built, dropout, args.profile_rows)
             continue

@@ -14,7 +14,9 @@ Providers (each its own model, in bf16 on a GPU as the DeepSpeed bf16 engine run
 fused on a GPU, over every parameter):
 - ours: `model.kernels=auto` (the Triton kernels on a GPU), input checks off;
 - reference: `model.kernels=reference`, plain PyTorch;
-- reference_compile: the reference model under torch.compile;
+- reference_compile: the reference model under torch.compile. Its first step (the compile) is bounded on a CPU
+  (`COMPILE_LIMIT_S`); a compiler that fails or does not finish makes it unavailable, with the reason, never a failure
+  of the run (the same step runs eagerly as `reference`, so what fails only under the compiler is the compiler's);
 - hf_eager, hf_sdpa: transformers' VisualBertForPreTraining at the same sizes on the same batch
   (benchmarks/hf_visualbert.py).
 
@@ -42,6 +44,7 @@ from vlbert_fast.config import ModelConfig, RunConfig, load_config
 from vlbert_fast.data.collate import collate
 from vlbert_fast.data.random import random_example
 from vlbert_fast.engine.flops import batch_training_flops, peak_tflops
+from vlbert_fast.engine.metrics import format_rate
 from vlbert_fast.model import VLBertForPretraining
 
 from . import harness, hf_visualbert
@@ -104,6 +107,67 @@ def refill(batch, cfg: ModelConfig, seed: int):
     return dataclasses.replace(batch, **fresh)
 
 
+COMPILE_LIMIT_S = {"cpu": 600.0}
+"""The longest the compile peer may take to compile its first step, by device type (none on a GPU). The smoke
+model's reference step compiles in 82 s with Inductor on a fresh cache on a loaded 2-core machine (issue 21); a
+compile still running after this long is reported as unavailable rather than holding the suite for tens of minutes."""
+
+
+class CompileTimeout(Exception):
+    pass
+
+
+def compiler_failure(exc: BaseException) -> BaseException | None:
+    """The compiler's own error in the chain of `exc`: torch.compile's backend (Inductor: its code generation, the C++
+    compiler it calls) failing, or `CompileTimeout`. None for anything else, such as an error in our model's code,
+    which the eager providers run too."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 20:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for kind in (CompileTimeout, BackendCompilerFailed):  # the timeout first: Dynamo wraps it as the backend's failure
+        found = [e for e in chain if isinstance(e, kind)]
+        if found:
+            return found[0]
+    inductor = [e for e in chain if type(e).__module__.startswith("torch._inductor")]  # InductorError, CppCompileError
+    return inductor[0] if inductor else None
+
+
+def compile_first_step(step, backend: str, limit_s: float | None) -> None:
+    """Runs the compile peer's first step, where torch.compile compiles, within `limit_s` seconds. A failure or a
+    timeout of the compiler is `harness.Unavailable` with the reason (what torch.compile could not do on this machine
+    is not a result of ours); any other error is raised as it is. The limit is a SIGALRM, so it holds in the main
+    thread only (elsewhere the compile is unbounded)."""
+    import signal
+    import threading
+
+    bounded = limit_s is not None and threading.current_thread() is threading.main_thread()
+
+    def expired(signum, frame):
+        raise CompileTimeout(f"torch.compile ({backend}) was still compiling the first step after {limit_s:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expired) if bounded else None
+    if bounded:
+        signal.setitimer(signal.ITIMER_REAL, limit_s)
+    try:
+        step(0)
+    except Exception as exc:
+        failure = compiler_failure(exc)
+        if failure is None:
+            raise
+        cause = getattr(failure, "inner_exception", None) or failure  # what the backend itself raised
+        first = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
+        if not isinstance(failure, CompileTimeout):
+            first = f"torch.compile ({backend}) failed on this machine: {type(cause).__name__}: {first[:300]}"
+        raise harness.Unavailable(first) from exc
+    finally:
+        if bounded:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
 @functools.cache
 def measured_peak(device: torch.device, dtype: torch.dtype) -> tuple[int, harness.Timing]:
     """(n, timing) of an n x n x n matrix product in `dtype`: the achievable matrix rate of this device."""
@@ -145,6 +209,8 @@ def measure(writer, provider, size, cfg, batches, seq_len, x_name, x_value, devi
     if provider.endswith("_compile"):
         config["compile_backend"] = args.compile_backend
     step, padding = provider_step(provider, cfg, batches, device, dtype, args.compile_backend)
+    if provider.endswith("_compile"):
+        compile_first_step(step, args.compile_backend, COMPILE_LIMIT_S.get(device.type))
     warmup, iters = (1, 3) if args.smoke else (3 + 2 * len(batches), 20)
     t = harness.time_iterations(step, device, warmup, iters)
     op = f"precomputed_{size}"
@@ -164,7 +230,7 @@ def measure(writer, provider, size, cfg, batches, seq_len, x_name, x_value, devi
     put("padding_share", values=(100 * padding,) * 3)
     mfu = f", {tflops[1] / peaks['mfu'] * 100:.1f}% MFU" if "mfu" in peaks else ""
     print(f"  {op} {provider:<18} {x_name}={x_value}: {t.p50:.2f} ms, {first.num_samples / t.p50 * 1e3:.1f} samples/s"
-          f", {tflops[1]:.2f} TFLOP/s{mfu}, padding {100 * padding:.0f}%")  # fmt: skip
+          f", {format_rate(tflops[1] * 1e12)}{mfu}, padding {100 * padding:.0f}%")  # fmt: skip
 
 
 def run_scenario(scenario: str, argv: list[str] | None = None) -> int:
@@ -182,7 +248,8 @@ def run_scenario(scenario: str, argv: list[str] | None = None) -> int:
     stated = peak_tflops(args.peak_tflops, device)
     if stated:
         peaks["mfu"] = stated
-    print(f"  peak: measured {matmul_tflops[1]:.1f} TFLOP/s ({n}^3 {str(dtype)[6:]} matmul), stated {stated or 'n/a'}")
+    measured, stated_text = format_rate(matmul_tflops[1] * 1e12), format_rate(stated * 1e12) if stated else "n/a"
+    print(f"  peak: measured {measured} ({n}^3 {str(dtype)[6:]} matmul), stated {stated_text}")
     sweep = (SMOKE if args.smoke else FULL)[scenario]
     points = [(size, x_name, x_value, fixed) for size, x_name, values, fixed in sweep for x_value in values]
     made: dict[tuple, list] = {}
@@ -200,8 +267,9 @@ def run_scenario(scenario: str, argv: list[str] | None = None) -> int:
     for provider in providers:  # provider by provider: the slowest peers (compile) come last, within the budget
         for size, x_name, x_value, fixed in points:
             where = f"{size} {provider} {x_name}={x_value}"
+            skip = functools.partial(harness.skip, writer.bench, f"precomputed_{size}", provider, f"{x_name}={x_value}")
             if harness.budget_spent():
-                print(f"  {where}: skipped (the suite's time budget is spent)")
+                skip("the suite's time budget was spent")
                 continue
             rows, seq_len = (x_value, fixed) if x_name == "batch" else (fixed, x_value)
             cfg = model_config(size)
@@ -209,9 +277,9 @@ def run_scenario(scenario: str, argv: list[str] | None = None) -> int:
                 batches = batches_of(size, cfg, rows, seq_len)
                 measure(writer, provider, size, cfg, batches, seq_len, x_name, x_value, device, dtype, args, peaks)
             except harness.Unavailable as exc:
-                print(f"  {where}: skipped ({exc})")
+                skip(str(exc))
             except torch.OutOfMemoryError:
-                print(f"  {where}: skipped (out of GPU memory)")
+                skip("out of GPU memory")
             except Exception:  # one provider failing must not lose the others' numbers; reported, run fails
                 failures += 1
                 print(f"  {where}: FAILED\n{traceback.format_exc()}")

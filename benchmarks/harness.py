@@ -16,7 +16,7 @@ Every measurement becomes rows of `COLUMNS` appended to `<results_dir>/<bench>.c
 `METRICS`). Time is in ms; where the workload states its bytes, bandwidth in GB/s = bytes / time; where it states
 its FLOPs, TFLOP/s = FLOPs / time; on a GPU the peak memory allocated during one run, in GiB. Rate quantiles mirror
 time quantiles (p20 of GB/s comes from p80 of time), so p20 <= p50 <= p80 holds for every metric. CPU runs default
-to a temporary directory, so CPU timings never land in benchmarks/results by accident.
+to a fresh temporary directory, so CPU timings never land in benchmarks/results by accident.
 
 How scripts plug into `vlbert-fast bench` / `python -m benchmarks.run` is documented in benchmarks/registry.py.
 """
@@ -73,8 +73,30 @@ METRICS = {
 
 
 class Unavailable(RuntimeError):
-    """A provider that cannot run this point here (no GPU, no Triton, a backend's declared limit); the run reports
-    it and goes on."""
+    """A provider that cannot run this point here (no GPU, no Triton, a backend's declared limit, a compiler that fails
+    or does not finish on this machine); the run reports it, lists it in report.md, and goes on: an unavailable peer
+    never fails a run."""
+
+
+# (bench, provider, reason) -> the points skipped for it, in this process (benchmarks/run.py puts them in report.md)
+_skipped: dict[tuple[str, str, str], list[str]] = {}
+
+
+def skip(bench: str, op: str, provider: str, point: str, reason: str) -> None:
+    """Says that `provider` was not measured on `op` at `point` (x_name=x_value) and why, and keeps it for the
+    report's "Not measured"."""
+    print(f"  {op} {provider} {point}: skipped ({reason})")
+    _skipped.setdefault((bench, provider, reason), []).append(f"{op} {point}")
+
+
+def skipped_since(mark: int = 0) -> list[str]:
+    """Lines `bench provider at points: reason`, one per (bench, provider, reason) recorded after the first `mark`."""
+    return [f"{bench} {provider} at {', '.join(points)}: {why}" for (bench, provider, why), points in
+            list(_skipped.items())[mark:]]  # fmt: skip
+
+
+def skipped_count() -> int:
+    return len(_skipped)
 
 
 @dataclass
@@ -404,12 +426,12 @@ def run_workload(
 ) -> dict[str, Timing]:
     """Builds the workload (reporting an `Unavailable` provider), times its modes and writes their rows."""
     if budget_spent():
-        print(f"  {op} {provider} {x_name}={x_value}: skipped (the suite's time budget is spent)")
+        skip(writer.bench, op, provider, f"{x_name}={x_value}", "the suite's time budget was spent")
         return {}
     try:
         workload = make()
     except Unavailable as exc:
-        print(f"  {op} {provider} {x_name}={x_value}: skipped ({exc})")
+        skip(writer.bench, op, provider, f"{x_name}={x_value}", str(exc))
         return {}
     fns = _mode_functions(workload, modes)
     timings = {}
@@ -466,9 +488,10 @@ def resolve(args: argparse.Namespace, providers: Sequence[str]) -> tuple[list[st
 
 
 def default_results_dir(given: str | Path | None, device: torch.device) -> Path:
-    """`given`, else benchmarks/results on a GPU and a temporary directory on a CPU."""
+    """`given`, else benchmarks/results on a GPU and a fresh temporary directory on a CPU (a new one per call, so a
+    smoke run's report holds its own rows only, never an earlier run's)."""
     if given is not None:
         return Path(given)
     if device.type == "cuda":
         return RESULTS_DIR
-    return Path(tempfile.gettempdir()) / "vlbert_fast_bench"
+    return Path(tempfile.mkdtemp(prefix="vlbert_fast_bench_"))

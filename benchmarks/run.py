@@ -9,8 +9,10 @@ vlbert_fast/commands/bench.py or --help).
 
 Suites run their modules (benchmarks/registry.py) in this process, each appending rows to <out>/<bench>.csv. Then
 the rows this run wrote are read back from the CSVs and become <out>/report.md and <out>/plots/*.png, compared
-with --compare when given. Exit status: 0; 1 when a module or a check failed or a regression passed the limit;
-2 for bad arguments.
+with --compare when given; report.md's "Not measured" lists the modules not in this checkout and every provider that
+could not run here, with the reason (no GPU, a library that is not installed, a compiler that fails or does not finish
+on this machine). Without --out a CPU run writes into a fresh temporary directory. Exit status: 0 (also when a peer
+is unavailable); 1 when a module of ours or a check failed or a regression passed the limit; 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -182,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
     before = _count_rows(out) if args.suite != "report" else {}
     argv = _module_argv(args, device, out)
     failures, not_measured = 0, []
+    skips_before = harness.skipped_count()
     if args.suite != "report":
         if args.check:
             seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
@@ -194,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
                 args.suite, args.time_budget_s, argv, _cpu_full_size(args, device)
             )
             failures += suite_failures
+    not_measured += harness.skipped_since(skips_before)  # providers that could not run here, with the reason
+    for line in not_measured:
+        print(f"not measured: {line}")
     rows = _rows_since(out, before)
     regressions = []
     if args.no_report or args.profile or cpu_suite:  # a CPU suite's modules write their own summaries beside the rows

@@ -168,6 +168,7 @@ def two_nodes(args: list[str], env: dict) -> list[Result]:
 def step_losses(run_dir: Path) -> dict[int, dict]:
     """step -> {loss, loss/...} from metrics.jsonl (exact floats, as logged)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss" in r]  # training rows (an evaluation's row has val/ keys instead)
     return {r["step"]: {k: v for k, v in r.items() if k == "loss" or k.startswith("loss/")} for r in rows}
 
 
@@ -175,7 +176,7 @@ def logged_losses(output: str) -> dict[int, str]:
     """step -> the loss part of its log line, from a process's output."""
     out = {}
     for line in output.splitlines():
-        if line.startswith("step ") and "| loss " in line:
-            step = int(line.split()[1].split("/")[0])
+        if " step " in line and "| loss " in line:  # "<date> <time> step N/M | ETA ... | loss ..."
+            step = int(line.split(" step ")[1].split("/")[0])
             out[step] = line.split("| loss ")[1].split(" | ")[0]
     return out

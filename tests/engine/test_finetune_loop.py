@@ -2,7 +2,12 @@
 weights: the run directory, the log, the metrics, the official prediction file, `vlbert-fast evaluate` reproducing
 the loop's val accuracy, resuming, and a missing init_from explained."""
 
+import ast
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -87,6 +92,23 @@ def test_evaluate_reproduces_the_loop(run):
     assert len(rows) == 20  # 2 questions x the last 10 held-out images
     result = _cli(["evaluate", "--task", "vcr", str(run_dir)], root / "cache")
     assert result.returncode == 2 and "fine-tuned 'vqa', not 'vcr'" in result.stderr
+
+
+def test_the_readme_example_predicts_as_the_loop_did(run):
+    """README, "Using a fine-tuned model": its Python block, run as written on this run, gives the loop's own val
+    predictions for the first two questions."""
+    root, run_dir, _ = run
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- the fine-tuned model example:", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'load_finetuned("runs/finetune_vqa")' in block
+    code = block.replace('"runs/finetune_vqa"', repr(str(run_dir)))
+    env = {**os.environ, "VLBERT_FAST_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    (loop_file,) = (run_dir / "predictions").glob("*val*.json")
+    by_question = {p["question_id"]: p["answer"] for p in json.loads(loop_file.read_text())}
+    assert len(printed) == 2 and all(by_question[p["question_id"]] == p["answer"] for p in printed), printed
 
 
 def test_resume_continues_the_run(run):

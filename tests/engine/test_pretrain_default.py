@@ -8,6 +8,7 @@ included). The assertions take about half the margin.
 """
 
 import json
+import re
 
 import pytest
 import yaml
@@ -46,8 +47,14 @@ def test_run_directory(default_run):
     run_dir, _ = default_run
     cfg = load_config(RunConfig, [run_dir / "config.yaml"])
     assert cfg.run_dir == str(run_dir) and cfg.model == RunConfig().model
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    all_rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in all_rows if "loss" in r]  # the training rows; the evaluations' rows carry val/ keys
     assert [r["step"] for r in rows] == list(range(20, cfg.train.max_steps + 1, 20))
+    evals = [r for r in all_rows if "val/real" in r]
+    every = cfg.train.eval_every_steps
+    assert [r["step"] for r in evals] == list(range(every, cfg.train.max_steps, every)) + [cfg.train.max_steps]
+    assert all(r["val/words"] > 500 and 0 <= r["val/shuffled"] <= 1 for r in evals)
+    assert len(rows) + len(evals) == len(all_rows)
     for key in (
         "loss",
         "loss/mlm_image",
@@ -76,3 +83,17 @@ def test_the_summary_says_where_the_time_went(default_run):
     assert list(phases) == list(PHASES) and all(seconds >= 0 for seconds in phases.values())
     assert phases["steps"] == max(phases.values())  # the other phases are seconds of set-up and evaluation
     assert f"wall time {sum(phases.values()):.0f} s after start-up: distributed" in stdout
+
+
+def test_the_log_says_what_it_is_doing_and_when(default_run):
+    """Start-up phases announced as they begin, every line stamped, an ETA on step lines, evaluations during the run,
+    FLOP rates of a CPU in GFLOP/s or MFLOP/s."""
+    _, stdout = default_run
+    lines = stdout.splitlines()
+    starts = [m.group(1) for line in lines if (m := re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d start-up: (\w+)", line))]
+    assert starts == ["process", "data", "model"]
+    steps = [line for line in lines if re.search(r" step \d+/1000 \| ETA ", line)]
+    assert len(steps) == 50 and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d step ", line) for line in steps)
+    assert all(re.search(r"\| [0-9.]+ [MG]FLOP/s \|", line) for line in steps), steps[-1]
+    evals = [line.split(" eval step ")[1].split(" ")[0] for line in lines if " eval step " in line]
+    assert evals == ["250", "500", "750"]

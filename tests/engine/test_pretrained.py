@@ -3,6 +3,8 @@ directory, and the stage-0 consolidation (fp32 master copies preferred over the 
 
 import dataclasses
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -83,3 +85,17 @@ def test_stage0_checkpoint_consolidation(tiny_cfg, tmp_path, with_masters):
         consolidated_state_dict(tmp_path / "step1")  # made by hand: no manifest, so only when trusted
     got = consolidated_state_dict(tmp_path / "step1", trust_foreign=True)
     assert all(got[k].dtype == torch.float32 and torch.equal(got[k], v) for k, v in module.items())
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_export_files_are_as_readable_as_the_umask_allows(tiny_cfg, tmp_path, umask, mode):
+    """safetensors creates its file 0600; an export is shared with a group or a serving job, so its files follow the
+    umask as any other file the user writes (0644 under the common 022)."""
+    before = os.umask(umask)
+    try:
+        out = save_pretrained(trained_like(tiny_cfg).state_dict(), tiny_cfg, tmp_path / "out")
+    finally:
+        os.umask(before)
+    assert os.umask(before) == before  # restored (and the read put it back)
+    for name in ("model.safetensors", "config.json"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == mode, name

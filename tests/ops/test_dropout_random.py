@@ -89,6 +89,16 @@ def test_philox_uniform_uses_the_cpp_generator_and_falls_back_to_the_twin(monkey
         philox_uniform(-1, counters)
 
 
+def test_the_twin_inside_a_compiled_function_gives_the_eager_draws():
+    """Issue 21: traced by torch.compile, the twin's seed became a symbolic integer on the second seed and Inductor's
+    C++ code generation failed on its int64 bit operations ("float ^ float"; the compile peer of the benchmarks and
+    any compiled model without the C++ generator). It runs eagerly inside a compiled function instead."""
+    counters = dropout_counters(3, 5, 32, torch.device("cpu"))
+    compiled = torch.compile(lambda seed, c: philox_uniform_torch(seed, c) * 2.0, backend="inductor")
+    for seed in (1234, 98765, 2**40 + 77):  # new seeds after the first: what made the seed symbolic
+        assert torch.equal(compiled(seed, counters), 2.0 * philox_uniform_torch(seed, counters)), seed
+
+
 def test_a_reference_mask_is_the_twins():
     g = torch.Generator().manual_seed(0)
     x, residual = torch.randn(6, 40, generator=g), torch.randn(6, 40, generator=g)

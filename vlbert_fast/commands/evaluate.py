@@ -31,41 +31,24 @@ def add_arguments(parser) -> None:
 def main(args, cfg) -> int:
     import torch
 
-    from ..config import ConfigError, load_config
-    from ..config.finetune_run import FinetuneConfig
+    from ..config import ConfigError
     from ..data.formats import FormatError
     from ..engine.distributed import DistInfo
-    from ..engine.predict import predict_split
-    from ..model.checkpoint_dir import CheckpointError
-    from ..model.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
-    from ..model.pretrained import check_state_dict
+    from ..engine.predict import load_finetuned, predict_split
     from ..model.safe_load import WeightsFileError
-    from ..model.vlbert_finetuning import VLBertForFinetuning
-    from ..tasks import build_task
 
     start = time.perf_counter()
+    notes: list[str] = []
     try:
-        notes: list[str] = []
-        tag_dir = resolve_checkpoint(args.source, notes)
-        for note in notes:
-            print(note, file=sys.stderr)
-        # the weights first: a checkpoint that fails its manifest stops here, before the task's data is built
-        state = consolidated_state_dict(tag_dir, args.trust_foreign)
-        saved = checkpoint_info(tag_dir, args.trust_foreign)["config"]
-        if "task" not in saved:
-            raise CheckpointError(f"{tag_dir} is not a fine-tuning checkpoint (its config names no task)")
-        ft_cfg = load_config(FinetuneConfig, extra=[saved])
-        if args.task and args.task != ft_cfg.task:
-            raise CheckpointError(f"{tag_dir} fine-tuned {ft_cfg.task!r}, not {args.task!r}")
+        loaded = load_finetuned(args.source, args.trust_foreign, args.task, notes)
+        model, task, ft_cfg, tag_dir = loaded.model, loaded.task, loaded.cfg, loaded.checkpoint
         run_dir = tag_dir.parent.parent
-        task = build_task(ft_cfg, run_dir)
         dataset = task.datasets(args.split)
-        model = VLBertForFinetuning(ft_cfg.model, task.build_head())
-        check_state_dict(state, model.state_dict(), f"weights in {tag_dir}")
-        model.load_state_dict(state)
     except (WeightsFileError, ConfigError, FormatError, FileNotFoundError, ValueError) as exc:
-        print(f"vlbert-fast evaluate: {exc}", file=sys.stderr)
+        print(*notes, f"vlbert-fast evaluate: {exc}", sep="\n", file=sys.stderr)
         return 2
+    for note in notes:
+        print(note, file=sys.stderr)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     predictions = predict_split(model, task, dataset, DistInfo(0, 1, 0, device), args.batch_size, torch.float32)

@@ -49,7 +49,12 @@ class EngineConfig:
     """fp16: the loss scale never drops below this."""
 
     save_interval_steps: int = 0
-    """Save a checkpoint every this many optimizer steps (0: only at the end of the run)."""
+    """Save a checkpoint every this many optimizer steps (0: no step rule; the run still saves at its end)."""
+
+    save_interval_minutes: float = 0.0
+    """Also save a checkpoint once this many minutes of wall-clock time have passed since the last save or the start
+    (0: no clock rule). Decided collectively, so every rank saves at the same step (engine/save_schedule.py). The
+    multi-GPU configs set both rules: a preempted run loses at most this long."""
 
     keep_last_k: int = 3
     """Complete checkpoints kept in run_dir/checkpoints; older ones (and unfinished saves) are deleted once a newer
@@ -106,8 +111,11 @@ class EngineConfig:
             raise ValueError(f"fp16_initial_scale_power must be in 0..64, found {self.fp16_initial_scale_power}")
         if self.fp16_loss_scale_window < 1 or self.fp16_hysteresis < 1 or self.fp16_min_loss_scale <= 0:
             raise ValueError("fp16_loss_scale_window and fp16_hysteresis must be >= 1, fp16_min_loss_scale > 0")
-        if self.save_interval_steps < 0 or self.keep_last_k < 0:
-            raise ValueError("save_interval_steps and keep_last_k must be >= 0")
+        if self.save_interval_steps < 0 or self.keep_last_k < 0 or not self.save_interval_minutes >= 0:
+            raise ValueError(
+                "save_interval_steps, save_interval_minutes and keep_last_k must be >= 0, found "
+                f"{self.save_interval_steps}, {self.save_interval_minutes}, {self.keep_last_k}"
+            )
         if not self.resume:
             raise ValueError(f"resume must be one of {RESUME_KEYWORDS} or a checkpoint path, found ''")
         if self.dist_timeout_s <= 0:

@@ -98,6 +98,9 @@ class FinetuneJob:
     def steps_per_epoch(self) -> int:
         return self.sampler.steps_per_epoch
 
+    def data_source(self) -> str:
+        return f"{self.cfg.task}; the synthetic task is generated into the cache on a first run"
+
     def describe(self) -> str:
         trainval = getattr(self.task.opts, "trainval", False)
         held_out = " (trainval: val is also trained on, not held out)" if trainval else ""

@@ -6,7 +6,7 @@ on a task (engine/finetune_job.py) implement it. The loop calls, in order:
     build_data(info)                 datasets, sampler, loader (every rank; the main rank may go first)
     build_model(info, init_from)     the model, seeded alike on every rank, and what was loaded into it
     max_steps(), steps_per_epoch()   the run's length and an epoch's optimizer steps (the "step" schedule)
-    describe(), why_random(), notes()  the start-up log's words
+    data_source(), describe(), why_random(), notes()  the start-up log's words
     start(state)                     position the data at the resumed epoch and batch
     next_batch(run)                  the next micro batch on the device (moving to the next epoch when one ends)
     forward(engine, batch)           (loss, its parts for the log)
@@ -43,6 +43,8 @@ class Job(Protocol):
     def max_steps(self) -> int: ...
 
     def steps_per_epoch(self) -> int: ...
+
+    def data_source(self) -> str: ...
 
     def describe(self) -> str: ...
 

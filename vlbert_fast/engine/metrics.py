@@ -1,5 +1,6 @@
 """Metrics of a run: one log line every N steps, a row in metrics.jsonl and TensorBoard scalars (main rank only),
-the sums of a log window, and the end-of-run summary.
+the sums of a log window, and the end-of-run summary. Every line starts with the local time; a step line has the ETA
+at the last window's pace and the FLOP rate with the prefix that suits it (GFLOP/s on a CPU, TFLOP/s on a GPU).
 
 metrics.jsonl reads as one run: a resumed run first drops the rows after its checkpoint's step (the dead run logged
 them; they are logged again), a fresh start moves an earlier run's file aside to metrics.previous.jsonl, and a row
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -29,9 +31,36 @@ def memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
+def timestamp() -> str:
+    """The local wall-clock time that starts every log line."""
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_duration(seconds: float) -> str:
+    """42s, 3m05s, 2h07m, 3d04h: two units at most, for an ETA."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def format_rate(per_second: float, unit: str = "FLOP/s") -> str:
+    """A rate with the SI prefix that puts 1-999 before the unit, 3 significant digits: 945 GFLOP/s on a CPU where
+    TFLOP/s would read 0.000945, 312 TFLOP/s on a GPU."""
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(per_second) >= scale:
+            return f"{per_second / scale:.3g} {prefix}{unit}"
+    return f"{per_second:.3g} {unit}"
+
+
 def format_line(step: int, max_steps: int, m: dict) -> str:
     parts = ", ".join(f"{k} {v:.4f}" for k, v in m.get("losses", {}).items())
     grad = m.get("grad_norm")
+    eta = "" if m.get("eta_s") is None else f" | ETA {format_duration(m['eta_s'])}"
     mfu = "" if m.get("mfu") is None else f" ({100 * m['mfu']:.1f}% MFU)"
     extra = ""
     if m.get("loss_scale") is not None:
@@ -39,12 +68,19 @@ def format_line(step: int, max_steps: int, m: dict) -> str:
     if m.get("nonfinite_steps"):
         extra += f" | non-finite steps {m['nonfinite_steps']}"
     return (
-        f"step {step}/{max_steps} | loss {m['loss']:.4f} ({parts}) | lr {m['lr']:.2e} | "
+        f"step {step}/{max_steps}{eta} | loss {m['loss']:.4f} ({parts}) | lr {m['lr']:.2e} | "
         f"grad {'n/a' if grad is None else f'{grad:.3f}'} | {m['samples_per_s']:.1f} samples/s | "
-        f"{m['tokens_per_s'] / 1e3:.1f}k tok/s | {m['tflops']:.3g} TFLOP/s"
+        f"{m['tokens_per_s'] / 1e3:.1f}k tok/s | {format_rate(m['tflops'] * 1e12)}"
         f"{mfu} | data wait {100 * m['data_wait_share']:.0f}% | "
         f"mem {m['memory_gb']:.2f} GB{extra}"
     )
+
+
+def startup_line(text: str) -> None:
+    """A start-up phase as it begins (process group, data, model and engine), printed by the launch's first rank
+    (RANK unset or 0) before the logger exists, so a first run that builds or generates for minutes says so."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{timestamp()} {text}", flush=True)
 
 
 METRICS = "metrics.jsonl"
@@ -111,9 +147,11 @@ class MetricsLogger:
             self.task = self.progress.add_task("training", total=max_steps)
             self.progress.start()
 
-    def print(self, text: str) -> None:
+    def print(self, text: str, stamp: bool = True) -> None:
+        """A line of the log (main rank only), starting with the time unless `stamp` is False (the summary)."""
         if not self.enabled:
             return
+        text = f"{timestamp()} {text}" if stamp else text
         if self.progress is not None:
             self.progress.console.print(text, markup=False, highlight=False)
         else:
@@ -126,6 +164,8 @@ class MetricsLogger:
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:
             return
+        if metrics.get("step_seconds") is not None:  # the ETA at the last window's pace
+            metrics = {**metrics, "eta_s": metrics["step_seconds"] * (self.max_steps - step)}
         row = {"step": step, "time": time.time(), **{k: v for k, v in metrics.items() if k != "losses"}}
         row.update({f"loss/{k}": v for k, v in metrics.get("losses", {}).items()})
         self.write_row(row)
@@ -133,6 +173,15 @@ class MetricsLogger:
             if key not in ("step", "time") and isinstance(value, (int, float)):
                 self.tb.add_scalar(key if "/" in key else f"train/{key}", value, step)
         self.print(format_line(step, self.max_steps, metrics))
+
+    def log_eval(self, step: int, values: dict[str, float]) -> None:
+        """An evaluation at `step`: a metrics.jsonl row of its own ({"step", "time", "val/..."}) and TensorBoard
+        scalars under val/."""
+        if not self.enabled:
+            return
+        self.write_row({"step": step, "time": time.time(), **{f"val/{k}": v for k, v in values.items()}})
+        for key, value in values.items():
+            self.tb.add_scalar(f"val/{key}", value, step)
 
     def write_row(self, row: dict) -> None:
         """One line of metrics.jsonl (strict JSON), flushed."""
@@ -162,6 +211,8 @@ class Window:
         self.loss_sum: dict[str, torch.Tensor] = {}
         self.loss_count: dict[str, int] = defaultdict(int)
         self.grad_norm: float | None = None
+        self.steps = 0
+        """Optimizer steps in the window (their mean time gives the ETA)."""
 
     def add_losses(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         for name, value in {"loss": total, **parts}.items():

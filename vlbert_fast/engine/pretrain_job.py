@@ -10,6 +10,7 @@ masked-word accuracy on held-out captions with the real images and with the imag
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -85,6 +86,9 @@ class PretrainJob:
         accumulation = self.cfg.train.global_batch_size // (self.cfg.train.micro_batch_size * self.info.world_size)
         return self.data.sampler.batches_per_epoch() // max(1, accumulation)
 
+    def data_source(self) -> str:
+        return self.cfg.data.root or "the synthetic world, generated into the cache on a first run"
+
     def describe(self) -> str:
         return f"data {self.data.root}"
 
@@ -129,12 +133,19 @@ class PretrainJob:
         return batch.num_samples, int(batch.attention_mask.sum()), batch_training_flops(self.cfg.model, batch)
 
     def evaluate_now(self, step: int) -> bool:
-        return False
+        every = self.cfg.train.eval_every_steps
+        return bool(every) and step % every == 0
 
     def evaluate(self, run, final: bool) -> None:
+        """The masked-word probe on held-out captions (engine/masked_word_probe.py) at the current step, every
+        `train.eval_every_steps` and at the end: a metrics.jsonl row ({"step", "time", "val/real", "val/shuffled",
+        "val/words"}), TensorBoard scalars and, except at the end (the summary says it), a log line. Nothing without
+        a validation split or with train.eval_batches=0. Every rank runs it (under ZeRO-3 the forward gathers
+        parameters from all of them)."""
         cfg = self.cfg
         if self.data.val is None or cfg.train.eval_batches <= 0:
             return
+        start = time.perf_counter()
         self.accuracy = masked_word_accuracy(
             run.engine.module,
             self.data.val,
@@ -145,6 +156,14 @@ class PretrainJob:
             dtype=run.dtype,
             seed=cfg.seed,
         )
+        run.logger.log_eval(run.state.step, self.accuracy)
+        if not final:
+            what = "colour/shape words" if self.data.probe_words else "masked words"
+            acc = self.accuracy
+            run.logger.print(
+                f"eval step {run.state.step} | {what} on {acc['words']} held-out words: {100 * acc['real']:.1f}% "
+                f"with the real images, {100 * acc['shuffled']:.1f}% shuffled | {time.perf_counter() - start:.1f} s"
+            )
 
     def end_of_training(self, run) -> None:
         self._report_skips(run)

@@ -159,6 +159,7 @@ def log_window(run, step: int, window: Window, peak: float | None, log_now: bool
     """After step `step`: the progress display advances; at a log step the window's metrics are logged and kept as the
     run's first (once) and last, and a fresh window is returned (otherwise `window` itself)."""
     run.logger.advance(step)
+    window.steps += 1
     if not log_now:
         return window
     metrics = window_metrics(window, run, peak)
@@ -181,6 +182,7 @@ def window_metrics(window: Window, run, peak: float | None) -> dict:
         "losses": means,
         "lr": float(run.scheduler.get_last_lr()[0]),
         "grad_norm": None if grad is None else float(grad),
+        "step_seconds": elapsed / max(1, window.steps),
         "samples_per_s": samples / elapsed,
         "tokens_per_s": tokens / elapsed,
         "tflops": tflops,

@@ -12,7 +12,8 @@ is this file, top to bottom:
 4. the loop: each step runs its micro batches (engine/steps.py: forward, backward, DeepSpeed's step with
    accumulation, clipping, precision and ZeRO; a non-finite loss or gradient skips the update on every rank), then
    the schedule, a log line, metrics.jsonl row and TensorBoard scalars every `train.log_every` steps, the job's
-   evaluation when it asks, a checkpoint every `engine.save_interval_steps` (engine/checkpoint.py);
+   evaluation when it asks, a checkpoint every `engine.save_interval_steps` steps and every
+   `engine.save_interval_minutes` (engine/save_schedule.py, engine/checkpoint.py);
 5. at the end: a checkpoint, the job's final evaluation, summary.json and the summary.
 
 Resume (engine.resume): model, optimizer, lr schedule, data position and every rank's RNG states come back, so the
@@ -43,9 +44,10 @@ from .faults import FaultInjector
 from .flops import peak_tflops
 from .guards import attach
 from .job import PHASES, Job
-from .metrics import MetricsLogger, Window
+from .metrics import MetricsLogger, Window, startup_line
 from .optim import build_optimizer, build_scheduler
 from .run_lock import lock_run_dir
+from .save_schedule import SaveSchedule
 from .steps import StepTracker, TrainingAborted, after_step, log_window, optimizer_step
 
 
@@ -101,6 +103,7 @@ def train(job: Job) -> dict:
         checkpoint.check_config(cfg, read_marker(resume_from)["config"], resume_from)  # before any work
     init_from = job.initial_weights() if resume_from is None else ""  # a missing one: an error before any work
     started = time.perf_counter()
+    startup_line(f"start-up: process group (DeepSpeed, world size {os.environ.get('WORLD_SIZE', '1')})")
     info = init_distributed(cfg.engine, data_workers=job.data_workers)
     gradient_accumulation(cfg, info.world_size)  # a global batch that does not divide: a config error, before any work
     lock = lock_run_dir(run_dir, info)
@@ -126,8 +129,10 @@ def _run(job: Job, info: DistInfo, resume_from: Path | None, init_from: str, not
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+    startup_line(f"start-up: data ({job.data_source()})")
     job.build_data(info)
     phase("data")
+    startup_line("start-up: model and DeepSpeed engine" + (f" (weights from {init_from})" if init_from else ""))
     model, reports = job.build_model(info, init_from)
     num_params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
     max_steps = job.max_steps()
@@ -195,6 +200,7 @@ def _train(run: Run) -> None:
     begin, seconds_before = time.perf_counter(), state.train_seconds
     tracker = StepTracker.start(run.engine)
     peak = peak_tflops(cfg.train.peak_tflops, info.device)
+    saves = SaveSchedule(cfg.engine, run.max_steps, info.device)
     while state.step < run.max_steps:
         step = state.step + 1
         log_now = step % cfg.train.log_every == 0 or step == run.max_steps
@@ -205,9 +211,10 @@ def _train(run: Run) -> None:
         state.train_seconds = seconds_before + time.perf_counter() - begin
         if step < run.max_steps and job.evaluate_now(step):
             window.start += _evaluate(run)  # the window's rates are the training's
-        interval = cfg.engine.save_interval_steps
-        if interval and step % interval == 0 and step < run.max_steps:
-            _save(run, local_samples)
+        save_now, why = saves.due(step)
+        if save_now:
+            _save(run, local_samples, why)
+            saves.saved()
             local_samples = 0
     state.consumed_samples += int(all_reduce_sum([local_samples], info.device)[0])
     job.end_of_training(run)
@@ -222,10 +229,10 @@ def _evaluate(run: Run, final: bool = False) -> float:
     return seconds
 
 
-def _save(run: Run, local_samples: int) -> None:
+def _save(run: Run, local_samples: int, why: str = "the end of the run") -> None:
     tag_dir = checkpoint.save(run.engine, run.cfg, run.info, run.state, run.scheduler, local_samples, run.faults)
     run.saved_step = run.state.step
-    run.logger.print(f"step {run.state.step}: checkpoint {tag_dir}")
+    run.logger.print(f"step {run.state.step}: checkpoint {tag_dir} ({why})")
 
 
 def _finish(run: Run) -> dict:
@@ -237,7 +244,7 @@ def _finish(run: Run) -> dict:
     summary, lines = run.job.summary(run)
     if run.info.is_main:
         (Path(run.cfg.run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        run.logger.print(lines)
+        run.logger.print(lines, stamp=False)
     return summary
 
 

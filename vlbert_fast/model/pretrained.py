@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +67,16 @@ def save_pretrained(
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
     meta = {"format": FORMAT, "version": __version__, **{k: str(v) for k, v in (metadata or {}).items()}}
     save_file(tensors, str(out / WEIGHTS), metadata=meta)
+    os.chmod(out / WEIGHTS, 0o666 & ~_umask())  # safetensors creates it 0600: readable as any file the user writes
     (out / CONFIG).write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     return out
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and back: there is no other portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:

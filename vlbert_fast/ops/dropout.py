@@ -70,6 +70,13 @@ def _check_seed(seed: int) -> None:
         raise ValueError(f"seed: expected an integer in [0, 2**63), found {seed}")
 
 
+# Never traced by torch.compile: each call brings a new seed, which Dynamo then makes a symbolic integer, and
+# Inductor's C++ code generation (torch 2.13, CPU) types the int64 bitwise arithmetic on it as float and fails to
+# compile ("invalid operands of types 'float' and 'float' to binary 'operator^'", issue 21; tests/ops/
+# test_dropout_random.py). Run eagerly inside a compiled model, the twin gives the same draws. torch's lazy form of
+# torch.compiler.disable: the public one imports Dynamo, and with it Triton, when this module is imported, before
+# `vlbert-fast bench` on a CPU has set TRITON_INTERPRET (Triton's own jit functions then fail inside the interpreter).
+@torch._disable_dynamo
 def philox_uniform_torch(seed: int, counters: torch.Tensor) -> torch.Tensor:
     """The plain-PyTorch twin of `tl.rand(seed, counters)` (module docstring): int64 tensor ops on any device."""
     _check_seed(seed)
