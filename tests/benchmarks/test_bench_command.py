@@ -24,14 +24,27 @@ def test_an_install_without_benchmarks_gets_a_clear_error(monkeypatch, tmp_path,
     assert bench.find_checkout() == ROOT
 
 
-def test_arguments_that_cannot_work_are_refused(capsys, tmp_path):
+def test_the_arguments_travel_to_the_runner_unchanged():
+    """The command runs benchmarks/run.py in a process of its own; the arguments it hands over parse back the same."""
+    from vlbert_fast.cli import build_parser
+
+    line = ["bench", "step", "--device", "cpu", "--compare", "a.csv", "--compare", "b", "--smoke", "--repeats", "3"]
+    args = build_parser().parse_args(line)
+    again = build_parser().parse_args(["bench", *bench.to_argv(args)])
+    assert {k: v for k, v in vars(again).items() if k != "module"} == {
+        k: v for k, v in vars(args).items() if k != "module"
+    }
+    assert bench.to_argv(build_parser().parse_args(["bench"])) == ["all"]
+
+
+def test_arguments_that_cannot_work_are_refused(capfd, tmp_path):
     assert main(["bench", "kernels", "--device", "cpu", "--out", str(tmp_path)]) == 2
-    assert "no CUDA GPU here" in capsys.readouterr().out
+    assert "no CUDA GPU here" in capfd.readouterr().out
     assert main(["bench", "step", "--smoke", "--profile", "--out", str(tmp_path)]) == 2
-    assert "--profile profiles the CPU step" in capsys.readouterr().out
+    assert "--profile profiles the CPU step" in capfd.readouterr().out
     assert main(["bench", "step", "--smoke", "--fail-if-regression", "5", "--out", str(tmp_path)]) == 2
-    assert "--fail-if-regression needs --compare" in capsys.readouterr().out
+    assert "--fail-if-regression needs --compare" in capfd.readouterr().out
     assert main(["bench", "step", "--smoke", "--op", "roi_align", "--out", str(tmp_path)]) == 2
-    assert "ops are kernels" in capsys.readouterr().out
+    assert "ops are kernels" in capfd.readouterr().out
     assert main(["bench", "report", "--compare", str(tmp_path / "missing.csv"), "--out", str(tmp_path)]) == 2
-    assert "no such file or folder" in capsys.readouterr().out
+    assert "no such file or folder" in capfd.readouterr().out

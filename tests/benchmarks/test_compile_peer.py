@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from benchmarks import bench_step, harness, registry
-from vlbert_fast.cli import main
+
+from .runner import main
 
 
 @pytest.fixture

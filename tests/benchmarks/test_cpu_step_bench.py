@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from benchmarks import bench_cpu_step, harness
-from vlbert_fast.cli import main
+
+from .runner import main
 
 
 def test_the_command_runs_the_cpu_step_with_its_options(monkeypatch, tmp_path):

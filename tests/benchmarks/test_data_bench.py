@@ -7,7 +7,8 @@ import json
 import pytest
 
 from benchmarks import bench_data, bench_data_scale, harness, registry
-from vlbert_fast.cli import main
+
+from .runner import main
 
 
 def test_the_data_suite_is_registered_and_runs_on_a_cpu(monkeypatch, tmp_path, capsys):

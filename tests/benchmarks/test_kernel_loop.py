@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from benchmarks import harness, kernel_loop
-from vlbert_fast.cli import main
 from vlbert_fast.ops import REGISTRY
 from vlbert_fast.ops.dispatch import Backend, Op
+
+from .runner import main
 
 
 def scaled_op(error: float) -> Op:

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from benchmarks import harness, plot, registry
-from vlbert_fast.cli import main
+
+from .runner import main
 
 SUITES = {"kernels": ["bench_geometry", "bench_not_written_yet"], "step": ["bench_step"]}
 SUITES["peers"] = ["bench_peers"]

@@ -14,8 +14,8 @@ checkout), else under $VLBERT_FAST_CHECKOUT or the current directory, and says s
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,17 +73,29 @@ def find_checkout() -> Path | None:
     return None
 
 
-def load_runner(root: Path):
-    """benchmarks.run from `root`, refusing a different `benchmarks` package already imported."""
-    loaded = sys.modules.get("benchmarks")
-    if loaded is not None and Path(loaded.__file__).resolve().parent != root / "benchmarks":
-        raise ImportError(f"another package named 'benchmarks' is already imported (from {loaded.__file__})")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return importlib.import_module("benchmarks.run")
+def to_argv(args: argparse.Namespace) -> list[str]:
+    """The command line that parses back into `args` (this command's own arguments), for benchmarks/run.py."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    argv: list[str] = []
+    for action in parser._actions:
+        value = getattr(args, action.dest, action.default)
+        if not action.option_strings:
+            argv += [] if value is None else [str(value)]
+            continue
+        flag = max(action.option_strings, key=len)
+        if isinstance(action, argparse._StoreTrueAction):
+            argv += [flag] if value else []
+        elif isinstance(action, argparse._AppendAction):
+            argv += [word for item in value or [] for word in (flag, str(item))]
+        elif value is not None and value != action.default:
+            argv += [flag, str(value)]
+    return argv
 
 
 def main(args: argparse.Namespace, cfg=None) -> int:
+    """Runs `python -m benchmarks.run` in the checkout (a process of its own: the benchmarks are the floor above the
+    commands, so the package never imports them)."""
     root = find_checkout()
     if root is None:
         print(
@@ -93,9 +105,6 @@ def main(args: argparse.Namespace, cfg=None) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        runner = load_runner(root)
-    except ImportError as exc:
-        print(f"vlbert-fast bench: cannot load benchmarks/run.py from {root}: {exc}", file=sys.stderr)
-        return 2
-    return runner.run(args)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    sys.stdout.flush()
+    return subprocess.run([sys.executable, "-m", "benchmarks.run", *to_argv(args)], cwd=root, env=env).returncode
