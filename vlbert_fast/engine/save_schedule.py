@@ -1,7 +1,7 @@
 """When a training loop saves a checkpoint before its end: every `engine.save_interval_steps` optimizer steps, and
 whenever `engine.save_interval_minutes` of wall-clock time have passed since the last save (or the start).
 
-Both loops (engine/trainer.py, engine/finetune.py) ask `due(step)` after every optimizer step, on every rank. A save
+The training loop (engine/trainer.py) asks `due(step)` after every optimizer step, on every rank. A save
 is collective (DeepSpeed's ZeRO save gathers every rank's partition), so every rank must decide alike: the step rule
 is the same arithmetic on every rank, and the clock rule is decided collectively, each rank's "my clock says it is
 time" summed over the ranks in one all-reduce, so every rank saves at the same step as soon as any rank's clock has
