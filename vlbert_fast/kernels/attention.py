@@ -108,7 +108,7 @@ def _attn_fwd_kernel(
     qk_scale,  # softmax_scale * log2(e)
     keep_threshold,  # dropout: a byte draw >= this keeps its element (0: no dropout)
     dropout_scale,  # 256 / (256 - keep_threshold), computed once on the host as the reference does
-    seed,  # dropout Philox key
+    seed_ptr,  # [1] int64 dropout Philox key, read on the device (no host sync; fresh per CUDA-graph replay)
     rng_offset,  # dropout counter offset
     BLOCK_M: tl.constexpr,  # query rows per program, a multiple of 16
     BLOCK_N: tl.constexpr,  # key rows per step, a multiple of 32
@@ -118,6 +118,7 @@ def _attn_fwd_kernel(
     DOT_PRECISION: tl.constexpr,  # fp32 inputs: "tf32" (tensor cores) or "ieee"; 16-bit inputs ignore it
 ):
     """One block of queries of one sequence and one head (module docstring; Dao 2023, algorithm 1)."""
+    seed = tl.load(seed_ptr) if HAS_DROPOUT else 0
     start, seqlen, block_m = _sequence_block(cu_seqlens_ptr, max_seqlen, BLOCK_M)
     if block_m * BLOCK_M >= seqlen:
         return
@@ -167,7 +168,7 @@ def attention_forward(
     softmax_scale: float,
     keep_threshold: int,  # 0: no dropout
     dropout_scale: float,
-    seed: int,
+    seed: torch.Tensor | int,  # [1] int64 on the device (or an int, copied there)
     offset: int,
     precision: str,  # "tf32" or "ieee" (fp32 inputs)
 ) -> tuple[torch.Tensor, torch.Tensor]:  # out [T, heads, D] in q's dtype, lse [heads, T] fp32

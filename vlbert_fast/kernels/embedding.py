@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from ..data.batch import TokenKind
+from .philox import seed_pointer
 from .scatter import segment_sum
 from .utils import accumulating_row_warps, persistent_programs, row_block, row_warps
 
@@ -154,12 +155,13 @@ def _fused_embedding_fwd_kernel(
     eps,  # epsilon of all three LayerNorms
     dropout_p,  # drop probability
     dropout_scale,  # 1 / (1 - p), computed once on the host as the reference does
-    seed,  # dropout Philox key
+    seed_ptr,  # [1] int64 dropout Philox key, read on the device (no host sync; fresh per CUDA-graph replay)
     rng_offset,  # dropout counter offset
     BLOCK_H: tl.constexpr,  # next power of two >= H
     HAS_DROPOUT: tl.constexpr,  # p > 0
 ):
     """One token per program. LayerNorm: Ba et al. 2016; dropout: Srivastava et al. 2014 (inverted scaling)."""
+    seed = tl.load(seed_ptr) if HAS_DROPOUT else 0
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_H)
     hmask = cols < hidden
@@ -215,7 +217,7 @@ def _fused_embedding_bwd_kernel(
     eps,
     dropout_p,
     dropout_scale,
-    seed,
+    seed_ptr,  # [1] int64 dropout Philox key, read on the device (no host sync; fresh per CUDA-graph replay)
     rng_offset,
     BLOCK_H: tl.constexpr,
     TYPE_ROWS: tl.constexpr,  # next power of two >= T (rows of the token-type register tile)
@@ -225,6 +227,7 @@ def _fused_embedding_bwd_kernel(
     """Each program walks `rows_per_program` consecutive tokens: recompute, LayerNorm backward (Ba et al. 2016,
     the gradient through the normalisation), the visual LayerNorm backward for text and RoI tokens; small-table
     sums stay in registers until the end (module docstring)."""
+    seed = tl.load(seed_ptr) if HAS_DROPOUT else 0
     pid = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_H)
     hmask = cols < hidden
@@ -332,7 +335,7 @@ def _dropout_args(dropout_p: float) -> tuple[float, float, bool]:
 
 
 def fused_embedding_forward(
-    ops: Operands, eps: float, dropout_p: float, seed: int, offset: int
+    ops: Operands, eps: float, dropout_p: float, seed, offset: int
 ) -> torch.Tensor:  # [N, H] in the word table's dtype
     n, hidden = ops.word_ids.shape[0], ops.word.shape[1]
     out = torch.empty(n, hidden, dtype=ops.word.dtype, device=ops.word.device)
@@ -342,14 +345,14 @@ def fused_embedding_forward(
     block = row_block(hidden)
     p, scale, has_dropout = _dropout_args(dropout_p)
     _fused_embedding_fwd_kernel[(n,)](
-        out, *pointers, hidden, out.stride(0), *strides, eps, p, scale, seed, offset,
+        out, *pointers, hidden, out.stride(0), *strides, eps, p, scale, seed_pointer(seed, ops.word.device), offset,
         BLOCK_H=block, HAS_DROPOUT=has_dropout, num_warps=row_warps(block),
     )  # fmt: skip
     return out
 
 
 def fused_embedding_backward(
-    grad_out: torch.Tensor, ops: Operands, eps: float, dropout_p: float, seed: int, offset: int, deterministic: bool
+    grad_out: torch.Tensor, ops: Operands, eps: float, dropout_p: float, seed, offset: int, deterministic: bool
 ) -> tuple[torch.Tensor, ...]:
     """Gradients of (visual, word, position, type, special, visual LN weight, visual LN bias, LN weight, LN bias),
     each in its input's dtype (accumulated in fp32)."""
@@ -371,7 +374,7 @@ def fused_embedding_backward(
         p, scale, has_dropout = _dropout_args(dropout_p)
         _fused_embedding_bwd_kernel[(programs,)](
             grad_out, *pointers, grad_word, grad_position, grad_visual, grad_sum, grad_region, partial,
-            n, hidden, num_types, triton.cdiv(n, programs), grad_out.stride(0), *strides, eps, p, scale, seed, offset,
+            n, hidden, num_types, triton.cdiv(n, programs), grad_out.stride(0), *strides, eps, p, scale, seed_pointer(seed, ops.word.device), offset,
             BLOCK_H=block, TYPE_ROWS=triton.next_power_of_2(num_types), HAS_DROPOUT=has_dropout,
             DETERMINISTIC=deterministic, num_warps=accumulating_row_warps(block),
         )  # fmt: skip

@@ -122,22 +122,3 @@ def bias_gelu_backward(
             triton.cdiv(tiles, programs), ROWS=rows, BLOCK_C=block, num_warps=row_warps(rows * block),
         )  # fmt: skip
     return grad_x, partial.sum(0)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# autograd
-
-
-class BiasGeluFunction(torch.autograd.Function):
-    """(x, bias) -> GELU(x + bias); differentiable in both."""
-
-    @staticmethod
-    def forward(ctx, x, bias):
-        ctx.save_for_backward(x, bias)
-        return bias_gelu_forward(x, bias)
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, bias = ctx.saved_tensors
-        grad_x, grad_bias = bias_gelu_backward(grad_y, x, bias)
-        return grad_x, grad_bias.to(bias.dtype)
