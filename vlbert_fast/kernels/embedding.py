@@ -344,8 +344,9 @@ def fused_embedding_forward(
     pointers, strides = _kernel_operands(ops)
     block = row_block(hidden)
     p, scale, has_dropout = _dropout_args(dropout_p)
+    key = seed_pointer(seed, ops.word.device)
     _fused_embedding_fwd_kernel[(n,)](
-        out, *pointers, hidden, out.stride(0), *strides, eps, p, scale, seed_pointer(seed, ops.word.device), offset,
+        out, *pointers, hidden, out.stride(0), *strides, eps, p, scale, key, offset,
         BLOCK_H=block, HAS_DROPOUT=has_dropout, num_warps=row_warps(block),
     )  # fmt: skip
     return out
@@ -372,9 +373,10 @@ def fused_embedding_backward(
         grad_out = grad_out if grad_out.stride(-1) == 1 else grad_out.contiguous()
         block = row_block(hidden)
         p, scale, has_dropout = _dropout_args(dropout_p)
+        key = seed_pointer(seed, device)
         _fused_embedding_bwd_kernel[(programs,)](
             grad_out, *pointers, grad_word, grad_position, grad_visual, grad_sum, grad_region, partial,
-            n, hidden, num_types, triton.cdiv(n, programs), grad_out.stride(0), *strides, eps, p, scale, seed_pointer(seed, ops.word.device), offset,
+            n, hidden, num_types, triton.cdiv(n, programs), grad_out.stride(0), *strides, eps, p, scale, key, offset,
             BLOCK_H=block, TYPE_ROWS=triton.next_power_of_2(num_types), HAS_DROPOUT=has_dropout,
             DETERMINISTIC=deterministic, num_warps=accumulating_row_warps(block),
         )  # fmt: skip

@@ -181,7 +181,8 @@ def layer_norm_forward(
     _bdrln_fwd_kernel[(triton.cdiv(n, rows),)](
         y, s, mean, rstd, x, bias if bias is not None else weight, residual, weight.contiguous(),
         ln_bias.contiguous(), n, hidden, x.stride(0), residual.stride(0), y.stride(0), eps, **_dropout_args(dropout_p),
-        seed_ptr=seed_pointer(seed, device), rng_offset=offset, ROWS=rows, BLOCK_H=block, HAS_BIAS=bias is not None,
+        seed_ptr=seed_pointer(seed, device),
+        rng_offset=offset, ROWS=rows, BLOCK_H=block, HAS_BIAS=bias is not None,
         HAS_DROPOUT=dropout_p > 0, num_warps=row_warps(rows * block),
     )  # fmt: skip
     return y, s, mean, rstd
@@ -212,7 +213,8 @@ def layer_norm_backward(
         grad_y = grad_y if grad_y.stride(-1) == 1 else grad_y.contiguous()
         _bdrln_bwd_kernel[(programs,)](
             grad_x, grad_residual, partial, grad_y, s, mean, rstd, weight.contiguous(), n, hidden, grad_y.stride(0),
-            triton.cdiv(tiles, programs), **_dropout_args(dropout_p), seed_ptr=seed_pointer(seed, device), rng_offset=offset, ROWS=rows,
+            triton.cdiv(tiles, programs), **_dropout_args(dropout_p), seed_ptr=seed_pointer(seed, device),
+        rng_offset=offset, ROWS=rows,
             BLOCK_H=block, HAS_DROPOUT=dropout_p > 0, num_warps=row_warps(rows * block),
         )  # fmt: skip
     sums = partial.sum(0)

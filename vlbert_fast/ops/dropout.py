@@ -24,7 +24,8 @@ the embedding and residual-LayerNorm masks of the reference on a CPU are those o
 is an int or a one-element int64 tensor; the ops draw each call's seed, when none is given, as a tensor on the inputs'
 device from that device's generator (ops/library.py `dropout_seed`: no host sync, and a fresh key per CUDA-graph
 replay), so `torch.manual_seed` fixes every mask of a run on any device; on a CPU the draw is the one the CPU
-generator always gave. A GPU run draws its keys from the CUDA generator, so its masks are not a CPU run's. What stays out of this contract: attention dropout through SDPA or flash-attn (their own generators;
+generator always gave. A GPU run draws its keys from the CUDA generator, so its masks are not a CPU run's.
+What stays out of this contract: attention dropout through SDPA or flash-attn (their own generators;
 ops/attention.py), the visual branch's nn.Dropout (torch's generator of the device), and the values around the mask
 (the backends agree within the ops' tolerances, not bitwise).
 """
