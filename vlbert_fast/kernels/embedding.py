@@ -399,24 +399,3 @@ def fused_embedding_backward(
         sums[PARTIAL_LN_W.value].to(ops.ln_w.dtype),
         sums[PARTIAL_LN_B.value].to(ops.ln_b.dtype),
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# autograd
-
-
-class FusedEmbeddingFunction(torch.autograd.Function):
-    """Operands (15 tensors, as `Operands`), then eps, dropout_p, seed, offset, deterministic. Differentiable in the
-    region rows, the three tables, the special rows and all LayerNorm parameters."""
-
-    @staticmethod
-    def forward(ctx, *args):
-        ops = Operands(*args[:15])
-        ctx.save_for_backward(*ops)
-        ctx.args = args[15:]
-        return fused_embedding_forward(ops, *args[15:19])
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        grads = fused_embedding_backward(grad_out, Operands(*ctx.saved_tensors), *ctx.args)
-        return (None,) * 6 + grads + (None,) * len(ctx.args)

@@ -38,10 +38,15 @@ def _check_inputs(x: torch.Tensor, bias: torch.Tensor) -> None:
         raise ValueError(f"bias: on {bias.device}, but x is on {x.device}; move them to one device")
 
 
-def _run_triton(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    from ..kernels.gelu import bias_gelu_forward
+def _run(backend: str):
+    """A backend's differentiable entry: the custom op with that backend (the reference directly in eager mode)."""
 
-    return bias_gelu_forward(x, bias)
+    def run(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        if not use_custom_op(backend):
+            return bias_gelu_reference(x, bias)
+        return torch.ops.vlbert_fast.bias_gelu(x, bias, backend)
+
+    return run
 
 
 GELU = register(
@@ -50,11 +55,11 @@ GELU = register(
         [
             Backend(
                 "triton",
-                _run_triton,
+                _run("triton"),
                 lambda x, bias: triton_reasons({"x": x, "bias": bias}),
                 auto_skip=lambda x, bias: interpreted(x.device),
             ),
-            Backend("reference", bias_gelu_reference, lambda *a, **k: []),
+            Backend("reference", _run("reference"), lambda *a, **k: []),
         ],
     )
 )
@@ -66,7 +71,11 @@ GELU = register(
 
 @torch.library.custom_op("vlbert_fast::bias_gelu", mutates_args=())
 def _bias_gelu_op(x: torch.Tensor, bias: torch.Tensor, backend: str) -> torch.Tensor:
-    return GELU.backends[backend].run(x, bias).contiguous()
+    if backend == "triton":
+        from ..kernels.gelu import bias_gelu_forward
+
+        return bias_gelu_forward(x, bias)
+    return bias_gelu_reference(x, bias).contiguous()
 
 
 @_bias_gelu_op.register_fake
@@ -110,7 +119,4 @@ _bias_gelu_op.register_autograd(_backward, setup_context=_setup)
 def bias_gelu(x: torch.Tensor, bias: torch.Tensor, backend: str = "auto") -> torch.Tensor:  # [N, I]
     """GELU(x + bias) (module docstring); `backend` picks the implementation."""
     _check_inputs(x, bias)
-    name = GELU.select(backend, x, bias).name
-    if not use_custom_op(name):
-        return bias_gelu_reference(x, bias)
-    return torch.ops.vlbert_fast.bias_gelu(x, bias, name)
+    return GELU(x, bias, backend=backend)

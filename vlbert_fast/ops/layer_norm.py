@@ -92,20 +92,27 @@ def _triton_reasons(*args, **kwargs) -> list[str]:
     return reasons
 
 
-def _run_triton(x, bias, residual, weight, ln_bias, eps=1e-12, dropout_p=0.0, seed=None, offset=0):
-    """y, and the statistics the backward kernel takes: the pre-norm sum s, mean and rstd."""
-    from ..kernels.layer_norm import layer_norm_forward
+def _run(backend: str):
+    """A backend's differentiable entry: the custom op with that backend (the reference directly in eager mode)."""
 
-    key = seed if seed is not None else 0  # no dropout: the kernels never read the key
-    return layer_norm_forward(x, bias, residual, weight, ln_bias, float(eps), float(dropout_p), key, int(offset))
+    def run(x, bias, residual, weight, ln_bias, eps=1e-12, dropout_p=0.0, seed=None, offset=0):
+        key = dropout_seed(seed, dropout_p, x.device)
+        if not use_custom_op(backend):
+            return bias_dropout_residual_layer_norm_reference(x, bias, residual, weight, ln_bias, eps, dropout_p, key,
+                                                              offset)  # fmt: skip
+        return torch.ops.vlbert_fast.bias_dropout_residual_layer_norm(
+            x, bias, residual, weight, ln_bias, float(eps), float(dropout_p), key, int(offset), backend
+        )[0]
+
+    return run
 
 
 LAYER_NORM = register(
     Op(
         "bias_dropout_residual_layer_norm",
         [
-            Backend("triton", _run_triton, _triton_reasons, auto_skip=lambda x, *a, **k: interpreted(x.device)),
-            Backend("reference", bias_dropout_residual_layer_norm_reference, lambda *a, **k: []),
+            Backend("triton", _run("triton"), _triton_reasons, auto_skip=lambda x, *a, **k: interpreted(x.device)),
+            Backend("reference", _run("reference"), lambda *a, **k: []),
         ],
     )
 )
@@ -130,7 +137,10 @@ def _layer_norm_op(
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     if backend == "triton":
-        return _run_triton(x, bias, residual, weight, ln_bias, eps, dropout_p, seed, offset)
+        from ..kernels.layer_norm import layer_norm_forward
+
+        key = seed if seed is not None else 0  # no dropout: the kernels never read the key
+        return layer_norm_forward(x, bias, residual, weight, ln_bias, eps, dropout_p, key, offset)
     y = bias_dropout_residual_layer_norm_reference(x, bias, residual, weight, ln_bias, eps, dropout_p, seed, offset)
     empty = x.new_empty(0, dtype=torch.float32)
     return y.contiguous(), x.new_empty(0), empty, empty.clone()
@@ -234,11 +244,4 @@ def bias_dropout_residual_layer_norm(
 ) -> torch.Tensor:  # [N, H]
     """LayerNorm(residual + Dropout(x + bias)) (module docstring); `backend` picks the implementation."""
     _check_inputs(x, bias, residual, weight, ln_bias, eps, dropout_p, seed, offset)
-    key = dropout_seed(seed, dropout_p, x.device)
-    name = LAYER_NORM.select(backend, x, bias, residual, weight, ln_bias, eps, dropout_p, key, offset).name
-    if not use_custom_op(name):
-        return bias_dropout_residual_layer_norm_reference(x, bias, residual, weight, ln_bias, eps, dropout_p, key,
-                                                          offset)  # fmt: skip
-    return torch.ops.vlbert_fast.bias_dropout_residual_layer_norm(
-        x, bias, residual, weight, ln_bias, float(eps), float(dropout_p), key, int(offset), name
-    )[0]
+    return LAYER_NORM(x, bias, residual, weight, ln_bias, eps, dropout_p, seed, offset, backend=backend)
