@@ -1,7 +1,7 @@
 """Fused VL-BERT embedding in Triton: gather, sum, visual and output LayerNorms, dropout in one pass per token.
 
 The op, its arguments and its reference are specified in `vlbert_fast/ops/embedding.py`; this module holds the
-kernels, their host launchers and the autograd wrapper (STYLE.md: three layers).
+kernels and their host launchers; the autograd layer is the op's custom op (ops/library.py).
 
 Forward, one program per token: gather the position, token-type and (text and padding) word rows; add the special
 row of the kind ([IMG] or the masked-RoI embedding for a RoI, [END], the text-visual embedding of a text-only row);

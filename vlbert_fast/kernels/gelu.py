@@ -1,7 +1,7 @@
 """Bias + GELU (erf form) in Triton, forward and backward.
 
-The op, its arguments and its reference are specified in `vlbert_fast/ops/gelu.py`; this module holds the kernels,
-their host launchers and the autograd wrapper (STYLE.md: three layers).
+The op, its arguments and its reference are specified in `vlbert_fast/ops/gelu.py`; this module holds the kernels
+and their host launchers; the autograd layer is the op's custom op (ops/library.py).
 
 Forward: one tile of ROWS x BLOCK_C per program, y = GELU(x + b) in fp32, stored once. The backward needs only x
 (the projection's output, which the unfused graph keeps too) and the bias: with z = x + b,

@@ -1,7 +1,7 @@
 """Bias + dropout + residual + LayerNorm (the post-LN residual step) in Triton, forward and backward.
 
 The op, its arguments and its reference are specified in `vlbert_fast/ops/layer_norm.py`; this module holds the
-kernels, their host launchers and the autograd wrapper (STYLE.md: three layers).
+kernels and their host launchers; the autograd layer is the op's custom op (ops/library.py).
 
 Forward, one tile of rows per program: s = residual + dropout(x + bias), y = LayerNorm(s). It writes y, the sum s
 (in x's dtype: the only activation the backward needs, as much memory as the unfused graph keeps for the LayerNorm
