@@ -107,7 +107,9 @@ def test_bad_scalars(qkv):
         varlen_attention(q, k, v, cu, max_len, dropout_p=1.0)
     with pytest.raises(ValueError, match=r"softmax_scale: expected a positive finite number or None, found -1"):
         varlen_attention(q, k, v, cu, max_len, softmax_scale=-1)
-    with pytest.raises(ValueError, match=r"seed: expected an integer in \[0, 2\*\*63\), a \[1\] int64 tensor or None, found -3"):
+    with pytest.raises(
+        ValueError, match=r"seed: expected an integer in \[0, 2\*\*63\), a \[1\] int64 tensor or None, found -3"
+    ):
         varlen_attention(q, k, v, cu, max_len, dropout_p=0.1, seed=-3)
     with pytest.raises(ValueError, match=r"offset: dropout counters offset \+ heads \* T \* max_seqlen"):
         varlen_attention(q, k, v, cu, max_len, dropout_p=0.1, offset=2**31 - 10)
