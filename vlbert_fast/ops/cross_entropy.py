@@ -243,8 +243,9 @@ def _backward(ctx, grad_loss, *_):
     grads = ctx.saved_tensors
     x_dtype, weight_dtype, bias_dtype = ctx.dtypes
     # A unit upstream gradient (the loss summed into the total: the usual case) needs no pass over the [V, H]
-    # gradient. Read in eager mode on a CPU only, where it costs nothing; on a GPU (or traced) it would synchronise.
-    eager_cpu = grad_loss.device.type == "cpu" and not torch.compiler.is_compiling()
+    # gradient. Read in eager mode on a CPU only, where it costs nothing; on a GPU it would synchronise, and a traced
+    # gradient (a fake or functional tensor subclass) holds no value.
+    eager_cpu = grad_loss.device.type == "cpu" and type(grad_loss) is torch.Tensor and not torch.compiler.is_compiling()
     if not (eager_cpu and float(grad_loss) == 1.0):
         g = grad_loss.float()
         grads = tuple(t * g for t in grads)
