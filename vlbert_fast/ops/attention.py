@@ -47,13 +47,12 @@ synchronisation); the model checks its batch once and passes check=False to each
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
-from .dispatch import Backend, Op, interpreted, register, triton_reasons
+from .dispatch import Backend, Op, import_error, interpreted, register, triton_reasons
 from .dropout import philox_4x32
 from .library import debug_checks, dropout_seed, use_custom_op, vjp
 
@@ -255,14 +254,12 @@ def _seeded_reasons(dropout_p: float, seed: int | None, who: str) -> list[str]:
     return []
 
 
-@functools.cache
 def flash_attn_import_error() -> str | None:
-    """None when flash-attn imports; else why not (once per process)."""
-    try:
-        import flash_attn  # noqa: F401
-    except Exception as exc:  # an optional CUDA package fails in many ways on import; report it, do not crash
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return None
+    """None when flash-attn imports; else why not (once per process, probed when this module is imported)."""
+    return import_error("flash_attn")
+
+
+import_error("flash_attn")
 
 
 def _flash_reasons(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, *_):
