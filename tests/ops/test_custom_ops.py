@@ -182,8 +182,10 @@ def test_roi_align_is_twice_differentiable_through_the_op():
     rois = torch.tensor([[0, 3.0, 5.0, 70.0, 60.0], [0, 0.0, 0.0, 30.0, 90.0]], dtype=torch.float64)
     for backend in ("native", "reference"):
         # the reference's twice-differentiability is autograd's; the op's is the registered adjoint's
-        assert torch.autograd.gradgradcheck(lambda f: OPS.roi_align(f, rois, 2, 2, 1 / 8, 2, True, False, backend),
-                                            (features,))  # fmt: skip
+        def pooled(f, backend=backend):
+            return OPS.roi_align(f, rois, 2, 2, 1 / 8, 2, True, False, backend)
+
+        assert torch.autograd.gradgradcheck(pooled, (features,))
 
 
 def test_dropout_keys_are_device_tensors_from_the_device_generator():
