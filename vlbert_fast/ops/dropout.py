@@ -109,7 +109,13 @@ def philox_uniform(seed: int | torch.Tensor, counters: torch.Tensor) -> torch.Te
             raise ValueError(f"seed: expected a one-element int64 tensor, found {seed.dtype} {tuple(seed.shape)}")
     else:
         _check_seed(seed)
-    if counters.device.type == "cpu" and counters.dtype in (torch.int64, torch.int32):
+    if (
+        counters.device.type == "cpu"
+        and counters.dtype in (torch.int64, torch.int32)
+        and not torch.compiler.is_compiling()
+    ):
+        # (traced by torch.compile, the twin below: Dynamo cannot trace into the extension, and the twin compiles
+        # bitwise under Inductor, tests/model/test_compiled_step.py)
         native = _native_generator()
         if native is not None and (not isinstance(seed, torch.Tensor) or seed.device.type == "cpu"):
             return native(int(seed), counters)
