@@ -27,11 +27,11 @@ Dropout (inverted) acts on the normalised probabilities, with the draws of Flash
 byte per element, so p is realised in steps of 1/256 (`dropout_keep_threshold`: p = 0.1 drops 26/256 = 10.2%) and
 kept elements are scaled by 256 / (256 - threshold), which keeps the expectation exact. With an integer `seed` the
 mask is `attention_dropout_keep` (Philox-4x32-7; kernels/attention_common.py says which byte of which call serves
-which element), so the triton and reference backends draw the same mask, and a seed reproduces it. The counters
-(offset + heads * T * max_seqlen) must stay below 2**31. With `seed=None` each backend takes a fresh mask from
-torch's generators (triton and reference draw their seed from torch's CPU generator; sdpa and flash-attn use their
-own Philox streams and their own exact p), so `torch.manual_seed` still makes a run reproducible; sdpa and flash_attn
-cannot take a seed.
+which element), so the triton and reference backends draw the same mask, and a seed reproduces it (an int, or a
+one-element int64 tensor on q's device). The counters (offset + heads * T * max_seqlen) must stay below 2**31. With
+`seed=None` each backend takes a fresh mask from torch's generators (triton and reference draw a key on q's device
+from its generator, read there by the kernels: no host sync; sdpa and flash-attn use their own Philox streams and
+their own exact p), so `torch.manual_seed` still makes a run reproducible; sdpa and flash_attn cannot take a seed.
 
 Backends, in `auto`'s order:
 - flash_attn: `flash_attn_varlen_func` (`flash_attn_varlen_qkvpacked_func` for the packed entry) when the optional
@@ -39,10 +39,13 @@ Backends, in `auto`'s order:
 - triton: our FlashAttention-2 style kernels (kernels/attention.py), forward and backward, head dims up to 128;
 - sdpa: PyTorch's scaled_dot_product_attention on the padded [B, heads, max_seqlen, D] layout with a key mask;
 - reference: plain PyTorch per sequence, the specification (its backward is autograd's).
-The op's contract stops at head dim 256 (flash-attn's limit): a model that runs here must run on a GPU too.
+triton and reference run behind the custom ops `torch.ops.vlbert_fast.varlen_attention` and `..._packed`
+(ops/library.py); sdpa and flash_attn are PyTorch's and flash-attn's own ops, called as they are (a backward op
+could not replay their dropout generators). The op's contract stops at head dim 256 (flash-attn's limit): a model that runs here must run on a GPU too.
 
-`check=True` validates the values of cu_seqlens and max_seqlen, which reads them on the host (one device
-synchronisation); the model checks its batch once and passes check=False to each layer.
+`check=True` validates the values of cu_seqlens and max_seqlen in debug mode (VLBERT_FAST_DEBUG_CHECKS=1,
+ops/library.py): that reads them on the host, one device synchronisation; the model checks its batch once and passes
+check=False to each layer.
 """
 
 from __future__ import annotations
