@@ -41,7 +41,8 @@ Backends, in `auto`'s order:
 - reference: plain PyTorch per sequence, the specification (its backward is autograd's).
 triton and reference run behind the custom ops `torch.ops.vlbert_fast.varlen_attention` and `..._packed`
 (ops/library.py); sdpa and flash_attn are PyTorch's and flash-attn's own ops, called as they are (a backward op
-could not replay their dropout generators). The op's contract stops at head dim 256 (flash-attn's limit): a model that runs here must run on a GPU too.
+could not replay their dropout generators). The op's contract stops at head dim 256 (flash-attn's limit): a model
+that runs here must run on a GPU too.
 
 `check=True` validates the values of cu_seqlens and max_seqlen in debug mode (VLBERT_FAST_DEBUG_CHECKS=1,
 ops/library.py): that reads them on the host, one device synchronisation; the model checks its batch once and passes
