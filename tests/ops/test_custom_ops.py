@@ -202,3 +202,15 @@ def test_dropout_keys_are_device_tensors_from_the_device_generator():
         dropout_seed(torch.tensor([1], dtype=torch.int32), 0.1, torch.device("cpu"))
     with pytest.raises(ValueError, match=r"seed: expected an integer in \[0, 2\*\*63\)"):
         dropout_seed(-1, 0.1, torch.device("cpu"))
+
+
+def test_a_launch_without_dropout_reads_one_cached_key_and_an_op_with_dropout_needs_one():
+    from vlbert_fast.kernels.philox import seed_pointer
+
+    cpu = torch.device("cpu")
+    assert seed_pointer(None, cpu) is seed_pointer(None, cpu)  # nothing allocated or copied per launch
+    key = torch.tensor([5])
+    assert seed_pointer(key, cpu).data_ptr() == key.data_ptr()
+    x = torch.randn(4, 8)
+    with pytest.raises(ValueError, match="a custom op with dropout needs its key"):
+        OPS.bias_dropout_residual_layer_norm(x, None, x, x[0], x[0], 1e-12, 0.1, None, 0, "reference")

@@ -20,9 +20,19 @@ import triton.language as tl
 BLOCK = 1024  # counters per program: 8 per thread at 4 warps, a few registers each
 
 
-def seed_pointer(seed: torch.Tensor | int, device: torch.device) -> torch.Tensor:
+_NO_KEY: dict[str, torch.Tensor] = {}
+
+
+def seed_pointer(seed: torch.Tensor | int | None, device: torch.device) -> torch.Tensor:
     """The [1] int64 tensor on `device` a kernel reads its Philox key from: `seed` itself when it is one (the ops
-    pass the key they drew on the device), else an integer copied there (tests and benchmarks pass integers)."""
+    pass the key they drew on the device), an integer copied there (tests and benchmarks pass integers), or for None
+    (no dropout: the kernels never read it) one zero per device, made once, so a launch without dropout allocates
+    and copies nothing (a host-to-device copy could not be captured in a CUDA graph)."""
+    if seed is None:
+        key = _NO_KEY.get(str(device))
+        if key is None:
+            key = _NO_KEY[str(device)] = torch.zeros(1, dtype=torch.int64, device=device)
+        return key
     if isinstance(seed, torch.Tensor):
         if seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != torch.device(device):
             raise ValueError(

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 from .dispatch import Backend, Op, import_error, interpreted, register, triton_reasons
 from .dropout import philox_4x32
-from .library import debug_checks, dropout_seed, use_custom_op, vjp
+from .library import debug_checks, dropout_seed, require_key, use_custom_op, vjp
 
 MAX_HEAD_DIM = 256
 """The op's largest head dimension: flash-attn's limit, so a model that runs on any backend runs on all."""
@@ -346,7 +346,7 @@ def _run(backend: str, packed: bool):
 
 
 def _forward(parts, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision, backend):
-    key = 0 if seed is None else seed
+    key = require_key(seed, dropout_p)
     if backend == "triton":
         from ..kernels.attention import attention_forward
         from ..kernels.attention_common import last_dim_contiguous
@@ -361,7 +361,7 @@ def _forward(parts, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offs
 def _backward_parts(grad_out, parts, out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset,
                     precision, backend, grads):  # fmt: skip
     """Writes dq, dk, dv into `grads` (three [T, heads, D] tensors, or views of one [T, 3, heads, D])."""
-    key = 0 if seed is None else seed
+    key = require_key(seed, dropout_p)
     if backend == "triton":
         from ..kernels.attention_bwd import attention_backward
         from ..kernels.attention_common import last_dim_contiguous

@@ -53,7 +53,7 @@ from .dropout import (  # noqa: F401  (the Philox helpers lived here: ops/attent
     philox_uniform,
     philox_uniform_torch,
 )
-from .library import dropout_seed, unaliased, use_custom_op, vjp
+from .library import dropout_seed, require_key, unaliased, use_custom_op, vjp
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ def _embedding_op(
     deterministic: bool,
     backend: str,
 ) -> torch.Tensor:
-    key = seed if seed is not None else 0  # no dropout: never read
+    key = require_key(seed, dropout_p)
     if backend == "triton":
         from ..kernels.embedding import Operands, fused_embedding_forward
 
@@ -314,7 +314,7 @@ def _embedding_backward_op(
     deterministic: bool,
     backend: str,
 ) -> list[torch.Tensor]:  # gradients of operands[6:15]: visual, the tables, special rows, the LayerNorms
-    key = seed if seed is not None else 0
+    key = require_key(seed, dropout_p)
     if backend == "triton":
         from ..kernels.embedding import Operands, fused_embedding_backward
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .dispatch import Backend, Op, interpreted, register, triton_reasons
 from .dropout import MAX_COUNTER, dropout_counters, philox_uniform
-from .library import dropout_seed, or_empty, unaliased, use_custom_op, vjp
+from .library import dropout_seed, or_empty, require_key, unaliased, use_custom_op, vjp
 
 
 def bias_dropout_residual_layer_norm_reference(
@@ -139,7 +139,7 @@ def _layer_norm_op(
     if backend == "triton":
         from ..kernels.layer_norm import layer_norm_forward
 
-        key = seed if seed is not None else 0  # no dropout: the kernels never read the key
+        key = require_key(seed, dropout_p)
         return layer_norm_forward(x, bias, residual, weight, ln_bias, eps, dropout_p, key, offset)
     y = bias_dropout_residual_layer_norm_reference(x, bias, residual, weight, ln_bias, eps, dropout_p, seed, offset)
     empty = x.new_empty(0, dtype=torch.float32)
@@ -185,7 +185,7 @@ def _layer_norm_backward_op(
     if backend == "triton":
         from ..kernels.layer_norm import layer_norm_backward
 
-        key = seed if seed is not None else 0
+        key = require_key(seed, dropout_p)
         grad_x, grad_residual, grad_weight, grad_ln_bias, grad_bias = layer_norm_backward(
             grad_y, s, mean, rstd, weight, residual.dtype, float(dropout_p), key, int(offset)
         )

@@ -90,6 +90,14 @@ def _autograd_inside_custom_op() -> Iterator[None]:
         yield
 
 
+def require_key(seed: torch.Tensor | None, dropout_p: float) -> torch.Tensor | None:
+    """The key a custom op's implementation was given: with dropout there must be one (the public functions draw
+    it), since the forward and its backward must draw the same mask; without dropout None (never read)."""
+    if dropout_p > 0 and seed is None:
+        raise ValueError("seed: a custom op with dropout needs its key (a [1] int64 tensor); the public op draws one")
+    return seed if dropout_p > 0 else None
+
+
 def vjp(
     fn: Callable[..., torch.Tensor],
     primals: Sequence[torch.Tensor | None],
