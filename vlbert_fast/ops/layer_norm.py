@@ -136,12 +136,12 @@ def _layer_norm_op(
     offset: int,
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    key = require_key(seed, dropout_p)
     if backend == "triton":
         from ..kernels.layer_norm import layer_norm_forward
 
-        key = require_key(seed, dropout_p)
         return layer_norm_forward(x, bias, residual, weight, ln_bias, eps, dropout_p, key, offset)
-    y = bias_dropout_residual_layer_norm_reference(x, bias, residual, weight, ln_bias, eps, dropout_p, seed, offset)
+    y = bias_dropout_residual_layer_norm_reference(x, bias, residual, weight, ln_bias, eps, dropout_p, key, offset)
     empty = x.new_empty(0, dtype=torch.float32)
     return y.contiguous(), x.new_empty(0), empty, empty.clone()
 
@@ -182,10 +182,10 @@ def _layer_norm_backward_op(
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of (x, bias, residual, weight, ln_bias), each in its input's dtype; bias's is empty without a bias."""
+    key = require_key(seed, dropout_p)
     if backend == "triton":
         from ..kernels.layer_norm import layer_norm_backward
 
-        key = require_key(seed, dropout_p)
         grad_x, grad_residual, grad_weight, grad_ln_bias, grad_bias = layer_norm_backward(
             grad_y, s, mean, rstd, weight, residual.dtype, float(dropout_p), key, int(offset)
         )
@@ -193,7 +193,7 @@ def _layer_norm_backward_op(
         grads = (grad_x, grad_bias, grad_residual, grad_weight.to(weight.dtype), grad_ln_bias.to(ln_bias.dtype))
     else:
         grads = vjp(bias_dropout_residual_layer_norm_reference, [x, bias, residual, weight, ln_bias], grad_y, eps,
-                    dropout_p, seed, offset)  # fmt: skip
+                    dropout_p, key, offset)  # fmt: skip
         grads = [g.contiguous() if g is not None else None for g in grads]
     grad_x, grad_bias, grad_residual, grad_weight, grad_ln_bias = grads
     outputs = (grad_x, or_empty(grad_bias, grad_y), grad_residual, grad_weight, grad_ln_bias)
