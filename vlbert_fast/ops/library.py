@@ -123,10 +123,6 @@ def or_empty(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return t if t is not None else like.new_empty(0)
 
 
-def or_none(t: torch.Tensor) -> torch.Tensor | None:
-    return None if t.numel() == 0 and t.dim() == 1 else t
-
-
 def unaliased(outputs: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor | None] = ()) -> tuple[torch.Tensor, ...]:
     """`outputs` with every tensor that shares memory with an input or an earlier output cloned: a custom op's
     outputs may alias nothing (autograd hands x + y's two inputs one gradient tensor; kernels return views of one
