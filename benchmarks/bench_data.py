@@ -46,9 +46,9 @@ from vlbert_fast.data.formats import (
     read_cc_jsonl,
     write_cc_jsonl,
 )
-from vlbert_fast.data.formats.shards import directory_bytes
+from vlbert_fast.data.formats.shard_writer import directory_bytes
 from vlbert_fast.data.formats.shards_padded import PaddedFeatureShards, is_padded_directory, write_padded_shards
-from vlbert_fast.data.loader import build_pretrain_data
+from vlbert_fast.data.pretrain_loader import build_pretrain_data
 from vlbert_fast.data.synth import cached_world
 
 from . import harness

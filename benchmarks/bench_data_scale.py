@@ -73,7 +73,7 @@ def records(n: int, seed: int = 0):
 
 def write_records(directory: Path, n: int, padded: bool) -> float:
     """The records as ragged shards (ShardWriter) or padded ones (format 1, max_boxes 3); returns the seconds."""
-    from vlbert_fast.data.formats.shards import ShardWriter
+    from vlbert_fast.data.formats.shard_writer import ShardWriter
     from vlbert_fast.data.formats.shards_padded import write_padded_shards
 
     start = time.perf_counter()

@@ -24,9 +24,9 @@ import functools
 
 import torch
 
-from vlbert_fast.data.batch import TokenKind
 from vlbert_fast.ops import EmbeddingWeights, fused_embedding, fused_embedding_reference
 from vlbert_fast.ops.embedding import EMBEDDING
+from vlbert_fast.vocabulary import TokenKind
 
 from . import harness
 

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from vlbert_fast.config import ModelConfig
-from vlbert_fast.data.batch import IGNORE_INDEX, Batch, TokenKind
+from vlbert_fast.data.batch import Batch
+from vlbert_fast.vocabulary import IGNORE_INDEX, TokenKind
 
 from .harness import Unavailable
 

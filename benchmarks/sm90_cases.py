@@ -87,8 +87,8 @@ def attention_cases(quick: bool) -> list[Case]:
 
 
 def _embedding(dtype: str, hidden: int, dropout: float, part: str, deterministic: bool = False):
-    from vlbert_fast.data.batch import TokenKind
     from vlbert_fast.kernels.embedding import Operands, fused_embedding_backward, fused_embedding_forward
+    from vlbert_fast.vocabulary import TokenKind
 
     n, regions, t = TOKENS, 512, DTYPES[dtype]
     ids = torch.zeros(n, dtype=torch.long)
@@ -125,8 +125,11 @@ def _gelu(dtype: str, width: int, part: str):
 
 def _cross_entropy(dtype: str, vocab: int):
     from vlbert_fast.kernels.cross_entropy import cross_entropy_rows
+    from vlbert_fast.ops.cross_entropy import linear_padded
 
-    cross_entropy_rows(torch.empty(1024, vocab, dtype=DTYPES[dtype]), torch.zeros(1024, dtype=torch.long), -100)
+    # the chunk's logits as the op makes them: rows padded to 16 elements, the padding scratch
+    logits = linear_padded(torch.empty(1024, 8, dtype=DTYPES[dtype]), torch.empty(vocab, 8, dtype=DTYPES[dtype]), None)
+    cross_entropy_rows(logits, torch.zeros(1024, dtype=torch.long), -100, padding_is_scratch=True)
 
 
 def _geometry(dtype: str, part: str):
@@ -214,7 +217,16 @@ ELEMENTS = {
     "_segment_sum_kernel": (lambda c: c["BLOCK_H"], True),
     "_box_geometry_fwd_kernel": (lambda c: 8 * c["BLOCK_M"] * c["BLOCK_F"], False),  # outputs
     "_box_geometry_bwd_kernel": (lambda c: 8 * c["BLOCK_M"] * c["BLOCK_F"], False),  # gradient inputs
-    "_roi_align_fwd_kernel": (lambda c: c["BLOCK_S"] * c["BLOCK_C"], True),
-    "_roi_align_bwd_kernel": (lambda c: c["BLOCK_S"] * c["BLOCK_C"], True),
+    "_roi_align_fwd_kernel": (lambda c: c["BLOCK_C"], True),  # one sample x BLOCK_C channels
+    "_roi_align_bwd_kernel": (lambda c: c["BLOCK_C"], True),
     "_roi_align_bwd_deterministic_kernel": (lambda c: c["BLOCK_S"] * c["BLOCK_C"], True),
+}
+
+
+# The CUDA extension's kernels (csrc/*.cu), by name: warp-wide elements per iteration of the hot loop (its innermost
+# SASS loop) from the kernel's template arguments. RoIAlign's innermost loop is one sample for 32 threads x VEC
+# channels (the last template argument).
+CUDA_ELEMENTS = {
+    "roi_align_fwd_kernel": lambda template_args: 32 * int(template_args[-1]),
+    "roi_align_bwd_kernel": lambda template_args: 32 * int(template_args[-1]),
 }

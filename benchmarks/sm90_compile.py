@@ -140,9 +140,9 @@ class _Recorder:
         return launch
 
     def persistent_programs(self, original):
-        def programs(rows: int, device: torch.device, per_sm: int = 2) -> int:
+        def programs(rows: int, device: torch.device, per_sm: int, columns: int = 1) -> int:
             self.pending_per_sm = per_sm
-            return max(1, min(rows, per_sm * sass_metrics.SM90_SMS)) if rows > 0 else 0
+            return max(1, min(rows, per_sm * sass_metrics.SM90_SMS // max(columns, 1))) if rows > 0 else 0
 
         programs.original = original
         return programs

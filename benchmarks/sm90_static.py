@@ -16,9 +16,10 @@ Columns (sass_metrics.py says how each is read):
 
 `checks(rows)` are the regressions CI fails on (tests/benchmarks/test_sm90_static.py runs the subset): every kernel
 compiles and fits an SM; no bf16/fp16 variant and no attention variant spills (fp32 "ieee" attention excepted: its
-FMA dots still spill in the forward and dQ kernels, listed in the summary); attention has no fenced atomic; 16-bit
+FMA dots still spill in the forward and dQ kernels, listed in the summary); no kernel, Triton or CUDA, has a fenced
+atomic; every persistent kernel fits the CTAs per SM its launch assumes (ctas_per_sm >= programs_per_sm); 16-bit
 and TF32 attention use tensor cores; dropout costs bf16 attention at most DROPOUT_RATIO_LIMIT times the
-instructions per element of the same tile without it.
+instructions per element of the same tile without it; RoIAlign stays within ROI_ALIGN_LIMITS.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from .sm90_static_summary import ROI_ALIGN_LIMITS
 
 COLUMNS = [
     "kernel", "variant", "dtype", "dropout", "config", "regs", "spill_bytes", "smem_bytes", "ctas_per_sm",
@@ -115,6 +118,7 @@ def cuda_rows(log=print) -> list[dict]:
     """The CUDA extension (csrc/*.cu) compiled by csrc/check_cuda_compile.sh with ptxas's report, one row per
     kernel instantiation; [] where there is no nvcc."""
     from . import sass_metrics as sm
+    from .sm90_cases import CUDA_ELEMENTS
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "CUDA_CHECK_FLAGS": "-Xptxas -v"}
@@ -139,11 +143,17 @@ def cuda_rows(log=print) -> list[dict]:
             body = sm.hot_path(instructions, loops, inner)
             regs, spill = usage.get(name, ("", ""))
             short, dtype = _cuda_kernel_name(name)
+            per_element = ""
+            template = re.match(r"(\w+)<(.*)>$", short)
+            if template and template.group(1) in CUDA_ELEMENTS:
+                args = [a.strip() for a in template.group(2).split(",")]
+                per_element = round(sm.counted(body) / CUDA_ELEMENTS[template.group(1)](args), 4)
             fenced, atomics = sm.fenced_atomics(instructions)
             share = sm.global_load_share_128(instructions)
             rows.append(dict(kernel=f"csrc:{obj.stem}:{short}", variant="CUDA extension", dtype=dtype, dropout=0.0,
                              config="", regs=regs, spill_bytes=spill, smem_bytes="", ctas_per_sm="",
-                             loop_instr=sm.counted(body), loop_instr_per_element="", hot_loop=f"{len(inner)} loop",
+                             loop_instr=sm.counted(body), loop_instr_per_element=per_element,
+                             hot_loop=f"{len(inner)} loop",
                              tensor_cores=sm.tensor_cores(instructions), fenced_atomics=fenced, atomics=atomics,
                              ld128_share="" if share is None else round(share, 3), programs="", programs_per_sm="",
                              compile_s=""))  # fmt: skip
@@ -168,6 +178,33 @@ def _dropout_ratios(rows: list[dict]) -> list[tuple[str, str, str, float]]:
     return ratios
 
 
+def _occupancy_problems(rows: list[dict]) -> list[str]:
+    """Persistent kernels (programs_per_sm set: their grid was sized as that many CTAs per SM) whose registers or
+    shared memory let fewer CTAs share an SM: the grid then runs as two waves."""
+    problems = []
+    for r in rows:
+        if str(r.get("programs_per_sm", "")) not in ("", "None") and int(r["ctas_per_sm"]) < int(r["programs_per_sm"]):
+            problems.append(f"{r['kernel']} {r['variant']} {r['dtype']} p={r['dropout']} [{r['config']}]: "
+                            f"{r['ctas_per_sm']} CTAs per SM fit ({r['regs']} registers, {r['smem_bytes']} B shared), "
+                            f"the launch assumes {r['programs_per_sm']}")  # fmt: skip
+    return problems
+
+
+def _roi_align_problems(rows: list[dict]) -> list[str]:
+    problems = []
+    for r in rows:
+        kernel = re.sub(r"<.*", "", r["kernel"])
+        limit = ROI_ALIGN_LIMITS.get(kernel)
+        if limit is None or r["dtype"] not in ("bf16", "fp16", "fp32") or r["loop_instr_per_element"] in ("", None):
+            continue
+        if r["kernel"].startswith("csrc:") and re.search(r", 1>$", r["kernel"]):
+            continue  # the one-channel fallback (channels not a multiple of the vector)
+        if float(r["loop_instr_per_element"]) > limit:
+            problems.append(f"{r['kernel']} {r['variant']} {r['dtype']}: {r['loop_instr_per_element']} hot-loop "
+                            f"instructions per element (limit {limit}: a quarter of before issue 18)")  # fmt: skip
+    return problems
+
+
 def checks(rows: list[dict], expect_kernels: set[str] | None = None) -> list[str]:
     """Every regression the rows show, as sentences; [] when the card is clean."""
     from .sm90_cases import ELEMENTS
@@ -182,12 +219,15 @@ def checks(rows: list[dict], expect_kernels: set[str] | None = None) -> list[str
         attention = r["kernel"] in ATTENTION_KERNELS
         if int(r["spill_bytes"]) and (r["dtype"] in ("bf16", "fp16") or (attention and "ieee" not in r["variant"])):
             problems.append(f"{where}: spills {r['spill_bytes']} bytes")
-        if attention and int(r["fenced_atomics"]):
-            problems.append(f"{where}: {r['fenced_atomics']} fenced atomics")
         if attention and r["tensor_cores"] == "none" and (r["dtype"] != "fp32" or "tf32" in r["variant"]):
             problems.append(f"{where}: no tensor cores")
         if int(r["ctas_per_sm"]) < 1:
             problems.append(f"{where}: does not fit an SM ({r['regs']} registers, {r['smem_bytes']} B shared)")
+    for r in rows:  # every kernel, the CUDA extension's too: an atomic that needs no ordering is relaxed
+        if int(r["fenced_atomics"] or 0):
+            problems.append(f"{r['kernel']} {r['variant']} {r['dtype']} [{r['config']}]: {r['fenced_atomics']} fenced "
+                            "atomics")  # fmt: skip
+    problems += _occupancy_problems(triton) + _roi_align_problems(rows)
     for kernel, variant, config, ratio in _dropout_ratios(rows):
         if ratio > DROPOUT_RATIO_LIMIT:
             problems.append(f"{kernel} {variant} bf16 [{config}]: dropout costs {ratio}x the instructions per element "

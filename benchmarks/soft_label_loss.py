@@ -33,10 +33,10 @@ import torch
 
 from vlbert_fast.config import RunConfig, load_config
 from vlbert_fast.data import collate
+from vlbert_fast.data.caption_dataset import Skipped
 from vlbert_fast.data.formats import FeatureShards, convert_to_shards
-from vlbert_fast.data.formats.shards import dense_soft_labels, top_k_soft_labels
-from vlbert_fast.data.loader import build_pretrain_data
-from vlbert_fast.data.pretrain import Skipped
+from vlbert_fast.data.formats.shard_layout import dense_soft_labels, top_k_soft_labels
+from vlbert_fast.data.pretrain_loader import build_pretrain_data
 from vlbert_fast.data.synth import cached_world
 from vlbert_fast.model import from_pretrained
 from vlbert_fast.model.heads import soft_cross_entropy

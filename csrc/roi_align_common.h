@@ -39,6 +39,7 @@ struct RoiGeometry {
   A start_y, start_x;
   A bin_h, bin_w;
   int64_t grid_h, grid_w;  // samples per bin along each axis (>= 0)
+  A step_h, step_w;        // distance between a bin's samples: bin / max(grid, 1)
   A inv_count;             // 1 / max(grid_h * grid_w, 1), torchvision's divisor
 };
 
@@ -75,33 +76,37 @@ VF_HOST_DEVICE RoiGeometry<A> roi_geometry(
   g.bin_h = roi_h / static_cast<A>(pooled_h);
   g.grid_h = samples_per_bin(g.bin_h, sampling_ratio);
   g.grid_w = samples_per_bin(g.bin_w, sampling_ratio);
+  g.step_h = g.bin_h / static_cast<A>(g.grid_h > 1 ? g.grid_h : 1);
+  g.step_w = g.bin_w / static_cast<A>(g.grid_w > 1 ? g.grid_w : 1);
   int64_t count = g.grid_h * g.grid_w;
   g.inv_count = A(1) / static_cast<A>(count > 1 ? count : 1);
   return g;
 }
 
-// Coordinate of sample i (0 <= i < grid) of bin p along one axis.
-template <typename A>
-VF_HOST_DEVICE A sample_coord(A start, A bin, int64_t p, int64_t i, int64_t grid) {
-  return start + static_cast<A>(p) * bin + (static_cast<A>(i) + A(0.5)) * bin / static_cast<A>(grid);
+// Coordinate of sample i (0 <= i < grid) of bin p along one axis, as the reference computes it (the step divided
+// once per box, so no sample pays a division). I: the integer type (int64_t on the CPU, int on the GPU, where a
+// 64-bit integer-to-float conversion costs several instructions).
+template <typename A, typename I>
+VF_HOST_DEVICE A sample_coord(A start, A bin, A step, I p, I i) {
+  return start + static_cast<A>(p) * bin + (static_cast<A>(i) + A(0.5)) * step;
 }
 
-template <typename A>
+template <typename A, typename I = int64_t>
 struct AxisWeights {
-  int64_t low, high;  // the two neighbouring cells (equal at the far border)
-  A w_low, w_high;    // their weights; both 0 when the sample is outside [-1, size]
+  I low, high;      // the two neighbouring cells (equal at the far border)
+  A w_low, w_high;  // their weights; both 0 when the sample is outside [-1, size]
 };
 
-template <typename A>
-VF_HOST_DEVICE AxisWeights<A> axis_weights(A v, int64_t size) {
-  AxisWeights<A> a;
+template <typename A, typename I>
+VF_HOST_DEVICE AxisWeights<A, I> axis_weights(A v, I size) {
+  AxisWeights<A, I> a;
   if (!(v >= A(-1) && v <= static_cast<A>(size))) {  // also rejects NaN
     a.low = a.high = 0;
     a.w_low = a.w_high = A(0);
     return a;
   }
   if (v < A(0)) v = A(0);
-  a.low = static_cast<int64_t>(v);
+  a.low = static_cast<I>(v);
   if (a.low >= size - 1) {  // at or beyond the last cell centre: all weight on the last cell
     a.low = a.high = size - 1;
     v = static_cast<A>(a.low);

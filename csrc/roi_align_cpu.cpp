@@ -25,10 +25,10 @@ void bin_taps(const RoiGeometry<A>& g, int64_t ph, int64_t pw, int64_t H, int64_
               int64_t stride_w, std::vector<Tap<A>>& taps) {
   taps.clear();
   for (int64_t iy = 0; iy < g.grid_h; ++iy) {
-    const AxisWeights<A> wy = axis_weights(sample_coord(g.start_y, g.bin_h, ph, iy, g.grid_h), H);
+    const AxisWeights<A> wy = axis_weights(sample_coord(g.start_y, g.bin_h, g.step_h, ph, iy), H);
     if (wy.w_low == A(0) && wy.w_high == A(0)) continue;
     for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-      const AxisWeights<A> wx = axis_weights(sample_coord(g.start_x, g.bin_w, pw, ix, g.grid_w), W);
+      const AxisWeights<A> wx = axis_weights(sample_coord(g.start_x, g.bin_w, g.step_w, pw, ix), W);
       if (wx.w_low == A(0) && wx.w_high == A(0)) continue;
       const int64_t y0 = wy.low * stride_h, y1 = wy.high * stride_h;
       const int64_t x0 = wx.low * stride_w, x1 = wx.high * stride_w;

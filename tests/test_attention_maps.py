@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from vlbert_fast.cli import main
-from vlbert_fast.commands.attention_maps import attention_probs, build_samples
 from vlbert_fast.config import ModelConfig, RunConfig, SynthConfig, load_config
 from vlbert_fast.data import collate
 from vlbert_fast.data.synth import generate
 from vlbert_fast.model import VLBertForPretraining
+from vlbert_fast.model.attention_heatmaps import attention_probs, build_samples
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +82,8 @@ def test_errors_name_what_is_wrong(world, tmp_path, capsys):
     args = ["attention-maps", "--out", str(tmp_path), "--checkpoint", str(wrong), f"data.root={world}"]
     assert main([*args, "--trust-foreign"]) == 2
     err = capsys.readouterr().err
-    assert (
-        "the weights do not fit the model config: vlbert.embeddings.word_embeddings.weight: shape (3, 3) in the "
-        "file, (1024, 128) in the model; missing vlbert.region_encoder.mask_appearance" in err
-    )
+    assert f"--checkpoint weights in {wrong} do not fit the model: missing [" in err
+    assert "shape mismatch (found vs model) ['vlbert.embeddings.word_embeddings.weight: (3, 3) vs (1024, 128)']" in err
     args = ["attention-maps", "--out", str(tmp_path), "--image-id", "a", "--image-id", "b", "--caption", "x"]
     assert main([*args, f"data.root={world}"]) == 2
     assert "got 1 --caption for 2 --image-id" in capsys.readouterr().err

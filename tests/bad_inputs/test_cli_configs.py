@@ -175,7 +175,7 @@ def test_finetune_refuses_a_malformed_questions_file(tmp_path, small_world):
 
 
 def test_too_few_captions_and_an_empty_corpus_name_their_file(small_world, tmp_path):
-    from vlbert_fast.data.loader import DataConfigError, build_pretrain_data
+    from vlbert_fast.data.pretrain_loader import DataConfigError, build_pretrain_data
 
     root = data_root(tmp_path, small_world)
     captions, corpus = root / "cc_train.jsonl", root / "corpus.txt"

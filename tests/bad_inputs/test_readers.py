@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlbert_fast.commands.convert_features import iter_input
 from vlbert_fast.config import DataConfig, VisualConfig
+from vlbert_fast.data.caption_dataset import CaptionDataset, RegionSource, Skipped
 from vlbert_fast.data.formats import SkipCounter, iter_bua_tsv, iter_cc_jsonl, iter_text_corpus, read_cc_jsonl
-from vlbert_fast.data.pretrain import CaptionDataset, RegionSource, Skipped
+from vlbert_fast.data.formats.region_inputs import iter_region_input
 from vlbert_fast.tokenization import Tokenizer, TokenizerError
 
 from .matrix import Case, check_skip, check_strict, skip_params, strict_params
@@ -62,7 +62,7 @@ def region_case(id_: str, content, expect: list[str]) -> Case:
 
     def read(path: Path, counter: SkipCounter | None) -> list:
         stats = {"captions_without_frcnn": 0}
-        return [r for _, r in iter_input(path.parent, None, counter or SkipCounter("raise"), stats)]
+        return [r for _, r in iter_region_input(path.parent, None, counter or SkipCounter("raise"), stats)]
 
     return Case(f"region_json-{id_}", make, read, expect)
 
@@ -375,7 +375,7 @@ DATASET = [
 ]
 
 
-# Feature shards (data/formats/shards.py): their cases (non-finite values, reversed or zero-area boxes, the image size,
+# Feature shards (data/formats/shard_layout.py): cases (non-finite values, reversed or zero-area boxes, the image size,
 # widths, truncated or index-mismatched shards, duplicate image ids) join this matrix with issue 20's validating
 # reader; add them as a SHARDS list here and to CASES.
 CASES = REGION_JSON + TSV + CC_JSONL + TEXT_CORPUS + VOCAB + DATASET

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vlbert_fast.tasks.refcoco.refer import read_detections, read_instances, read_refs
-from vlbert_fast.tasks.vcr.format import read_metadata, read_vcr_jsonl
+from vlbert_fast.tasks.vcr.formats import read_metadata, read_vcr_jsonl
 from vlbert_fast.tasks.vqa.formats import check_pairing, read_annotations, read_questions
 
 from .matrix import Case, check_strict, strict_params

@@ -88,6 +88,46 @@ def test_each_check_fails_on_its_regression():
     assert checks([row(kernel="_bdrln_bwd_kernel", dtype="fp32", spill_bytes="8")], {"_bdrln_bwd_kernel"}) == []
 
 
+def test_fenced_atomics_fail_in_every_kernel_the_cuda_extension_included():
+    embedding = row(kernel="_fused_embedding_bwd_kernel", variant="H768 bwd", fenced_atomics="3", atomics="3")
+    assert any("3 fenced atomics" in p for p in checks([embedding], set()))
+    cuda = row(kernel="csrc:roi_align_cuda:roi_align_bwd_kernel<float, float, 4>", fenced_atomics="4", atomics="4",
+               loop_instr_per_element="0.5")  # fmt: skip
+    assert any("4 fenced atomics" in p for p in checks([cuda], set()))
+    assert checks([row(kernel="_fused_embedding_bwd_kernel", atomics="3")], set()) == []  # relaxed: REDG, no MEMBAR
+
+
+def test_a_persistent_kernel_below_its_assumed_ctas_per_sm_fails():
+    def persistent(ctas, assumed):
+        return row(
+            kernel="_bdrln_bwd_kernel", variant="H768 bwd", regs="168", ctas_per_sm=ctas, programs_per_sm=assumed
+        )
+
+    assert any("the launch assumes 2" in p for p in checks([persistent("1", "2")], set()))
+    assert checks([persistent("2", "2"), persistent("5", "2"), persistent("1", "1")], set()) == []
+    assert checks([row(ctas_per_sm="1", programs_per_sm="")], set()) == []  # not a persistent launch
+
+
+def test_roi_align_over_a_quarter_of_its_old_instructions_fails():
+    def roi(kernel, per_element, dtype="bf16"):
+        return row(kernel=kernel, variant="C1024 14x14 NHWC", dtype=dtype, loop_instr_per_element=per_element,
+                   tensor_cores="none")  # fmt: skip
+
+    failing = [
+        roi("_roi_align_fwd_kernel", "3.86"),
+        roi("csrc:roi_align_cuda:roi_align_bwd_kernel<c10::Half, float, 8>", "2.0"),
+    ]
+    assert len([p for p in checks(failing, set()) if "a quarter" in p]) == 2
+    passing = [
+        roi("_roi_align_fwd_kernel", "0.64"),
+        roi("_roi_align_bwd_kernel", "0.65", "fp32"),
+        roi("csrc:roi_align_cuda:roi_align_fwd_kernel<c10::BFloat16, float, 8>", "0.56"),
+        roi("csrc:roi_align_cuda:roi_align_fwd_kernel<c10::BFloat16, float, 1>", "1.97"),  # the 1-channel fallback
+        roi("csrc:roi_align_cuda:roi_align_fwd_kernel<double, double, 2>", "1.6", "fp64"),  # not held to the limit
+    ]
+    assert checks(passing, set()) == []
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (sass_metrics.NVIDIA_BIN / "ptxas").exists(), reason="this Triton has no NVIDIA backend")
 def test_ci_subset_compiles_every_kernel_for_sm90_and_passes_the_checks(tmp_path):

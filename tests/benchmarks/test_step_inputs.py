@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from benchmarks import bench_step, harness, hf_visualbert
-from vlbert_fast.data.batch import IGNORE_INDEX, TokenKind
 from vlbert_fast.data.collate import collate
+from vlbert_fast.vocabulary import IGNORE_INDEX, TokenKind
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import yaml
 
 from tests.shared import output_tail, run_cli
 from vlbert_fast.config import RunConfig, load_config
-from vlbert_fast.config.finetune import FinetuneConfig
-from vlbert_fast.engine.trainer import initial_weights
+from vlbert_fast.config.finetune_run import FinetuneConfig
+from vlbert_fast.engine.pretrain_job import initial_weights
 from vlbert_fast.model.pretrained import PretrainedError
 
 PRETRAIN = {

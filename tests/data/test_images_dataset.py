@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 
 from vlbert_fast.config import DataConfig, ModelConfig, VisualConfig
 from vlbert_fast.data import collate
+from vlbert_fast.data.caption_dataset import CaptionDataset, RegionSource, Skipped, collate_pretrain
 from vlbert_fast.data.formats import FormatError, RegionRecord, SkipCounter, read_cc_jsonl, write_region_json
-from vlbert_fast.data.pretrain import CaptionDataset, RegionSource, Skipped, collate_pretrain
 from vlbert_fast.model import VLBertForPretraining
 from vlbert_fast.tokenization import Tokenizer
 

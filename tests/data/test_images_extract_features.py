@@ -11,10 +11,10 @@ import torch
 
 from vlbert_fast import cli
 from vlbert_fast.config import DataConfig, VisualConfig
+from vlbert_fast.data.caption_dataset import CaptionDataset, RegionSource
 from vlbert_fast.data.formats import FeatureShards, read_bytes, read_cc_jsonl, read_region_json
 from vlbert_fast.data.images import prepare_image
-from vlbert_fast.data.pretrain import CaptionDataset, RegionSource
-from vlbert_fast.model.roi_head import VisualBranch
+from vlbert_fast.model.visual_branch import VisualBranch
 from vlbert_fast.tokenization import Tokenizer
 
 OVERRIDES = ["model.visual.depth=18", "model.visual.width=4", "model.visual.short_side=96", "model.visual.long_side=96"]

@@ -10,9 +10,9 @@ import torch
 
 from vlbert_fast.config import RunConfig, load_config
 from vlbert_fast.data import IGNORE_INDEX, TokenKind, collate
+from vlbert_fast.data.caption_dataset import Skipped, collate_pretrain
 from vlbert_fast.data.formats import FormatError, RegionRecord
-from vlbert_fast.data.loader import DataConfigError, build_pretrain_data
-from vlbert_fast.data.pretrain import Skipped, collate_pretrain
+from vlbert_fast.data.pretrain_loader import DataConfigError, build_pretrain_data
 
 
 def config(world, *overrides):
@@ -106,7 +106,7 @@ def fixed_region_masks(monkeypatch, hidden: list[bool]):
         masked = np.array(hidden, dtype=bool)
         return masked.copy(), masked
 
-    monkeypatch.setattr("vlbert_fast.data.pretrain.mask_regions", draws)
+    monkeypatch.setattr("vlbert_fast.data.caption_dataset.mask_regions", draws)
 
 
 def test_whole_image_mean_covers_the_detections_truncation_drops(small_world, monkeypatch):

@@ -84,7 +84,7 @@ def test_the_cache_key_carries_the_shard_format(tmp_path):
     found by this one, nor this one's by it: the format is part of the key; and its shards are this format's."""
     from dataclasses import asdict
 
-    from vlbert_fast.data.formats.shards import FORMAT_VERSION
+    from vlbert_fast.data.formats.shard_layout import FORMAT_VERSION
     from vlbert_fast.data.synth import cached_world
     from vlbert_fast.data.synth.world import GENERATOR_VERSION
 

@@ -10,8 +10,8 @@ from safetensors import safe_open
 
 from vlbert_fast.cli import main
 from vlbert_fast.config import RunConfig, load_config
-from vlbert_fast.engine.consolidate import consolidated_state_dict
 from vlbert_fast.model import VLBertForPretraining, from_pretrained
+from vlbert_fast.model.consolidate import consolidated_state_dict
 from vlbert_fast.model.pretrained import init_weights_from
 
 

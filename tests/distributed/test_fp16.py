@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlbert_fast.engine.consolidate import consolidated_state_dict
+from vlbert_fast.model.consolidate import consolidated_state_dict
 
 from .helpers import pretrain_args, run_command
 

@@ -6,7 +6,7 @@ torchrun on one node and the deepspeed launcher's module form in test_resume.py,
 import json
 import math
 
-from vlbert_fast.engine.checkpoint import read_marker
+from vlbert_fast.model.checkpoint_dir import read_marker
 
 from .helpers import deepspeed_launcher, step_losses
 

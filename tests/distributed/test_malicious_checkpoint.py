@@ -17,11 +17,11 @@ import torch
 
 from vlbert_fast.cli import main
 from vlbert_fast.config import RunConfig, load_config
-from vlbert_fast.engine.checkpoint import MARKER
 from vlbert_fast.model import VLBertForPretraining, from_pretrained
-from vlbert_fast.model.finetune import pretraining_state
+from vlbert_fast.model.checkpoint_dir import MARKER
 from vlbert_fast.model.pretrained import init_weights_from
 from vlbert_fast.model.safe_load import WeightsFileError, digest
+from vlbert_fast.model.vlbert_finetuning import pretraining_state
 
 from .helpers import pretrain_args, python_module, run_command
 

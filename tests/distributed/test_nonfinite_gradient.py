@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from vlbert_fast.engine.checkpoint import LATEST
-from vlbert_fast.engine.consolidate import consolidated_state_dict
+from vlbert_fast.model.checkpoint_dir import LATEST
+from vlbert_fast.model.consolidate import consolidated_state_dict
 
 from .helpers import pretrain_args, python_module, spawn_ranks, step_losses, wait_all
 

@@ -12,8 +12,8 @@ two torchrun "nodes", tests/distributed/conftest.py).
 import pytest
 import torch
 
-from vlbert_fast.engine.checkpoint import LATEST, MARKER, find_checkpoint
-from vlbert_fast.engine.consolidate import consolidated_state_dict
+from vlbert_fast.model.checkpoint_dir import LATEST, MARKER, find_checkpoint
+from vlbert_fast.model.consolidate import consolidated_state_dict
 
 from .conftest import REFERENCE_OVERRIDES
 from .helpers import deepspeed_launcher, logged_losses, pretrain_args, step_losses, torchrun

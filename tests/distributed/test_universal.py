@@ -11,7 +11,7 @@ import io
 import pytest
 import torch
 
-from vlbert_fast.engine.checkpoint import read_marker
+from vlbert_fast.model.checkpoint_dir import read_marker
 
 from .conftest import REFERENCE_OVERRIDES
 from .helpers import pretrain_args, python_module

@@ -9,6 +9,7 @@ usage: python worker_zero.py CONFIG.yaml OUT_DIR   (RANK, WORLD_SIZE, MASTER_* s
 import itertools
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import deepspeed
@@ -16,10 +17,11 @@ import torch
 
 from vlbert_fast.cli import main as cli_main
 from vlbert_fast.config import RunConfig, load_config
-from vlbert_fast.data.loader import build_pretrain_data
+from vlbert_fast.data.pretrain_loader import build_pretrain_data
 from vlbert_fast.engine import checkpoint
 from vlbert_fast.engine.distributed import barrier, init_distributed
 from vlbert_fast.engine.faults import FaultInjector
+from vlbert_fast.engine.pretrain_job import pretraining_model
 from vlbert_fast.engine.trainer import build_engine
 from vlbert_fast.model import from_pretrained
 
@@ -32,6 +34,19 @@ def full_params(engine, stage: int) -> dict[str, torch.Tensor]:
         with deepspeed.zero.GatheredParameters([p for _, p in named]):
             return {n: p.detach().clone() for n, p in named}
     return {n: p.detach().clone() for n, p in named}
+
+
+@dataclass
+class Built:
+    engine: object
+    scheduler: object
+
+
+def build(cfg, info) -> Built:
+    """The pretraining model and engine exactly as `vlbert-fast pretrain` builds them (engine/pretrain_job.py)."""
+    model, _ = pretraining_model(cfg, info)
+    engine, _, scheduler = build_engine(model.to(info.device), cfg, info, cfg.train.max_steps)
+    return Built(engine, scheduler)
 
 
 def train_step(built, batch) -> None:
@@ -59,7 +74,7 @@ def run_stage(config: Path, out_dir: Path, stage: int, precision: str) -> dict:
     data.set_epoch(0)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
     batches = [loaded.batch.to(info.device, dtype=dtype) for loaded in itertools.islice(data.loader, 4)]
-    trained = build_engine(cfg, info)
+    trained = build(cfg, info)
     torch.manual_seed(100 + info.rank)
     for batch in batches[:2]:
         train_step(trained, batch)
@@ -68,7 +83,7 @@ def run_stage(config: Path, out_dir: Path, stage: int, precision: str) -> dict:
     saved = full_params(trained.engine, stage)
     engine_outputs = eval_outputs(trained.engine, batches[3])  # every rank: a ZeRO-3 forward is collective
 
-    fresh = build_engine(cfg, info)
+    fresh = build(cfg, info)
     before = full_params(fresh.engine, stage)
     loaded_state, _ = checkpoint.load(fresh.engine, cfg, info, tag_dir, fresh.scheduler)
     after = full_params(fresh.engine, stage)

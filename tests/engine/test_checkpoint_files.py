@@ -8,21 +8,25 @@ import pytest
 
 from vlbert_fast.config import RunConfig, load_config, to_dict
 from vlbert_fast.engine.checkpoint import (
-    LATEST,
-    MARKER,
     RESUME_FREE_KEYS,
-    CheckpointError,
     ConfigChangedError,
     _write_atomic,
     check_config,
     config_diff,
     config_hash,
-    find_checkpoint,
     prune,
     resolve_resume,
 )
-from vlbert_fast.engine.checkpoint_io import damaged_file, manifest_of, verify_checkpoint
 from vlbert_fast.engine.metrics import truncate_jsonl
+from vlbert_fast.model.checkpoint_dir import (
+    LATEST,
+    MARKER,
+    CheckpointError,
+    damaged_file,
+    find_checkpoint,
+    manifest_of,
+    verify_checkpoint,
+)
 from vlbert_fast.model.safe_load import WeightsFileError, digest
 
 

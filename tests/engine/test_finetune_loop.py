@@ -50,7 +50,7 @@ def run(tmp_path_factory):
 def test_run_directory_and_log(run):
     _, run_dir, stdout = run
     assert "init_from is empty: every weight starts from random initialisation" in stdout
-    assert "accumulation 2" in stdout and "6 steps (8 per epoch)" in stdout
+    assert "accumulation 2 | 6 steps |" in stdout and "8 steps per epoch" in stdout
     for name in ("config.yaml", "answers.txt", "summary.json", "metrics.jsonl"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step6"

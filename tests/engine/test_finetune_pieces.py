@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from vlbert_fast.config import ConfigError, load_config
-from vlbert_fast.config.finetune import FinetuneConfig, FinetuneTrainConfig
-from vlbert_fast.engine.finetune import EpochSampler
+from vlbert_fast.config.finetune_run import FinetuneConfig, FinetuneTrainConfig
+from vlbert_fast.data.sampler import ShuffledBatchSampler
 from vlbert_fast.engine.optim import (
     SkippableAdamW,
     SkippableSGD,
-    build_finetune_optimizer,
-    build_finetune_scheduler,
+    build_optimizer,
+    build_scheduler,
 )
 
 
@@ -49,7 +49,7 @@ def test_cli_task_flag_and_defaults(capsys):
 @pytest.mark.parametrize(("world", "micro", "global_batch"), [(1, 4, 8), (2, 4, 8), (3, 2, 12)])
 def test_sampler_shards_each_global_batch(world, micro, global_batch):
     n = 53
-    samplers = [EpochSampler(n, micro, global_batch, r, world, seed=5) for r in range(world)]
+    samplers = [ShuffledBatchSampler(n, micro, global_batch, r, world, seed=5) for r in range(world)]
     per_rank = [list(s) for s in samplers]
     steps, accumulation = samplers[0].steps_per_epoch, samplers[0].accumulation
     assert steps == n // global_batch and all(len(p) == steps * accumulation for p in per_rank)
@@ -67,11 +67,11 @@ def test_sampler_shards_each_global_batch(world, micro, global_batch):
 def test_optimizers_and_schedules():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     cfg = FinetuneTrainConfig(optimizer="sgd", lr=0.1, momentum=0.8, weight_decay=0.01, warmup_steps=2)
-    sgd = build_finetune_optimizer(model, cfg)
+    sgd = build_optimizer(model, cfg)
     assert isinstance(sgd, SkippableSGD) and sgd.defaults["momentum"] == 0.8
     assert [g["weight_decay"] for g in sgd.param_groups] == [0.01, 0.0]  # no decay on biases and LayerNorms
     cfg = FinetuneTrainConfig(lr=0.1, warmup_steps=2, schedule="step", lr_step_epochs=[1, 3], lr_step_factor=0.5)
-    sched = build_finetune_scheduler(sgd, cfg, max_steps=100, steps_per_epoch=10)
+    sched = build_scheduler(sgd, cfg, max_steps=100, steps_per_epoch=10)
     lrs = []
     for _ in range(40):
         lrs.append(sgd.param_groups[0]["lr"])
@@ -79,11 +79,9 @@ def test_optimizers_and_schedules():
         sched.step()
     assert lrs[:3] == pytest.approx([0.0, 0.05, 0.1])
     assert lrs[9] == pytest.approx(0.1) and lrs[10] == pytest.approx(0.05) and lrs[30] == pytest.approx(0.025)
-    adamw = build_finetune_optimizer(model, FinetuneTrainConfig(lr=0.2, warmup_steps=4))
+    adamw = build_optimizer(model, FinetuneTrainConfig(lr=0.2, warmup_steps=4))
     assert isinstance(adamw, SkippableAdamW)
-    sched = build_finetune_scheduler(
-        adamw, FinetuneTrainConfig(lr=0.2, warmup_steps=4), max_steps=12, steps_per_epoch=3
-    )
+    sched = build_scheduler(adamw, FinetuneTrainConfig(lr=0.2, warmup_steps=4), max_steps=12, steps_per_epoch=3)
     lrs = []
     for _ in range(13):
         lrs.append(adamw.param_groups[0]["lr"])

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from vlbert_fast.config import RunConfig, load_config
-from vlbert_fast.engine.trainer import PHASES
+from vlbert_fast.engine.job import PHASES
 
 
 @pytest.fixture(scope="module")

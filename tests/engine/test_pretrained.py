@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from tests.model.helpers import random_hf_bert
-from vlbert_fast.engine.checkpoint import CheckpointError
-from vlbert_fast.engine.consolidate import consolidated_state_dict
 from vlbert_fast.model import PretrainedError, VLBertForPretraining, from_pretrained, save_pretrained
+from vlbert_fast.model.checkpoint_dir import CheckpointError
+from vlbert_fast.model.consolidate import consolidated_state_dict
 from vlbert_fast.model.pretrained import init_weights_from
 
 

@@ -99,3 +99,20 @@ def test_a_damaged_safetensors_file_names_itself(tmp_path):
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(WeightsFileError, match=rf"{path}: not a readable safetensors file"):
         load_safetensors_file(path)
+
+
+def test_a_nested_weights_only_load_leaves_the_outer_allowlist(tmp_path):
+    """DeepSpeed's universal loader reads some files itself (torch.load inside weights_only_everywhere) after files read
+    through our loader; the inner read must not take DeepSpeed's bookkeeping classes off the outer allowlist (it did:
+    a resumed universal checkpoint was refused for its LossScaler)."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+
+    from vlbert_fast.model.safe_load import load_torch_file, weights_only_everywhere
+
+    path = tmp_path / "scaler.pt"
+    torch.save({"scaler": LossScaler(1.0), "w": torch.ones(2)}, path)
+    before = list(torch.serialization.get_safe_globals())
+    with weights_only_everywhere():
+        assert isinstance(load_torch_file(path)["scaler"], LossScaler)  # ours, nested
+        assert isinstance(torch.load(path, weights_only=False)["scaler"], LossScaler)  # DeepSpeed's, after it
+    assert torch.serialization.get_safe_globals() == before  # nothing left allowed after the block

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from vlbert_fast.config import TrainConfig
-from vlbert_fast.config.finetune import FinetuneTrainConfig
-from vlbert_fast.engine.optim import build_finetune_optimizer, build_optimizer, param_groups
+from vlbert_fast.config.finetune_run import FinetuneTrainConfig
+from vlbert_fast.engine.optim import build_optimizer, param_groups
 
 
 class Tiny(nn.Module):
@@ -52,5 +52,5 @@ def test_finetune_optimizers_take_the_switch():
     model = Tiny()
     for optimizer in ("adamw", "sgd"):
         cfg = FinetuneTrainConfig(optimizer=optimizer, weight_decay=0.01, weight_decay_all=True)
-        groups = build_finetune_optimizer(model, cfg).param_groups
+        groups = build_optimizer(model, cfg).param_groups
         assert {g["weight_decay"] for g in groups if g["params"]} == {0.01}

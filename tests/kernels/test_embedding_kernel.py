@@ -92,7 +92,7 @@ def test_fp16_matches_reference_and_beats_plain_fp16():
 
 def plain_fp16_embedding(stream, visual, w):
     """The formula with every step in fp16 (sums and LayerNorms in half precision), the baseline precision."""
-    from vlbert_fast.data.batch import TokenKind
+    from vlbert_fast.vocabulary import TokenKind
 
     kind, region = stream["token_kind"], stream["visual_index"].clamp(min=0)
     h = w.word.shape[1]

@@ -144,3 +144,37 @@ def test_gpu_bf16_bert_vocabulary():
     torch.testing.assert_close(got[0], want[0], atol=1e-3, rtol=1e-3)
     for g, w in zip(got[1:], want[1:], strict=True):
         torch.testing.assert_close(g.float(), w.float(), atol=2e-3, rtol=3e-2)  # bf16 gradients: ~1 ulp
+
+
+def test_chunk_logits_rows_start_on_16_element_boundaries():
+    x, weight, bias, _ = make(5, 8, 97)
+    for b in (bias, None):
+        logits = cross_entropy.linear_padded(x.detach(), weight.detach(), None if b is None else b.detach())
+        assert logits.shape == (5, 97) and logits.stride() == (112, 1)  # 97 rounded up to 112
+        assert logits.data_ptr() % 64 == 0
+        torch.testing.assert_close(logits, F.linear(x, weight, b), atol=0, rtol=0)
+
+
+def test_the_row_kernel_uses_scratch_padding_only_when_told():
+    from vlbert_fast.kernels.cross_entropy import _scratch_width, cross_entropy_rows
+
+    g = torch.Generator().manual_seed(3)
+    labels = torch.tensor([3, -100, 96, 0])
+    wide = torch.randn(4, 112, generator=g)
+    want_logits = wide[:, :97].clone()
+    want_loss = cross_entropy.cross_entropy_rows_torch(want_logits, labels, -100)
+    # told: the padding columns are read (as -inf) and zeroed; the V columns as without padding
+    scratch = wide.clone()
+    loss = cross_entropy_rows(scratch[:, :97], labels, -100, padding_is_scratch=True)
+    torch.testing.assert_close(loss, want_loss, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(scratch[:, :97], want_logits, atol=1e-6, rtol=1e-6)
+    assert not scratch[:, 97:].any()
+    # not told: a caller's columns beyond the view are left alone
+    kept = wide.clone()
+    cross_entropy_rows(kept[:, :97], labels, -100)
+    assert torch.equal(kept[:, 97:], wide[:, 97:])
+    # no room for the padding (a contiguous [C, V] tensor, or a row stride not a multiple of 16): V only
+    assert _scratch_width(torch.empty(4, 97)) == 97
+    assert _scratch_width(torch.empty(4, 120)[:, :97]) == 97
+    assert _scratch_width(torch.empty(4, 112)[:, :97]) == 112
+    assert _scratch_width(torch.empty(4 * 112 - 15)[: 4 * 112 - 15].as_strided((4, 97), (112, 1))) == 97

@@ -365,7 +365,7 @@ def test_weights_only_reading(tmp_path):
 
 def test_bert_pooler_added_for_vcr(tmp_path, tiny_cfg):
     from tests.model.helpers import random_hf_bert
-    from vlbert_fast.model.finetune import pretraining_state
+    from vlbert_fast.model.vlbert_finetuning import pretraining_state
     from vlbert_fast.tasks.vcr.head import VCRHead, init_pooler
 
     cfg = tiny_cfg.__class__(**{**tiny_cfg.__dict__, "hidden_size": H, "vocab_size": VOCAB})

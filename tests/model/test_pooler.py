@@ -8,7 +8,7 @@ import torch
 from transformers import BertForMaskedLM
 
 from vlbert_fast.model import VLBertForPretraining, from_pretrained, load_hf_bert, save_pretrained
-from vlbert_fast.model.finetune import pretraining_state
+from vlbert_fast.model.vlbert_finetuning import pretraining_state
 from vlbert_fast.tasks.vcr.head import VCRHead, init_pooler
 
 from .helpers import hf_config, random_hf_bert

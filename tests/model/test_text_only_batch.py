@@ -1,6 +1,7 @@
 """Batches without regions (only text-only rows, as when skip mode drops every image-text row of a micro batch) run
 forward and backward in both layouts and on every kernel backend; every parameter gets a gradient (the visual ones an
-exact zero, so ZeRO ranks reduce the same set), the padded and packed paths agree, and such batches train."""
+exact zero, so ZeRO ranks reduce the same set; visual_ln_text and the learned aux vector, which text-only tokens add,
+a real one), the padded and packed paths agree, and such batches train."""
 
 import dataclasses
 
@@ -11,7 +12,9 @@ from vlbert_fast.data import IGNORE_INDEX, collate
 from vlbert_fast.data.collate import Example
 from vlbert_fast.model import VLBertForPretraining
 
-VISUAL_ONLY = ("region_encoder.", "object_word_embedding", "object_mask_word_embedding", "visual_ln_")
+VISUAL_ONLY = ("region_encoder.", "object_word_embedding", "object_mask_word_embedding", "visual_ln_object")
+TEXT_ONLY_VISUAL = ("text_visual_embedding", "visual_ln_text")  # a text-only token adds visual_ln_text(aux), as the
+# original's text-only rows do (README, "The model, exactly")
 
 
 def text_only_batch(seed: int = 0, lengths=(9, 6, 13)):
@@ -41,6 +44,9 @@ def test_a_text_only_batch_runs_and_every_parameter_gets_a_gradient(tiny_cfg, pa
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     visual = [p.grad for n, p in model.named_parameters() if any(key in n for key in VISUAL_ONLY)]
     assert visual and all(torch.count_nonzero(g) == 0 for g in visual)  # zeros: the update leaves them (AdamW aside)
+    aux = [p.grad for n, p in model.named_parameters() if any(key in n for key in TEXT_ONLY_VISUAL)]
+    assert len(aux) == 3 and torch.count_nonzero(aux[-1]) > 0  # visual_ln_text's shift: the text-only rows' own
+    # visual part (the aux vector's gradient passes through the LayerNorm's gain, zero when it starts at 0)
 
 
 def test_padded_and_packed_agree_on_a_text_only_batch(tiny_cfg):

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from vlbert_fast.data import Example, collate
-from vlbert_fast.data.batch import TokenKind
 from vlbert_fast.model import VLBertForPretraining
+from vlbert_fast.vocabulary import TokenKind
 
 
 def original_text_only_embedding(emb, ids: torch.Tensor, eps: float) -> torch.Tensor:

@@ -11,7 +11,7 @@ from vlbert_fast.config import ModelConfig, TrainConfig, VisualConfig
 from vlbert_fast.data.images import zero_regions
 from vlbert_fast.engine.optim import build_optimizer
 from vlbert_fast.model.backbone import Bottleneck, FrozenBatchNorm2d
-from vlbert_fast.model.roi_head import VisualBranch
+from vlbert_fast.model.visual_branch import VisualBranch
 from vlbert_fast.ops import roi_align_reference
 
 

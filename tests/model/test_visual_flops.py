@@ -13,7 +13,7 @@ from vlbert_fast.data import collate
 from vlbert_fast.data.random import random_examples
 from vlbert_fast.engine.flops import batch_training_flops, forward_flops, visual_flops
 from vlbert_fast.model import VLBertForPretraining
-from vlbert_fast.model.roi_head import VisualBranch
+from vlbert_fast.model.visual_branch import VisualBranch
 
 
 @pytest.fixture(autouse=True, scope="module")

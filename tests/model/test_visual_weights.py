@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from vlbert_fast.config import ModelConfig, VisualConfig
 from vlbert_fast.model import VLBertForPretraining
 from vlbert_fast.model.resnet_weights import ResNetLoadError, load_resnet_weights
-from vlbert_fast.model.roi_head import VisualBranch
+from vlbert_fast.model.visual_branch import VisualBranch
 
 CFG = VisualConfig(depth=18, width=4, frozen_bn=False, frozen_stages=0, roi_align_backend="reference")
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")

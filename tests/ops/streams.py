@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from vlbert_fast.data.batch import TokenKind
 from vlbert_fast.ops import EmbeddingWeights
+from vlbert_fast.vocabulary import TokenKind
 
 
 def token_stream(samples: list[tuple[int, int]], pad: int = 0, vocab: int = 29, seed: int = 0) -> dict:

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from vlbert_fast.data import collate
-from vlbert_fast.data.batch import TokenKind
 from vlbert_fast.data.random import random_examples
 from vlbert_fast.model import VLBertForPretraining
 from vlbert_fast.ops import fused_embedding, fused_embedding_reference
 from vlbert_fast.ops.embedding import dropout_counters, philox_4x32, philox_uniform
+from vlbert_fast.vocabulary import TokenKind
 
 from .streams import op_args, random_visual, random_weights, token_stream
 
@@ -27,7 +27,7 @@ def layer_norm_by_hand(v, gain, bias, eps):
 
 
 def by_hand(stream, visual, w, eps):
-    """One token at a time, reading DESIGN.md's rules directly."""
+    """One token at a time, reading the README's rules (The model, exactly) directly."""
     out = []
     for n in range(stream["word_ids"].shape[0]):
         kind, r = TokenKind(int(stream["token_kind"][n])), int(stream["visual_index"][n])

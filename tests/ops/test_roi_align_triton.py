@@ -99,6 +99,36 @@ def test_layouts_and_several_channel_blocks(channels_last, monkeypatch):
         torch.testing.assert_close(grad_det.double(), want_grad, atol=2e-6, rtol=2e-6)
 
 
+def test_odd_bins_and_channel_blocks_both_backwards(monkeypatch):
+    # one program per (box, bin row) walks its row's bins: 3 x 5 bins (odd, PH != PW), 9 channels in blocks of 8
+    # (the second block one channel wide), adaptive and aligned, every named box (edges included)
+    monkeypatch.setattr(roi_align_kernels, "MAX_BLOCK_C", 8)
+    x = make_features(channels=9, dtype=torch.float32, channels_last=True)
+    rois = make_rois(torch.float32, n_random=0)
+    xt = x.detach().clone().requires_grad_()
+    out = roi_align(xt, rois, (3, 5), SCALE, 0, True, backend="triton")
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    out.backward(grad_out.float())
+    # the reference with fp32 geometry, as the kernel's: at 3 x 5 bins the box coordinates are not dyadic, and the
+    # boxes built to put samples exactly on x = -1 / y = -1 land on either side of that edge in fp32 and fp64
+    xr = x.detach().clone().requires_grad_()
+    want = roi_align_reference(xr, rois, (3, 5), SCALE, 0, True).double()
+    want.backward(grad_out)
+    torch.testing.assert_close(out.double(), want, atol=2e-6, rtol=2e-6)
+    torch.testing.assert_close(xt.grad.double(), xr.grad.double(), atol=2e-6, rtol=2e-6)
+    grad_det = roi_align_backward(grad_out.float(), rois, tuple(x.shape), torch.channels_last, SCALE, 0, True, True)
+    torch.testing.assert_close(grad_det.double(), xr.grad.double(), atol=2e-6, rtol=2e-6)
+
+
+def test_launch_config_gives_each_thread_16_bytes_of_channels():
+    # what makes every tap one 128-bit load (the static sm_90 scorecard shows the LDG.E.128)
+    assert roi_align_kernels._row_launch_config(1024, 2) == (1024, 4)  # bf16: 8 channels x 128 threads
+    assert roi_align_kernels._row_launch_config(1024, 4) == (1024, 8)  # fp32: 4 channels x 256 threads
+    assert roi_align_kernels._row_launch_config(7, 4) == (8, 1)
+    with pytest.raises(ValueError, match="2\\*\\*31"):
+        roi_align_kernels._check_plane(1024, 2048, 1024)
+
+
 def test_empty_rois_and_one_by_one_maps():
     x = make_features(channels=3, dtype=torch.float32).requires_grad_()
     out = roi_align(x, torch.zeros(0, 5), OUT, SCALE, backend="triton")

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from vlbert_fast.config import SynthConfig
-from vlbert_fast.config.finetune import FinetuneConfig
+from vlbert_fast.config.finetune_run import FinetuneConfig
 from vlbert_fast.config.tasks import VQAOptions
 from vlbert_fast.data.formats import FeatureShards
 from vlbert_fast.data.synth.world import cached_world
 from vlbert_fast.model import VLBertForPretraining, save_pretrained
-from vlbert_fast.model.finetune import build_finetune_model
 from vlbert_fast.model.pretrained import PretrainedError
+from vlbert_fast.model.vlbert_finetuning import build_finetune_model
 from vlbert_fast.tasks import build_task, collate_task
 from vlbert_fast.tasks.vqa.answers import answer_accuracy, soft_scores
 from vlbert_fast.tasks.vqa.formats import read_annotations, read_questions

@@ -9,10 +9,10 @@ import platform
 import torch
 
 from .. import _ext
-from ..data.batch import TokenKind
 from ..ops import REGISTRY, EmbeddingWeights
 from ..ops.dispatch import interpreter_on
 from ..version import __version__
+from ..vocabulary import TokenKind
 
 
 def _version(module: str) -> str:

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config.finetune import TASK_NAMES
+from ..config.finetune_run import TASK_NAMES
 from .trust import TRUST_FOREIGN_HELP
 
 HELP = "predict a split with a fine-tuned run; write the official prediction file and the metrics"
@@ -32,15 +32,15 @@ def main(args, cfg) -> int:
     import torch
 
     from ..config import ConfigError, load_config
-    from ..config.finetune import FinetuneConfig
+    from ..config.finetune_run import FinetuneConfig
     from ..data.formats import FormatError
-    from ..engine.checkpoint import CheckpointError
-    from ..engine.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
     from ..engine.distributed import DistInfo
     from ..engine.predict import predict_split
-    from ..model.finetune import VLBertForFinetuning
+    from ..model.checkpoint_dir import CheckpointError
+    from ..model.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
     from ..model.pretrained import check_state_dict
     from ..model.safe_load import WeightsFileError
+    from ..model.vlbert_finetuning import VLBertForFinetuning
     from ..tasks import build_task
 
     start = time.perf_counter()

@@ -13,7 +13,7 @@ def unusable_input_errors() -> tuple[type[BaseException], ...]:
     from ..config import ConfigError
     from ..data.batch import InvalidBatchError
     from ..data.formats import FormatError
-    from ..data.loader import DataConfigError
+    from ..data.pretrain_loader import DataConfigError
     from ..engine.ds_config import EngineConfigError
     from ..engine.run_lock import RunDirLocked
     from ..model.hf_bert import BertLoadError

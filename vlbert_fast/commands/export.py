@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
 
 
 def main(args, cfg) -> int:
-    from ..engine.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
+    from ..model.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
     from ..model.pretrained import CONFIG as CONFIG_FILE
     from ..model.pretrained import WEIGHTS, model_config_from_dict, save_pretrained
     from ..model.safe_load import WeightsFileError

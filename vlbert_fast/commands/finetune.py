@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config.finetune import TASK_NAMES, FinetuneConfig
+from ..config.finetune_run import TASK_NAMES, FinetuneConfig
 from .trust import TRUST_FOREIGN_HELP
 
 HELP = "fine-tune on VQA v2, RefCOCO+ or VCR (no config: the task's embedded default on synthetic data)"
@@ -35,7 +35,7 @@ def config_defaults(args) -> list[dict]:
 
 
 def main(args, cfg: FinetuneConfig) -> int:
-    from ..engine.finetune import finetune
+    from ..engine.finetune_job import finetune
     from .exit_codes import run_job
 
     # ValueError too: a task's own checks of its data and config (e.g. fewer samples than one global batch)

@@ -27,7 +27,7 @@ def config_overrides(args) -> list[str]:
 
 
 def main(args, cfg: RunConfig) -> int:
-    from ..engine.trainer import pretrain
+    from ..engine.pretrain_job import pretrain
     from .exit_codes import run_job
 
     return run_job("pretrain", lambda: pretrain(cfg))

@@ -1,11 +1,11 @@
 """Typed configuration: dataclasses per component, YAML overrides, dotlist overrides (see loader.py)."""
 
+from .config_files import ConfigError, describe, field_docs, load_config, parse_dotlist, save_config, to_dict, to_yaml
 from .data import DataConfig
 from .engine import EngineConfig
-from .loader import ConfigError, describe, field_docs, load_config, parse_dotlist, save_config, to_dict, to_yaml
 from .model import ModelConfig
-from .run import RunConfig
-from .synth import SynthConfig
+from .pretrain_run import RunConfig
+from .synth_world import SynthConfig
 from .train import TrainConfig
 from .visual import VisualConfig
 

@@ -1,11 +1,11 @@
 """Pretraining data: where it lives, how it is masked, truncated and batched. An empty `root` means the embedded
-default: the synthetic world (config/synth.py), generated once into a cache directory."""
+default: the synthetic world (config/synth_world.py), generated once into a cache directory."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .synth import SynthConfig
+from .synth_world import SynthConfig
 
 
 @dataclass

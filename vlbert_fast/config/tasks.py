@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .synth import SynthConfig
+from .synth_world import SynthConfig
 
 
 @dataclass

@@ -1,44 +1,57 @@
-"""Optimisation and the training loop. Defaults are the embedded tiny run; configs/pretrain/*.yaml carry the
-original's Base and Large settings (AdamW, lr 2.56e-5 at batch 256, 16k warmup steps then linear decay, weight
-decay 1e-4 on every parameter, clipping at 10)."""
+"""Optimisation and the training loop, one config for every job: `LoopConfig` holds what pretraining and fine-tuning
+share (batch, optimizer, schedule, precision, logging), `TrainConfig` (pretraining, RunConfig.train) and
+`FinetuneTrainConfig` (fine-tuning, config/finetune_run.py) add their own few fields and defaults. Defaults are the
+embedded tiny run; configs/pretrain/*.yaml carry the original's Base and Large settings (AdamW, lr 2.56e-5 at batch
+256, 16k warmup steps then linear decay, weight decay 1e-4 on every parameter, clipping at 10)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("linear", "step")
 
 
 @dataclass
-class TrainConfig:
-    max_steps: int = 1000
-    """Optimizer steps of the run. The embedded default's 1000 are about where its model has learned to read the
-    image (see model.visual_scale_text_init): masked colour/shape words 49.7% right against 22.8% with shuffled
-    images after 800 steps, 51.5% against 21.7% after 900, 59.7% against 20.7% after 1000 (89 s on an idle 2-core
-    machine, start-up included)."""
-
-    from_scratch: bool = False
-    """Start from random weights on purpose: `engine.init_from` is then not read (the Base/Large configs name a BERT
-    directory there, as the original starts from BERT). The embedded default trains from scratch already: its
-    synthetic vocabulary is not BERT's and it sets no init_from."""
+class LoopConfig:
+    max_steps: int = 0
+    """Optimizer steps of the run."""
 
     global_batch_size: int = 64
-    """Rows per optimizer step over all ranks (image-text and text-only rows together)."""
+    """Rows (fine-tuning: samples) per optimizer step over all ranks."""
 
     micro_batch_size: int = 64
-    """Rows per forward/backward on one rank; accumulation = global / (micro x world size)."""
+    """Rows (samples) per forward/backward on one rank; accumulation = global / (micro x world size)."""
+
+    optimizer: str = "adamw"
+    """"adamw" (pretraining, VQA, RefCOCO+) or "sgd" with momentum (the original's VCR)."""
 
     lr: float = 1e-3
-    """Peak learning rate, reached after warmup (no hidden scaling by batch size)."""
+    """Peak learning rate, reached after warmup; used as given (no hidden scaling by the batch size)."""
 
     warmup_steps: int = 60
-    """Linear warmup from 0 to lr over these steps, then linear decay to 0 at max_steps."""
+    """Linear warmup from 0 to lr over these steps."""
+
+    schedule: str = "linear"
+    """After warmup: "linear" decay to 0 at the last step (the original's 'triangle'), or "step": lr x
+    lr_step_factor at each epoch of lr_step_epochs (the original's VCR)."""
+
+    lr_step_epochs: list[int] = field(default_factory=list)
+    """Epochs (counted from 0) at whose start the "step" schedule multiplies the lr by lr_step_factor."""
+
+    lr_step_factor: float = 0.1
+    """Factor of each step of the "step" schedule."""
 
     weight_decay: float = 1e-4
-    """Decoupled AdamW weight decay, on the parameters `weight_decay_all` says."""
+    """Decoupled weight decay (AdamW) or L2 (SGD), on the parameters `weight_decay_all` says."""
 
     weight_decay_all: bool = False
-    """True: every parameter decays, as the original's AdamW does (configs/pretrain/*.yaml). False: biases,
-    LayerNorm parameters and the learned [H] vectors ([IMG], [END], mask, text-only visual) do not (BERT's and
-    Hugging Face's convention; the embedded default)."""
+    """True: every parameter decays, as the original's optimizers do (configs/pretrain/*.yaml, configs/finetune).
+    False: biases, LayerNorm parameters and the learned [H] vectors ([IMG], [END], mask, text-only visual) do not
+    (BERT's and Hugging Face's convention; the embedded defaults)."""
+
+    momentum: float = 0.9
+    """SGD momentum."""
 
     adam_beta1: float = 0.9
     """AdamW beta1."""
@@ -62,12 +75,9 @@ class TrainConfig:
     peak_tflops: float = 0.0
     """Peak TFLOP/s of one device for MFU; 0: from the table of known GPUs (engine/flops.py), no MFU on a CPU."""
 
-    eval_batches: int = 16
-    """Batches of held-out captions in the end-of-run evaluation (0: no evaluation)."""
-
     def __post_init__(self) -> None:
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, found {self.max_steps}")
+        if self.max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0, found {self.max_steps}")
         if self.micro_batch_size < 1 or self.global_batch_size < 1:
             raise ValueError("global_batch_size and micro_batch_size must be >= 1")
         if self.global_batch_size % self.micro_batch_size:
@@ -75,11 +85,43 @@ class TrainConfig:
                 f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size "
                 f"{self.micro_batch_size}"
             )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, found {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, found {self.schedule!r}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("lr must be > 0; warmup_steps, weight_decay and grad_clip >= 0")
+        if not 0 < self.lr_step_factor <= 1 or any(e < 0 for e in self.lr_step_epochs):
+            raise ValueError("lr_step_factor must be in (0, 1] and lr_step_epochs >= 0")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), found {self.momentum}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', found {self.precision!r}")
         if self.peak_tflops < 0:
             raise ValueError(f"peak_tflops must be >= 0, found {self.peak_tflops}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, found {self.log_every}")
+
+
+@dataclass
+class TrainConfig(LoopConfig):
+    """Pretraining's loop (RunConfig.train)."""
+
+    max_steps: int = 1000
+    """Optimizer steps of the run. The embedded default's 1000 are about where its model has learned to read the
+    image (see model.visual_scale_text_init): masked colour/shape words 49.7% right against 22.8% with shuffled
+    images after 800 steps, 51.5% against 21.7% after 900, 59.7% against 20.7% after 1000 (89 s on an idle 2-core
+    machine, start-up included)."""
+
+    from_scratch: bool = False
+    """Start from random weights on purpose: `engine.init_from` is then not read (the Base/Large configs name a BERT
+    directory there, as the original starts from BERT). The embedded default trains from scratch already: its
+    synthetic vocabulary is not BERT's and it sets no init_from."""
+
+    eval_batches: int = 16
+    """Batches of held-out captions in the end-of-run evaluation (0: no evaluation)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, found {self.max_steps}")

@@ -1,6 +1,6 @@
 """The visual branch: precomputed region features, or the detector in the loop (end to end).
 
-End to end (DESIGN.md, "The model, exactly"): image -> ResNet C4 (conv1 ... res4, stride 16) -> RoIAlign at 1/16
+End to end (README.md, "The model, exactly"): image -> ResNet C4 (conv1 ... res4, stride 16) -> RoIAlign at 1/16
 (pooled_size x pooled_size, sampling ratio 1) -> res5 (dilated, stride 1) -> average pool -> appearance of each
 region. The defaults are the original's e2e configs (cfgs/pretrain/base_e2e_16x16G_fp16.yaml): ResNet-101, stages
 1-2 and every BatchNorm frozen, Caffe BGR mean, short side 600 / long side 1000, flip with probability 0.5.

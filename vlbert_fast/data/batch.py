@@ -13,27 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from enum import IntEnum
 
 import torch
 
-IGNORE_INDEX = -100
-"""Label value of positions without a target (the cross-entropy ignore index)."""
+from ..vocabulary import IGNORE_INDEX, TokenKind
 
-
-class TokenKind(IntEnum):
-    """What a token position holds; decides which embeddings it sums (DESIGN.md, "The model, exactly")."""
-
-    TEXT = 0
-    """Text token of a row with an image: word + visual_ln_text(visual feature of its tagged region)."""
-    TEXT_ONLY = 1
-    """Text token of a text-only row: word + the learned text-visual embedding."""
-    ROI = 2
-    """Region: [IMG] (or the masked-RoI word embedding) + visual_ln_object(its own visual feature)."""
-    END = 3
-    """The learned [END] token closing every sample."""
-    PAD = 4
-    """Padding after the sample; excluded by attention_mask."""
+__all__ = ["IGNORE_INDEX", "Batch", "InvalidBatchError", "TokenKind"]
 
 
 class InvalidBatchError(ValueError):

@@ -1,4 +1,4 @@
-"""From per-sample `Example`s to one `Batch`: the sequence layout of DESIGN.md, made once, here.
+"""From per-sample `Example`s to one `Batch`: the sequence layout of README.md ("The model, exactly"), made once, here.
 
 Each sample becomes `[CLS] text [SEP] ([SEP B]) [RoI_0 ... RoI_{R-1}] [END]`, contiguous, padded at the end:
 - positions: text token i -> i; every RoI -> T (the text length); [END] -> T + 1;

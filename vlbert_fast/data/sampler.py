@@ -1,4 +1,12 @@
-"""Micro batches for pretraining: image-text samples mixed with text-only rows, grouped by length, split over ranks.
+"""Micro batches of sample indices for every job, split over ranks by one rule: an epoch is a global sequence of
+micro batches that every rank computes alike from (seed, epoch), and rank r takes batches r, r + W, r + 2W, ... of it
+(`rank_batches`), so global batch j is micro batches j A W ... (j + 1) A W - 1 (A accumulation steps, W ranks).
+`start_batch` skips the first batches of this rank, for an exact resume.
+
+`ShuffledBatchSampler` (fine-tuning): each epoch a permutation of the samples cut into micro batches; the samples
+after the last whole global batch are left out that epoch.
+
+`MixedBatchSampler` (pretraining): image-text samples mixed with text-only rows, grouped by length.
 
 Each micro batch holds `caption_rows` image-text indices and `text_rows` text-only indices (the original draws one
 batch from each loader per step, 1:1). Indices address a ConcatDataset([captions, texts]): text-only indices are
@@ -8,7 +16,7 @@ batch is dropped); the text corpus cycles through its own permutations.
 Length grouping: the shuffled captions are cut into chunks of `group_factor` batches, each chunk is sorted by length
 and cut into batches, and the batches are shuffled again, so a batch's rows have similar lengths without the order
 being fixed. Ranks take every `world_size`-th batch of the same global sequence (all ranks agree on it from the seed
-and epoch) and get equally many. `start_batch` skips the first batches of this rank, for an exact resume.
+and epoch) and get equally many.
 """
 
 from __future__ import annotations
@@ -17,6 +25,35 @@ from collections.abc import Iterator
 
 import numpy as np
 from torch.utils.data import Sampler
+
+
+def rank_batches(num_batches: int, rank: int, world_size: int, start_batch: int = 0) -> range:
+    """Which batches of an epoch's global sequence of `num_batches` rank `rank` takes (module docstring)."""
+    return range(rank + start_batch * world_size, num_batches, world_size)
+
+
+class ShuffledBatchSampler(Sampler[list[int]]):
+    """Micro batches of `micro` sample indices for one rank, a fresh permutation of the samples each epoch
+    (module docstring); `steps_per_epoch` whole global batches of `global_batch` samples."""
+
+    def __init__(self, num_samples: int, micro: int, global_batch: int, rank: int, world_size: int, seed: int):
+        self.num_samples, self.micro, self.global_batch = num_samples, micro, global_batch
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.accumulation = global_batch // (micro * world_size)
+        self.steps_per_epoch = num_samples // global_batch
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch * self.accumulation - self.start_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
+        num_batches = self.steps_per_epoch * self.global_batch // self.micro
+        for b in rank_batches(num_batches, self.rank, self.world_size, self.start_batch):
+            yield order[b * self.micro : (b + 1) * self.micro].tolist()
 
 
 class MixedBatchSampler(Sampler[list[int]]):
@@ -98,6 +135,5 @@ class MixedBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         captions = self.caption_batches()
         texts = self.text_batches(len(captions))
-        mine = list(range(self.rank, len(captions), self.world_size))[self.start_batch :]
-        for b in mine:
+        for b in rank_batches(len(captions), self.rank, self.world_size, self.start_batch):
             yield [int(i) for i in captions[b]] + [self.num_captions + int(i) for i in texts[b]]

@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,17 +44,26 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, to_dict
-from ..model.safe_load import WeightsFileError, check_globals, weights_only_everywhere
+from ..data.formats.paths import fsync_path
+from ..model.checkpoint_dir import (
+    CLIENT_KEY,
+    LATEST,
+    MANIFEST_KEY,
+    MARKER,
+    TAG_RE,
+    CheckpointError,
+    complete_tags,
+    find_checkpoint,
+    is_complete,
+    manifest_of,
+    read_marker,
+    tag_for,
+)
+from ..model.safe_load import check_globals, weights_only_everywhere
 from ..version import __version__
 from . import checkpoint_io
-from .checkpoint_io import fsync_path
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from .guards import TrainingAborted, nonfinite_weights
-
-MARKER = "checkpoint.json"
-LATEST = "latest"
-TAG_RE = re.compile(r"^step(\d+)$")
-CLIENT_KEY = "vlbert_fast"
 
 RESUME_FREE_KEYS = (
     "run_dir",  # where the run lives: a run directory may be moved or copied
@@ -69,10 +77,6 @@ RESUME_FREE_KEYS = (
     "model.check_inputs",
     "engine",  # execution: ZeRO, checkpoints, timeouts, fault policy (DeepSpeed refuses what it cannot load)
 )
-
-
-class CheckpointError(WeightsFileError):
-    """A checkpoint that is missing, incomplete, damaged or cannot be resumed here; the message says which and why."""
 
 
 class ConfigChangedError(CheckpointError):
@@ -93,85 +97,6 @@ class TrainState:
     last_metrics: dict | None = None
     rng: dict | None = field(default=None, repr=False)
     """This rank's RNG states to restore once the data iterator exists (creating it draws from torch's RNG)."""
-
-
-def tag_for(step: int) -> str:
-    return f"step{step}"
-
-
-def _step_of(tag_dir: Path) -> int:
-    match = TAG_RE.match(tag_dir.name)
-    return int(match.group(1)) if match else -1
-
-
-def is_complete(tag_dir: Path) -> bool:
-    return (tag_dir / MARKER).is_file()
-
-
-def read_marker(tag_dir: Path) -> dict:
-    path = tag_dir / MARKER
-    try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint marker ({type(exc).__name__}: {exc})") from None
-    if not isinstance(marker, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, found {type(marker).__name__}")
-    return marker
-
-
-def damage(tag_dir: Path) -> str | None:
-    """What makes a complete checkpoint unusable, judged cheaply (its marker, and its files' sizes against the
-    manifest), or None. A checkpoint saved without a manifest is not judged here (loading it needs trust)."""
-    try:
-        manifest = checkpoint_io.manifest_of(read_marker(tag_dir), tag_dir / MARKER)
-    except WeightsFileError as exc:
-        return str(exc)
-    return None if manifest is None else checkpoint_io.damaged_file(tag_dir, manifest)
-
-
-def _is_deepspeed_tag(path: Path) -> bool:
-    return any(path.glob("*model_states.pt"))
-
-
-def complete_tags(ckpt_dir: Path) -> list[Path]:
-    if not ckpt_dir.is_dir():
-        return []
-    tags = [p for p in ckpt_dir.iterdir() if p.is_dir() and TAG_RE.match(p.name) and is_complete(p)]
-    return sorted(tags, key=_step_of)
-
-
-def find_checkpoint(path: Path, notes: list[str] | None = None) -> Path | None:
-    """The checkpoint (tag directory) that `path` names: a tag directory itself, or the `latest` complete one of a
-    checkpoints directory or of a run directory. None when there is none. A damaged one (a file missing or truncated)
-    is passed over for the previous complete one, with a note naming both appended to `notes`; when every complete
-    checkpoint is damaged, CheckpointError."""
-    path = Path(path)
-    if is_complete(path) or _is_deepspeed_tag(path):
-        return path
-    ckpt_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    tags = complete_tags(ckpt_dir)
-    latest = ckpt_dir / LATEST
-    if latest.is_file():
-        named = ckpt_dir / latest.read_text().strip()
-        if named in tags:  # `latest` lost or damaged by hand: the newest complete checkpoint still counts
-            tags = tags[: tags.index(named) + 1]
-    damaged = []
-    for tag_dir in reversed(tags):
-        problem = damage(tag_dir)
-        if problem is None:
-            if damaged and notes is not None:
-                notes.append(
-                    f"warning: checkpoint {damaged[0][0]} is damaged ({damaged[0][1]}); using the previous complete "
-                    f"checkpoint {tag_dir} instead"
-                    + (f" ({len(damaged) - 1} more damaged in between)" if len(damaged) > 1 else "")
-                )
-            return tag_dir
-        damaged.append((tag_dir, problem))
-    if damaged:
-        raise CheckpointError(
-            f"{ckpt_dir}: every complete checkpoint is damaged; the newest, {damaged[0][0]}: {damaged[0][1]}"
-        )
-    return None
 
 
 def last_finite_checkpoint_advice(cfg) -> str:
@@ -372,7 +297,7 @@ def save(engine, cfg: RunConfig, info: DistInfo, state: TrainState, scheduler, l
             "version": __version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": config,
-            checkpoint_io.MANIFEST_KEY: dict(sorted(manifest.items())),
+            MANIFEST_KEY: dict(sorted(manifest.items())),
         }
         _write_atomic(tag_dir / MARKER, json.dumps(marker, indent=1) + "\n")
         _write_atomic(ckpt_dir / LATEST, tag)
@@ -386,7 +311,7 @@ def load(engine, cfg: RunConfig, info: DistInfo, tag_dir: Path, scheduler) -> tu
     is this rank's RNG states, or None when the world size changed) and notes for the log."""
     notes: list[str] = []
     marker = read_marker(tag_dir) if is_complete(tag_dir) else None
-    manifest = None if marker is None else checkpoint_io.manifest_of(marker, tag_dir / MARKER)
+    manifest = None if marker is None else manifest_of(marker, tag_dir / MARKER)
     if manifest is None and not cfg.engine.trust_foreign:
         what = f"was saved without a manifest ({MARKER} lists no files)" if marker else f"has no {MARKER}"
         raise CheckpointError(

@@ -15,55 +15,10 @@ the completion marker written last (engine/checkpoint.py).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from ..model.safe_load import FileDigest, WeightsFileError, digest, load_torch_file, size_problem, verify
-
-MANIFEST_KEY = "files"
-
-
-def fsync_path(path: Path) -> None:
-    """Flushes a file's (or a directory's entries') data to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def manifest_of(marker: dict, source: Path) -> dict[str, FileDigest] | None:
-    """The manifest a marker holds (None for a checkpoint saved without one)."""
-    files = marker.get(MANIFEST_KEY)
-    if files is None:
-        return None
-    if not isinstance(files, dict) or not files:
-        raise WeightsFileError(f"{source}: '{MANIFEST_KEY}' must map file names to their size and sha256")
-    return {name: FileDigest.from_dict(entry, f"{source}, file {name!r}") for name, entry in files.items()}
-
-
-def damaged_file(tag_dir: Path, manifest: dict[str, FileDigest]) -> str | None:
-    """'name: problem' of the first file of the checkpoint that is missing or has the wrong size (no hashing:
-    cheap enough to run before choosing a checkpoint), or None."""
-    for name, entry in sorted(manifest.items()):
-        problem = size_problem(tag_dir / name, entry)
-        if problem is not None:
-            return f"{tag_dir / name}: {problem}"
-    return None
-
-
-def unlisted_files(tag_dir: Path, manifest: dict[str, FileDigest]) -> list[Path]:
-    """Torch files in the tag directory that the manifest does not list (none was saved with the checkpoint)."""
-    return sorted(p for p in tag_dir.glob("*.pt") if p.name not in manifest)
-
-
-def verify_checkpoint(tag_dir: Path, manifest: dict[str, FileDigest]) -> None:
-    """Every file of the manifest matches (size and sha256) and no other torch file sits beside them."""
-    for name, entry in sorted(manifest.items()):
-        verify(tag_dir / name, entry)
-    extra = unlisted_files(tag_dir, manifest)
-    if extra:
-        raise WeightsFileError(f"{extra[0]}: not in the manifest of {tag_dir} (not saved with it); refused")
+from ..data.formats.paths import fsync_path
+from ..model.safe_load import FileDigest, WeightsFileError, digest, load_torch_file
 
 
 def _torch_engine_base():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..config.train import LoopConfig
 from .guards import gradients_finite
 
 
@@ -42,12 +42,16 @@ class SkippableAdamW(_SkipSwitch, torch.optim.AdamW):
     pass
 
 
+class SkippableSGD(_SkipSwitch, torch.optim.SGD):
+    """torch's SGD with the same `skip_update` switch as SkippableAdamW (the original's VCR fine-tuning)."""
+
+
 def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
     """Two groups, always in this order: the matrices and embedding tables, then everything of one dimension
     (biases, LayerNorm gains and shifts, the [IMG]/[END]/mask/text-visual vectors). The first decays; the second
     decays too with `decay_all`, as the original's AdamW (common/nlp/bert/optimization.py) applies its weight decay
     to every parameter, and not otherwise (BERT's and Hugging Face's convention). The order is the same either way:
-    checkpoint consolidation reads DeepSpeed's fp32 masters in it (engine/consolidate.py)."""
+    checkpoint consolidation reads DeepSpeed's fp32 masters in it (model/consolidate.py)."""
     matrices, vectors = [], []
     for _, p in model.named_parameters():
         if not p.requires_grad:
@@ -59,17 +63,13 @@ def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False)
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> SkippableAdamW:
-    kwargs = {}
-    if next(model.parameters()).is_cuda:
-        kwargs["fused"] = True  # one kernel for all parameters on the GPU
-    return SkippableAdamW(
-        param_groups(model, cfg.weight_decay, cfg.weight_decay_all),
-        lr=cfg.lr,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        eps=cfg.adam_eps,
-        **kwargs,
-    )
+def build_optimizer(model: nn.Module, cfg: LoopConfig) -> SkippableAdamW | SkippableSGD:
+    """AdamW (fused on the GPU) or SGD with momentum, per `cfg.optimizer`, over the decay groups of `param_groups`."""
+    groups = param_groups(model, cfg.weight_decay, cfg.weight_decay_all)
+    if cfg.optimizer == "sgd":
+        return SkippableSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    kwargs = {"fused": True} if next(model.parameters()).is_cuda else {}  # one kernel for all parameters on the GPU
+    return SkippableAdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, **kwargs)
 
 
 def warmup_linear(step: int, warmup_steps: int, max_steps: int) -> float:
@@ -80,25 +80,6 @@ def warmup_linear(step: int, warmup_steps: int, max_steps: int) -> float:
     return max(0.0, (max_steps - step) / max(1, max_steps - warmup_steps))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_linear(step, cfg.warmup_steps, cfg.max_steps)
-    )
-
-
-class SkippableSGD(_SkipSwitch, torch.optim.SGD):
-    """torch's SGD with the same `skip_update` switch as SkippableAdamW (the original's VCR fine-tuning)."""
-
-
-def build_finetune_optimizer(model: nn.Module, cfg) -> SkippableAdamW | SkippableSGD:
-    """AdamW or SGD with momentum from a FinetuneTrainConfig, with the decay groups of `param_groups`."""
-    groups = param_groups(model, cfg.weight_decay, cfg.weight_decay_all)
-    if cfg.optimizer == "sgd":
-        return SkippableSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    kwargs = {"fused": True} if next(model.parameters()).is_cuda else {}
-    return SkippableAdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, **kwargs)
-
-
 def warmup_step(step: int, warmup_steps: int, boundaries: list[int], factor: float) -> float:
     """Multiplier of the peak lr at `step`: 0 -> 1 over warmup, then `factor` once more at each boundary (steps)
     passed (the original's step schedule, with its linear warmup)."""
@@ -107,12 +88,14 @@ def warmup_step(step: int, warmup_steps: int, boundaries: list[int], factor: flo
     return factor ** sum(step >= b for b in boundaries)
 
 
-def build_finetune_scheduler(
-    optimizer: torch.optim.Optimizer, cfg, max_steps: int, steps_per_epoch: int
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: LoopConfig, max_steps: int, steps_per_epoch: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """ "linear": warmup then linear decay to 0 at max_steps; "step": warmup then x lr_step_factor at the start of
-    each epoch in lr_step_epochs (cfg: a FinetuneTrainConfig)."""
+    """ "linear": warmup then linear decay to 0 at `max_steps`; "step": warmup then x lr_step_factor at the start of
+    each epoch in lr_step_epochs (`steps_per_epoch` optimizer steps each)."""
     if cfg.schedule == "step":
+        if steps_per_epoch < 1:
+            raise ValueError("the 'step' schedule needs the steps of an epoch")
         boundaries = [e * steps_per_epoch for e in cfg.lr_step_epochs]
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_step(step, cfg.warmup_steps, boundaries, cfg.lr_step_factor)

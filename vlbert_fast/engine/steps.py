@@ -1,4 +1,4 @@
-"""One optimizer step on DeepSpeed, shared by pretraining (trainer.py) and fine-tuning (finetune.py).
+"""One optimizer step on DeepSpeed, for the one training loop (engine/trainer.py) and every job.
 
 `optimizer_step` runs the micro batches of one step: fetch, forward, the injected faults, backward, DeepSpeed's
 step (accumulation, clipping, precision, ZeRO), and one all-reduce that tells every rank whether some rank's loss was
@@ -8,15 +8,14 @@ and aborts after `engine.max_nonfinite_steps` in a row (naming the last checkpoi
 and logs fp16 loss-scale changes. `log_window` advances the progress display and, at a log step, logs the window
 (`window_metrics` turns its sums into the log line's numbers) and starts the next one.
 
-The `run` these take is either loop's run object: it has cfg (with engine.max_nonfinite_steps), info, engine,
-optimizer, scheduler, faults, state (TrainState) and logger.
+The `run` these take is the loop's `Run` (engine/trainer.py): cfg, info, job, engine, optimizer, scheduler, faults,
+state (TrainState) and logger.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -74,28 +73,19 @@ class StepOutcome:
     """Samples this rank trained on in the step."""
 
 
-def optimizer_step(
-    run,
-    step: int,
-    accumulation: int,
-    next_batch: Callable[[], object],
-    forward: Callable[[object], tuple[torch.Tensor, dict]],
-    measure: Callable[[object], tuple[int, int, float]],
-    window: Window,
-    log_now: bool,
-) -> StepOutcome:
-    """The `accumulation` micro batches of optimizer step `step`. `next_batch()` gives a batch on the device,
-    `forward(batch)` its (loss, parts), `measure(batch)` its (samples, tokens, FLOPs) for the log window."""
-    engine, info, faults = run.engine, run.info, run.faults
+def optimizer_step(run, step: int, accumulation: int, window: Window, log_now: bool) -> StepOutcome:
+    """The `accumulation` micro batches of optimizer step `step`: the job (engine/job.py) gives each batch on the
+    device (`next_batch`), its (loss, parts) (`forward`) and its (samples, tokens, FLOPs) for the log (`measure`)."""
+    engine, info, faults, job = run.engine, run.info, run.faults, run.job
     bad = torch.zeros((), device=info.device)
     outcome = StepOutcome()
     for micro in range(accumulation):
         t0 = time.perf_counter()
-        batch = next_batch()
+        batch = job.next_batch(run)
         window.wait += time.perf_counter() - t0
         if micro == 0:
             faults.at("forward", step)
-        loss, parts = forward(batch)
+        loss, parts = job.forward(engine, batch)
         loss = faults.loss(loss, step)
         bad += (~torch.isfinite(loss.detach())).float()
         if micro == 0:
@@ -117,7 +107,7 @@ def optimizer_step(
             outcome.grad_nonfinite = bool(run.optimizer.nonfinite_grad) or ds_skipped
             faults.weights(engine.module, step)
         outcome.losses.append((loss, parts))
-        samples, tokens, flops = measure(batch)
+        samples, tokens, flops = job.measure(batch)
         window.samples += samples
         window.tokens += tokens
         window.flops += flops

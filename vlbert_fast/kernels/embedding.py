@@ -28,10 +28,17 @@ import torch
 import triton
 import triton.language as tl
 
-from ..data.batch import TokenKind
+from ..vocabulary import TokenKind
 from .philox import seed_pointer
 from .scatter import segment_sum
-from .utils import accumulating_row_warps, persistent_programs, row_block, row_warps
+from .utils import (
+    PERSISTENT_CTAS_PER_SM,
+    accumulating_row_warps,
+    persistent_max_registers,
+    persistent_programs,
+    row_block,
+    row_warps,
+)
 
 KIND_TEXT: tl.constexpr = tl.constexpr(int(TokenKind.TEXT))
 KIND_TEXT_ONLY: tl.constexpr = tl.constexpr(int(TokenKind.TEXT_ONLY))
@@ -278,9 +285,12 @@ def _fused_embedding_bwd_kernel(
             tl.store(grad_sum_ptr + row * hidden + cols, ds, mask=hmask)
             tl.store(grad_region_ptr + row * hidden + cols, dv, mask=hmask & has_visual)
         else:
-            tl.atomic_add(grad_word_ptr + word * hidden + cols, ds, mask=hmask & is_word)
-            tl.atomic_add(grad_position_ptr + position * hidden + cols, ds, mask=hmask)
-            tl.atomic_add(grad_visual_ptr + region * hidden + cols, dv, mask=hmask & has_visual)
+            # Relaxed: these adds only accumulate into buffers that nothing in this kernel reads back, and the
+            # launch boundary orders them before any reader; acq_rel (the default) would put a MEMBAR.ALL.GPU
+            # before each one and invalidate the L1 after it (benchmarks/results/sm90_static.md).
+            tl.atomic_add(grad_word_ptr + word * hidden + cols, ds, mask=hmask & is_word, sem="relaxed")
+            tl.atomic_add(grad_position_ptr + position * hidden + cols, ds, mask=hmask, sem="relaxed")
+            tl.atomic_add(grad_visual_ptr + region * hidden + cols, dv, mask=hmask & has_visual, sem="relaxed")
 
     partial = partial_ptr + pid * (PARTIAL_TYPE + num_types) * hidden
     tl.store(partial + PARTIAL_LN_W * hidden + cols, acc_ln_w, mask=hmask)
@@ -360,7 +370,8 @@ def fused_embedding_backward(
     n, hidden, k = ops.word_ids.shape[0], ops.word.shape[1], ops.visual.shape[0]
     device, f32 = ops.word.device, torch.float32
     num_types = ops.token_type.shape[0]
-    programs = persistent_programs(n, device)
+    per_sm = PERSISTENT_CTAS_PER_SM["embedding_backward"]
+    programs = persistent_programs(n, device, per_sm)
     partial = torch.zeros(max(programs, 1), PARTIAL_TYPE.value + num_types, hidden, dtype=f32, device=device)
     grad_word = torch.zeros(ops.word.shape, dtype=f32, device=device)
     grad_position = torch.zeros(ops.position.shape, dtype=f32, device=device)
@@ -374,11 +385,12 @@ def fused_embedding_backward(
         block = row_block(hidden)
         p, scale, has_dropout = _dropout_args(dropout_p)
         key = seed_pointer(seed, device)
+        warps = accumulating_row_warps(block)
         _fused_embedding_bwd_kernel[(programs,)](
             grad_out, *pointers, grad_word, grad_position, grad_visual, grad_sum, grad_region, partial,
             n, hidden, num_types, triton.cdiv(n, programs), grad_out.stride(0), *strides, eps, p, scale, key, offset,
             BLOCK_H=block, TYPE_ROWS=triton.next_power_of_2(num_types), HAS_DROPOUT=has_dropout,
-            DETERMINISTIC=deterministic, num_warps=accumulating_row_warps(block),
+            DETERMINISTIC=deterministic, num_warps=warps, maxnreg=persistent_max_registers(warps, per_sm),
         )  # fmt: skip
         if deterministic:
             word_ids, position_ids, _, kind, visual_index = (t.long() for t in ops[:5])

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import persistent_programs, row_warps, tile_rows
+from .utils import PERSISTENT_CTAS_PER_SM, persistent_programs, row_warps, tile_rows
 
 INV_SQRT2: tl.constexpr = tl.constexpr(0.7071067811865476)  # 1 / sqrt(2)
 INV_SQRT_2PI: tl.constexpr = tl.constexpr(0.3989422804014327)  # 1 / sqrt(2 pi)
@@ -114,7 +114,10 @@ def bias_gelu_backward(
     grad_x = torch.empty((n, cols), dtype=x.dtype, device=x.device)
     rows, block = _tile(cols)
     tiles = triton.cdiv(n, rows)
-    programs = persistent_programs(tiles, x.device)
+    # each program is cdiv(cols, block) CTAs: the grid as a whole fills the persistent slots once (one wave)
+    programs = persistent_programs(
+        tiles, x.device, PERSISTENT_CTAS_PER_SM["bias_gelu_backward"], columns=triton.cdiv(cols, block)
+    )
     partial = torch.zeros((max(programs, 1), cols), dtype=torch.float32, device=x.device)
     if n:
         _bias_gelu_bwd_kernel[(programs, triton.cdiv(cols, block))](

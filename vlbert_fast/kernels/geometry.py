@@ -1,4 +1,4 @@
-"""Sinusoidal box-geometry encoding in Triton (the formula: vlbert_fast/ops/geometry.py, DESIGN.md).
+"""Sinusoidal box-geometry encoding in Triton (the formula: vlbert_fast/ops/geometry.py).
 
 The op computes the four scaled box values (centre x, centre y, width, height; [M, 4], a few bytes per box) in
 PyTorch, where autograd carries them back to the boxes and image sizes; the kernels do the wide part: for each value
@@ -7,7 +7,7 @@ through a row stride, so it can fill the geometry half of the visual projection'
 to the appearance features, and no concatenation pass is needed.
 
 Layers (STYLE.md): `_box_geometry_fwd_kernel` / `_box_geometry_bwd_kernel`, host launchers `box_geometry_forward` /
-`box_geometry_backward`, and `BoxGeometryFunction`.
+`box_geometry_backward`; the autograd layer is the custom op in ops/geometry.py (ops/library.py).
 """
 
 from __future__ import annotations

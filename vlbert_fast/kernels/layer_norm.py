@@ -21,7 +21,15 @@ import triton.language as tl
 
 from .embedding import _dropout_keep
 from .philox import seed_pointer
-from .utils import MAX_FUSED_HIDDEN, persistent_programs, row_block, row_warps, tile_rows
+from .utils import (
+    MAX_FUSED_HIDDEN,
+    PERSISTENT_CTAS_PER_SM,
+    persistent_max_registers,
+    persistent_programs,
+    row_block,
+    row_warps,
+    tile_rows,
+)
 
 PARTIAL_WEIGHT: tl.constexpr = tl.constexpr(0)  # rows of the backward's per-program partial sums
 PARTIAL_LN_BIAS: tl.constexpr = tl.constexpr(1)
@@ -207,15 +215,17 @@ def layer_norm_backward(
     block = row_block(hidden)
     rows = _rows_per_tile(block)
     tiles = triton.cdiv(n, rows)
-    programs = persistent_programs(tiles, device)
+    per_sm = PERSISTENT_CTAS_PER_SM["layer_norm_backward"]
+    programs = persistent_programs(tiles, device, per_sm)
     partial = torch.zeros((max(programs, 1), 3, hidden), dtype=torch.float32, device=device)
     if n:
         grad_y = grad_y if grad_y.stride(-1) == 1 else grad_y.contiguous()
+        warps = row_warps(rows * block)
         _bdrln_bwd_kernel[(programs,)](
             grad_x, grad_residual, partial, grad_y, s, mean, rstd, weight.contiguous(), n, hidden, grad_y.stride(0),
             triton.cdiv(tiles, programs), **_dropout_args(dropout_p), seed_ptr=seed_pointer(seed, device),
-        rng_offset=offset, ROWS=rows,
-            BLOCK_H=block, HAS_DROPOUT=dropout_p > 0, num_warps=row_warps(rows * block),
+            rng_offset=offset, ROWS=rows,
+            BLOCK_H=block, HAS_DROPOUT=dropout_p > 0, num_warps=warps, maxnreg=persistent_max_registers(warps, per_sm),
         )  # fmt: skip
     sums = partial.sum(0)
     return grad_x, grad_residual, sums[PARTIAL_WEIGHT.value], sums[PARTIAL_LN_BIAS.value], sums[PARTIAL_BIAS.value]

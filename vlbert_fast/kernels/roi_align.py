@@ -3,12 +3,14 @@
 Semantics of torchvision.ops.roi_align / Detectron's RoIAlign (He et al., "Mask R-CNN", 2017); the specification is
 `vlbert_fast.ops.roi_align.roi_align_reference`, and csrc/roi_align_common.h is the same geometry in C++.
 
-Layout: features are read as NHWC (channels-last) through explicit strides, one program per (box, bin) or per
-feature cell and a block of channels, so each load is BLOCK_C neighbouring values. fp16/bf16/fp32 in and out; the
-sums are fp32 and the result is cast once at the store. The scatter backward adds into an fp32 buffer with
-atomics (fast; the order of additions varies between runs on a GPU). The deterministic backward gathers instead:
-one program per feature cell visits the boxes of its image in index order and sums the samples that touch the cell,
-so every cell gets its additions in a fixed order and the gradient is bitwise reproducible.
+Layout: features are read as NHWC (channels-last) through explicit strides. The forward and the scatter backward
+run one program per (box, bin row) and block of up to 1024 channels, 16 bytes of neighbouring channels per thread
+(one 128-bit load per tap); the box geometry is computed once per program and the hot loop (one sample) holds no
+division. fp16/bf16/fp32 in and out; the sums are fp32 and the result is cast once at the store. The scatter
+backward adds into an fp32 buffer with relaxed atomics (fast; the order of additions varies between runs on a
+GPU). The deterministic backward gathers instead: one program per feature cell visits the boxes of its image in
+index order and sums the samples that touch the cell, so every cell gets its additions in a fixed order and the
+gradient is bitwise reproducible.
 """
 
 from __future__ import annotations
@@ -18,30 +20,30 @@ import triton
 import triton.language as tl
 
 # Launch heuristics for RoIAlign (they move to kernels/utils.py at merge, with the other ops' heuristics).
-# Channels per program: a ResNet C4 map (1024 channels) takes four programs per bin, and each load is 512 B to
-# 1 KiB of neighbouring bf16/fp32 values.
-MAX_BLOCK_C = 256
-# Samples x channels per step: at 4 warps that is 8 fp32 accumulators per thread, well inside the register budget.
+# Forward and scatter backward: one program per (box, bin row) and block of channels; each thread holds 16 bytes of
+# neighbouring channels, so every tap of a channels-last map is one 128-bit load per thread, and a ResNet C4 map
+# (1024 channels) is one program per bin row (bf16: 4 warps, fp32: 8 warps).
+MAX_BLOCK_C = 1024
+MAX_WARPS = 8
+VECTOR_BYTES = 16
+# Samples x channels per step of the deterministic gather: at 4 warps that is 8 fp32 accumulators per thread.
 MAX_TILE = 1024
-# Samples per step of the forward/scatter: all of a bin's samples at fixed ratios up to 4 (16 samples) in one step;
-# adaptive bins of C4 boxes are mostly 1-2 cells, so 4 samples.
-MAX_BLOCK_S = 16
-ADAPTIVE_BLOCK_S = 4
 # (y-sample, x-sample) pairs per step of the deterministic gather: a cell's neighbourhood at about one sample per
 # cell is 3 x 3 to 4 x 4 pairs, one step per box.
 GATHER_BLOCK_S = 16
 
 
-def _launch_config(channels: int, block_s: int) -> tuple[int, int]:
-    """(BLOCK_C, num_warps) for a tile of block_s samples x BLOCK_C channels."""
-    block_c = min(triton.next_power_of_2(max(channels, 1)), MAX_BLOCK_C, max(16, MAX_TILE // block_s))
-    return block_c, max(1, min(4, block_s * block_c // 64))
+def _row_launch_config(channels: int, element_size: int) -> tuple[int, int]:
+    """(BLOCK_C, num_warps) of the forward and scatter kernels: 16 bytes of channels per thread."""
+    block_c = min(triton.next_power_of_2(max(channels, 1)), MAX_BLOCK_C)
+    per_thread = max(1, VECTOR_BYTES // element_size)
+    return block_c, max(1, min(MAX_WARPS, block_c // (32 * per_thread)))
 
 
-def _block_s(sampling_ratio: int) -> int:
-    if sampling_ratio > 0:
-        return min(triton.next_power_of_2(sampling_ratio * sampling_ratio), MAX_BLOCK_S)
-    return ADAPTIVE_BLOCK_S
+def _gather_launch_config(channels: int) -> tuple[int, int]:
+    """(BLOCK_C, num_warps) of the deterministic gather: a tile of GATHER_BLOCK_S pairs x BLOCK_C channels."""
+    block_c = min(triton.next_power_of_2(max(channels, 1)), MAX_BLOCK_C, max(16, MAX_TILE // GATHER_BLOCK_S))
+    return block_c, max(1, min(4, GATHER_BLOCK_S * block_c // 64))
 
 
 @triton.jit
@@ -95,18 +97,15 @@ def _axis_weights(v, size):
 
 
 @triton.jit
-def _bin_samples(start_y, start_x, bin_h, bin_w, grid_h, grid_w, ph, pw, s):
-    """Coordinates of samples s (a vector; sample s is row s // grid_w, column s % grid_w) of bin (ph, pw)."""
-    iy = s // grid_w
-    ix = s % grid_w
-    y = start_y + ph * bin_h + (iy + 0.5) * bin_h / grid_h
-    x = start_x + pw * bin_w + (ix + 0.5) * bin_w / grid_w
-    return y, x
+def _sample_coord(start, bin, step, p, i):
+    """Coordinate of sample i of bin p along one axis, as the reference computes it (step = bin / max(grid, 1),
+    divided once per box); the deterministic gather recomputes it the same way."""
+    return start + p * bin + (i + 0.5) * step
 
 
 @triton.jit
 def _roi_align_fwd_kernel(
-    feat_ptr,  # in, [N, C, H, W] through strides (channels-last: stride_fc == 1)
+    feat_ptr,  # in, [N, C, H, W] through strides (channels-last: stride_fc == 1); one plane < 2**31 elements
     rois_ptr,  # in, [K, 5] fp32, contiguous
     out_ptr,  # out, [K, C, PH, PW] through strides
     N,
@@ -126,41 +125,45 @@ def _roi_align_fwd_kernel(
     spatial_scale,  # input pixels -> feature cells
     sampling_ratio,  # samples per bin axis; 0 = adaptive
     ALIGNED: tl.constexpr,
-    BLOCK_S: tl.constexpr,  # samples per step
     BLOCK_C: tl.constexpr,  # channels per program
 ):
-    """out[k, c, ph, pw] = mean over the bin's samples of the bilinear value of features[batch(k), c]."""
-    pid_bin = tl.program_id(0).to(tl.int64)  # k * PH * PW + ph * PW + pw
-    pid_c = tl.program_id(1).to(tl.int64)
-    k = pid_bin // (PH * PW)
-    ph = (pid_bin // PW) % PH
-    pw = pid_bin % PW
+    """out[k, c, ph, pw] = mean over the bin's samples of the bilinear value of features[batch(k), c].
+
+    One program per (box, bin row) and block of channels: the box geometry is read once, the row's y taps once per
+    sample row, and the hot loop (one x sample) is four vector loads of BLOCK_C channels and their weighted sum.
+    Tap offsets inside a plane are int32; the only int64 is the plane's base."""
+    row = tl.program_id(0)  # k * PH + ph
+    k = row // PH
+    ph = row - k * PH
     batch, start_y, start_x, bin_h, bin_w, grid_h, grid_w, inv_count = _roi_geometry(
         rois_ptr, k, N, PH, PW, spatial_scale, sampling_ratio, ALIGNED
     )
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    step_h = bin_h / tl.maximum(grid_h, 1).to(tl.float32)
+    step_w = bin_w / tl.maximum(grid_w, 1).to(tl.float32)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     # `c < limit` with a scalar limit rather than `vector & scalar_bool`, which the Triton interpreter broadcasts
     # wrongly; a box with an out-of-range image reads nothing and pools to 0
-    c_ok = c < tl.where(batch >= 0, C, 0)
-    plane = feat_ptr + tl.maximum(batch, 0) * stride_fn + c[None, :] * stride_fc  # [1, BLOCK_C]
-    n_samples = grid_h * grid_w
-    acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
-    for s0 in range(0, n_samples, BLOCK_S):
-        s = s0 + tl.arange(0, BLOCK_S)
-        y, x = _bin_samples(start_y, start_x, bin_h, bin_w, grid_h, grid_w, ph, pw, s)
-        y0, y1, wy0, wy1, y_in = _axis_weights(y, H)
-        x0, x1, wx0, wx1, x_in = _axis_weights(x, W)
-        m = ((s < n_samples) & y_in & x_in)[:, None] & c_ok[None, :]  # outside samples load nothing
-        r0 = plane + (y0 * stride_fh)[:, None]
-        r1 = plane + (y1 * stride_fh)[:, None]
-        v00 = tl.load(r0 + (x0 * stride_fw)[:, None], mask=m, other=0.0).to(tl.float32)
-        v01 = tl.load(r0 + (x1 * stride_fw)[:, None], mask=m, other=0.0).to(tl.float32)
-        v10 = tl.load(r1 + (x0 * stride_fw)[:, None], mask=m, other=0.0).to(tl.float32)
-        v11 = tl.load(r1 + (x1 * stride_fw)[:, None], mask=m, other=0.0).to(tl.float32)
-        acc += wy0[:, None] * (wx0[:, None] * v00 + wx1[:, None] * v01)
-        acc += wy1[:, None] * (wx0[:, None] * v10 + wx1[:, None] * v11)
-    out = out_ptr + k * stride_ok + c * stride_oc + ph * stride_oh + pw * stride_ow
-    tl.store(out, (tl.sum(acc, axis=0) * inv_count).to(out_ptr.dtype.element_ty), mask=c < C)
+    limit = tl.where(batch >= 0, C, 0)
+    plane = feat_ptr + tl.maximum(batch, 0) * stride_fn + c * stride_fc  # [BLOCK_C]
+    out_row = out_ptr + k.to(tl.int64) * stride_ok + c * stride_oc + ph * stride_oh
+    for pw in range(0, PW):
+        acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+        for iy in range(0, grid_h):
+            y0, y1, wy0, wy1, y_in = _axis_weights(_sample_coord(start_y, bin_h, step_h, ph, iy), H)
+            r0 = plane + y0 * stride_fh
+            r1 = plane + y1 * stride_fh
+            y_limit = tl.where(y_in, limit, 0)
+            for ix in range(0, grid_w):
+                x0, x1, wx0, wx1, x_in = _axis_weights(_sample_coord(start_x, bin_w, step_w, pw, ix), W)
+                m = c < tl.where(x_in, y_limit, 0)  # outside samples load nothing (0 even over inf/NaN)
+                o0 = x0 * stride_fw
+                o1 = x1 * stride_fw
+                v00 = tl.load(r0 + o0, mask=m, other=0.0).to(tl.float32)
+                v01 = tl.load(r0 + o1, mask=m, other=0.0).to(tl.float32)
+                v10 = tl.load(r1 + o0, mask=m, other=0.0).to(tl.float32)
+                v11 = tl.load(r1 + o1, mask=m, other=0.0).to(tl.float32)
+                acc += wy0 * (wx0 * v00 + wx1 * v01) + wy1 * (wx0 * v10 + wx1 * v11)
+        tl.store(out_row + pw * stride_ow, (acc * inv_count).to(out_ptr.dtype.element_ty), mask=c < C)
 
 
 @triton.jit
@@ -185,36 +188,42 @@ def _roi_align_bwd_kernel(
     spatial_scale,
     sampling_ratio,
     ALIGNED: tl.constexpr,
-    BLOCK_S: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    """Scatter: each (box, bin) adds grad_out * weight / count to the 4 cells of each of its samples."""
-    pid_bin = tl.program_id(0).to(tl.int64)
-    pid_c = tl.program_id(1).to(tl.int64)
-    k = pid_bin // (PH * PW)
-    ph = (pid_bin // PW) % PH
-    pw = pid_bin % PW
+    """Scatter: each (box, bin) adds grad_out * weight / count to the 4 cells of each of its samples; one program
+    per (box, bin row) and block of channels, as the forward."""
+    row = tl.program_id(0)
+    k = row // PH
+    ph = row - k * PH
     batch, start_y, start_x, bin_h, bin_w, grid_h, grid_w, inv_count = _roi_geometry(
         rois_ptr, k, N, PH, PW, spatial_scale, sampling_ratio, ALIGNED
     )
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = c < tl.where(batch >= 0, C, 0)
-    g_ptr = grad_out_ptr + k * stride_gk + c * stride_gc + ph * stride_gh + pw * stride_gw
-    g = (tl.load(g_ptr, mask=c_ok, other=0.0).to(tl.float32) * inv_count)[None, :]  # [1, BLOCK_C]
-    plane = grad_acc_ptr + tl.maximum(batch, 0) * stride_an + c[None, :] * stride_ac
-    n_samples = grid_h * grid_w
-    for s0 in range(0, n_samples, BLOCK_S):
-        s = s0 + tl.arange(0, BLOCK_S)
-        y, x = _bin_samples(start_y, start_x, bin_h, bin_w, grid_h, grid_w, ph, pw, s)
-        y0, y1, wy0, wy1, y_in = _axis_weights(y, H)
-        x0, x1, wx0, wx1, x_in = _axis_weights(x, W)
-        m = ((s < n_samples) & y_in & x_in)[:, None] & c_ok[None, :]
-        r0 = plane + (y0 * stride_ah)[:, None]
-        r1 = plane + (y1 * stride_ah)[:, None]
-        tl.atomic_add(r0 + (x0 * stride_aw)[:, None], g * (wy0 * wx0)[:, None], mask=m)
-        tl.atomic_add(r0 + (x1 * stride_aw)[:, None], g * (wy0 * wx1)[:, None], mask=m)
-        tl.atomic_add(r1 + (x0 * stride_aw)[:, None], g * (wy1 * wx0)[:, None], mask=m)
-        tl.atomic_add(r1 + (x1 * stride_aw)[:, None], g * (wy1 * wx1)[:, None], mask=m)
+    step_h = bin_h / tl.maximum(grid_h, 1).to(tl.float32)
+    step_w = bin_w / tl.maximum(grid_w, 1).to(tl.float32)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    limit = tl.where(batch >= 0, C, 0)
+    g_row = grad_out_ptr + k.to(tl.int64) * stride_gk + c * stride_gc + ph * stride_gh
+    plane = grad_acc_ptr + tl.maximum(batch, 0) * stride_an + c * stride_ac
+    for pw in range(0, PW):
+        g = tl.load(g_row + pw * stride_gw, mask=c < limit, other=0.0).to(tl.float32) * inv_count
+        for iy in range(0, grid_h):
+            y0, y1, wy0, wy1, y_in = _axis_weights(_sample_coord(start_y, bin_h, step_h, ph, iy), H)
+            r0 = plane + y0 * stride_ah
+            r1 = plane + y1 * stride_ah
+            g0 = g * wy0
+            g1 = g * wy1
+            y_limit = tl.where(y_in, limit, 0)
+            for ix in range(0, grid_w):
+                x0, x1, wx0, wx1, x_in = _axis_weights(_sample_coord(start_x, bin_w, step_w, pw, ix), W)
+                m = c < tl.where(x_in, y_limit, 0)
+                o0 = x0 * stride_aw
+                o1 = x1 * stride_aw
+                # Relaxed: pure accumulation into a buffer that nothing reads until the kernel has ended (the
+                # launch boundary orders it); acq_rel, the default, fences every add (MEMBAR.ALL.GPU + CCTL.IVALL).
+                tl.atomic_add(r0 + o0, g0 * wx0, mask=m, sem="relaxed")
+                tl.atomic_add(r0 + o1, g0 * wx1, mask=m, sem="relaxed")
+                tl.atomic_add(r1 + o0, g1 * wx0, mask=m, sem="relaxed")
+                tl.atomic_add(r1 + o1, g1 * wx1, mask=m, sem="relaxed")
 
 
 @triton.jit
@@ -244,7 +253,7 @@ def _cell_weight(start, bin, grid, j, cell, size):
     """(bin, weight on `cell`) of samples j (bin j // grid, sub-sample j % grid), computed as the forward does."""
     p = j // grid
     i = j % grid
-    v = start + p * bin + (i + 0.5) * bin / grid
+    v = _sample_coord(start, bin, bin / tl.maximum(grid, 1).to(tl.float32), p, i)
     low, high, w_low, w_high, inside = _axis_weights(v, size)
     return p, tl.where(low == cell, w_low, 0.0) + tl.where(high == cell, w_high, 0.0)
 
@@ -324,6 +333,13 @@ def _memory_format(t: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _check_plane(C: int, H: int, W: int) -> None:
+    """The forward and scatter kernels index inside one feature map in int32."""
+    if C * H * W >= 2**31:
+        raise ValueError(f"features: one feature map of C*H*W = {C}*{H}*{W} elements is 2**31 or more; the RoIAlign "
+                         "kernels index a map in int32")  # fmt: skip
+
+
 def roi_align_forward(
     features: torch.Tensor,  # [N, C, H, W], fp16/bf16/fp32, any memory format
     rois: torch.Tensor,  # [K, 5] (batch index, x1, y1, x2, y2), floating
@@ -343,11 +359,11 @@ def roi_align_forward(
         return out
     feat = features.contiguous(memory_format=torch.channels_last)
     rois32 = rois.to(torch.float32).contiguous()
-    block_s = _block_s(sampling_ratio)
-    block_c, num_warps = _launch_config(C, block_s)
-    _roi_align_fwd_kernel[(K * PH * PW, triton.cdiv(C, block_c))](
+    _check_plane(C, H, W)
+    block_c, num_warps = _row_launch_config(C, feat.element_size())
+    _roi_align_fwd_kernel[(K * PH, triton.cdiv(C, block_c))](
         feat, rois32, out, N, C, H, W, PH, PW, *feat.stride(), *out.stride(), float(spatial_scale), int(sampling_ratio),
-        ALIGNED=bool(aligned), BLOCK_S=block_s, BLOCK_C=block_c, num_warps=num_warps,
+        ALIGNED=bool(aligned), BLOCK_C=block_c, num_warps=num_warps,
     )  # fmt: skip
     return out
 
@@ -381,17 +397,19 @@ def roi_align_backward(
         seg[1:] = torch.cumsum(torch.bincount(image, minlength=N + 1), 0)
         seg = seg[: N + 1].to(torch.int32)
         grad = torch.empty((N, H, W, C), dtype=grad_out.dtype, device=device).permute(0, 3, 1, 2)  # channels-last
-        block_c, num_warps = _launch_config(C, GATHER_BLOCK_S)
+        block_c, num_warps = _gather_launch_config(C)
         _roi_align_bwd_deterministic_kernel[(N * H * W, triton.cdiv(C, block_c))](
             grad_out, rois32, order, seg, grad, *sizes, *grad_out.stride(), *grad.stride(), *params,
             ALIGNED=bool(aligned), BLOCK_S=GATHER_BLOCK_S, BLOCK_C=block_c, num_warps=num_warps,
         )  # fmt: skip
         return grad.contiguous(memory_format=memory_format)
     grad_acc = torch.zeros((N, H, W, C), dtype=torch.float32, device=device).permute(0, 3, 1, 2)  # channels-last
-    block_s = _block_s(sampling_ratio)
-    block_c, num_warps = _launch_config(C, block_s)
-    _roi_align_bwd_kernel[(K * PH * PW, triton.cdiv(C, block_c))](
+    _check_plane(C, H, W)
+    # 16 bytes of the fp32 accumulator per thread: the vector atomics (RED.ADD.F32x4) then take the loaded
+    # gradient's layout as it is, with no exchange through shared memory
+    block_c, num_warps = _row_launch_config(C, grad_acc.element_size())
+    _roi_align_bwd_kernel[(K * PH, triton.cdiv(C, block_c))](
         grad_out, rois32, grad_acc, *sizes, *grad_out.stride(), *grad_acc.stride(), *params,
-        ALIGNED=bool(aligned), BLOCK_S=block_s, BLOCK_C=block_c, num_warps=num_warps,
+        ALIGNED=bool(aligned), BLOCK_C=block_c, num_warps=num_warps,
     )  # fmt: skip
     return grad_acc.to(dtype=grad_out.dtype, memory_format=memory_format)

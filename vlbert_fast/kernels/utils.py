@@ -33,18 +33,43 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def persistent_programs(rows: int, device: torch.device, per_sm: int = 2) -> int:
-    """Programs for a kernel that loops over rows and keeps per-program partial sums (the embedding backward).
+PERSISTENT_CTAS_PER_SM = {"layer_norm_backward": 2, "bias_gelu_backward": 2, "embedding_backward": 1}
+"""CTAs per SM that each persistent launch sizes its grid for (kernels that loop over rows and keep per-program
+partial sums), the one place the assumption lives: `persistent_programs` sizes grids by it,
+`persistent_max_registers` caps the kernel's registers (Triton's maxnreg) so that it holds, and the static sm_90
+scorecard fails when a kernel's ctas_per_sm falls below it (benchmarks/results/sm90_static.md).
+- LayerNorm and GELU backward: 2 (16 warps per SM), so one CTA's reductions and stores overlap the other's loads.
+  The LayerNorm backward with dropout needed 168 registers at 8 warps (one CTA per SM, two waves); capped at 128 it
+  spills nothing.
+- Embedding backward: 1 CTA of 8 warps. Its per-program sums of the small tables take 167-177 registers; capped at
+  128 (two CTAs) it spills 24-36 bytes per thread and issues 8% more instructions, and 16 warps (2 elements per
+  thread) cost 60% more instructions in the row reductions. Which of the three is fastest is a GPU measurement,
+  owed; one wave of one CTA is what fits without spilling."""
 
-    On a GPU: `per_sm` programs per SM, so every SM is busy and the partial-sum buffers ([programs, H] per small
-    table) stay a few MB at most. Under the interpreter: 3, so tests still exercise the partial-sum reduction across
-    programs while paying the per-program overhead only a few times.
+SM_REGISTERS = 65536
+"""32-bit registers per SM on sm_80/sm_90 (CUDA C Programming Guide, compute capabilities)."""
+
+
+def persistent_programs(rows: int, device: torch.device, per_sm: int, columns: int = 1) -> int:
+    """Programs along the row axis for a kernel that loops over rows and keeps per-program partial sums.
+
+    On a GPU: `per_sm` CTAs per SM in all, where each program is `columns` CTAs (a grid of [programs, columns]), so
+    every SM is busy in a single wave and the partial-sum buffers ([programs, H] per small table) stay a few MB at
+    most. Under the interpreter: 3, so tests still exercise the partial-sum reduction across programs while paying
+    the per-program overhead only a few times.
     """
     if rows <= 0:
         return 0
     if device.type == "cuda":
-        return max(1, min(rows, per_sm * _sm_count(device.index if device.index is not None else 0)))
+        slots = per_sm * _sm_count(device.index if device.index is not None else 0)
+        return max(1, min(rows, slots // max(columns, 1)))
     return min(rows, 3)
+
+
+def persistent_max_registers(num_warps: int, per_sm: int) -> int:
+    """Registers per thread (Triton's `maxnreg`) at which `per_sm` CTAs of `num_warps` warps fit one SM's register
+    file: 128 for 8 warps at 2 CTAs. Registers are allocated in units of 8 per thread; 255 is the hardware cap."""
+    return min(255, SM_REGISTERS // (per_sm * num_warps * 32) // 8 * 8)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

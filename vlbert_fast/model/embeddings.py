@@ -1,4 +1,4 @@
-"""VL-BERT's input embedding (DESIGN.md, "The model, exactly"): the module that owns the parameters and calls the
+"""VL-BERT's input embedding (README.md, "The model, exactly"): the module that owns the parameters and calls the
 `fused_embedding` op, whose plain-PyTorch reference (vlbert_fast/ops/embedding.py) is the one definition.
 
 Legend: B samples, L tokens per row (padded), K regions in the batch, H hidden size.
@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..data.batch import Batch, TokenKind
+from ..data.batch import Batch
 from ..ops import EmbeddingWeights, fused_embedding
+from ..vocabulary import TokenKind
 
 
 class VLBertEmbeddings(nn.Module):

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from ..data.batch import IGNORE_INDEX
 from ..ops import bias_gelu, linear_cross_entropy
+from ..vocabulary import IGNORE_INDEX
 
 
 def _dense_gelu(dense: nn.Linear, hidden_MH: torch.Tensor, fused: bool, backend: str) -> torch.Tensor:

@@ -6,7 +6,7 @@ model.safetensors holds VLBertForPretraining's state dict (fp32); its metadata n
 version, and the checkpoint and step it came from.
 
 Nothing loaded here can run code: exports are safetensors (data only), a checkpoint's files are verified against its
-manifest and unpickled weights-only (model/safe_load.py, engine/consolidate.py); a checkpoint without a manifest of
+manifest and unpickled weights-only (model/safe_load.py, model/consolidate.py); a checkpoint without a manifest of
 ours loads only with `trust_foreign=True` (`--trust-foreign`, engine.trust_foreign), still weights-only.
 """
 
@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..config import ConfigError, ModelConfig, load_config
 from ..version import __version__
-from .safe_load import WeightsFileError, load_safetensors_file
+from .checkpoint_dir import CheckpointError
+from .safe_load import WeightsFileError, load_safetensors_file, load_torch_file
 from .vlbert import VLBertForPretraining, VLBertModel
 
 WEIGHTS = "model.safetensors"
@@ -87,15 +89,33 @@ def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.T
         raise PretrainedError(f"{source} do not fit the model: " + "; ".join(parts))
 
 
-def load_pretrained_state(path: str | Path, trust_foreign: bool = False) -> tuple[dict[str, torch.Tensor], ModelConfig]:
-    """(fp32 state dict, model config) of an export, or of a run/checkpoint directory of ours (module docstring)."""
+@dataclass
+class Weights:
+    """What `resolve_weights` found: an fp32 state dict in our module's names, the model config it was saved with
+    (None for a foreign file that records none), and the file or checkpoint directory it was read from."""
+
+    state: dict[str, torch.Tensor]
+    cfg: ModelConfig | None
+    source: Path
+
+
+def resolve_weights(path: str | Path, trust_foreign: bool = False) -> Weights:
+    """The one way from a path to weights, for every command and init_from: an export (its directory or its
+    model.safetensors), a run directory, its checkpoints/ directory (`latest`, passing over a damaged newest one) or a
+    checkpoint tag directory of ours (any ZeRO stage, the fp32 masters of a bf16/fp16 run: model/consolidate.py), or
+    a state-dict file (.safetensors; .pt only with `trust_foreign`, weights-only). Every pickled file of a checkpoint
+    is verified against its manifest before it is read; a checkpoint without one needs `trust_foreign`."""
     path = Path(path)
     if not path.exists():
         raise PretrainedError(f"{path}: no such file or directory")
+    if path.is_file():
+        if path.name == WEIGHTS and is_export(path.parent):
+            return resolve_weights(path.parent, trust_foreign)
+        return Weights(_state_dict_file(path, trust_foreign), None, path)
     if is_export(path):
         cfg = model_config_from_dict(json.loads((path / CONFIG).read_text()), str(path / CONFIG))
-        return load_safetensors_file(path / WEIGHTS), cfg
-    from ..engine.consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
+        return Weights(load_safetensors_file(path / WEIGHTS), cfg, path)
+    from .consolidate import checkpoint_info, consolidated_state_dict, resolve_checkpoint
 
     try:
         tag_dir = resolve_checkpoint(path)
@@ -104,11 +124,44 @@ def load_pretrained_state(path: str | Path, trust_foreign: bool = False) -> tupl
             f"{path} is neither an export ({WEIGHTS} + {CONFIG} with our model config) nor a run or checkpoint of "
             f"ours: {exc}"
         ) from exc
-    info = checkpoint_info(tag_dir, trust_foreign)
-    if not isinstance(info.get("config"), dict) or not isinstance(info["config"].get("model"), dict):
+    state = consolidated_state_dict(tag_dir, trust_foreign)
+    try:
+        info = checkpoint_info(tag_dir, trust_foreign)
+    except CheckpointError:  # a trusted foreign checkpoint without our trainer state: no config recorded
+        return Weights(state, None, tag_dir)
+    saved = info.get("config")
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
         raise PretrainedError(f"{tag_dir}: its checkpoint state records no model config")
-    cfg = model_config_from_dict(info["config"]["model"], str(tag_dir))
-    return consolidated_state_dict(tag_dir, trust_foreign), cfg
+    return Weights(state, model_config_from_dict(saved["model"], str(tag_dir)), tag_dir)
+
+
+def _state_dict_file(path: Path, trust_foreign: bool) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return load_safetensors_file(path)
+    if not trust_foreign:
+        raise PretrainedError(
+            f"{path}: a pickled file without a manifest of ours; refused (not a byte of it was unpickled). Pass "
+            f"--trust-foreign if you trust where it comes from: it then loads weights-only"
+        )
+    state = load_torch_file(path, legacy=True)  # trusted: an older version's files may hold numpy RNG states
+    for key in ("module", "state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise PretrainedError(f"{path}: expected a state dict (names -> tensors), found {type(state).__name__}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_pretrained_state(path: str | Path, trust_foreign: bool = False) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """(fp32 state dict, model config) of an export, or of a run/checkpoint directory of ours (`resolve_weights`)."""
+    weights = resolve_weights(path, trust_foreign)
+    if weights.cfg is None:
+        raise PretrainedError(
+            f"{weights.source}: records no model config (a bare state dict or a foreign checkpoint); expected an "
+            f"export, a run directory or a checkpoint of ours"
+        )
+    return weights.state, weights.cfg
 
 
 def from_pretrained(

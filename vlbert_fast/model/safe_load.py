@@ -115,6 +115,14 @@ def allowed_globals(legacy: bool = False) -> list:
     return allowed
 
 
+def _allowing(allowed: list):
+    """torch's safe_globals for those of `allowed` not already allowed: the context removes what it added when it
+    exits, so a nested one adding the same classes (a file read through our loader inside `weights_only_everywhere`)
+    would take them away from the outer one, and DeepSpeed's own torch.load calls after it would be refused."""
+    present = torch.serialization.get_safe_globals()
+    return torch.serialization.safe_globals([g for g in allowed if g not in present])
+
+
 def _refusal(path: str, exc: BaseException) -> WeightsFileError:
     text = str(exc)
     if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
@@ -128,18 +136,23 @@ def _refusal(path: str, exc: BaseException) -> WeightsFileError:
     return WeightsFileError(f"{path}: not a readable torch file (truncated or damaged?): {type(exc).__name__}: {first}")
 
 
+def _checked(path: Path, expected: FileDigest | None) -> Path:
+    """`path`, verified against its manifest entry when there is one, else at least existing."""
+    if expected is not None:
+        verify(path, expected)
+    elif not path.is_file():
+        raise WeightsFileError(f"{path}: no such file")
+    return path
+
+
 def load_torch_file(
     path: str | os.PathLike, expected: FileDigest | None = None, map_location: object = "cpu", legacy: bool = False
 ) -> object:
     """The object of a torch file, loaded weights-only with `allowed_globals(legacy)`; with `expected` (its manifest
     entry) the file is verified first. Any failure is a WeightsFileError naming the file."""
-    path = Path(path)
-    if expected is not None:
-        verify(path, expected)
-    elif not path.is_file():
-        raise WeightsFileError(f"{path}: no such file")
+    path = _checked(Path(path), expected)
     try:
-        with torch.serialization.safe_globals(allowed_globals(legacy)):
+        with _allowing(allowed_globals(legacy)):
             return torch.load(str(path), map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise _refusal(str(path), exc) from None
@@ -150,7 +163,7 @@ def check_globals(path: str | os.PathLike, legacy: bool = False) -> None:
     `allowed_globals()`. Static: it reads the pickle's opcodes and runs nothing. For files that code of others loads
     (inside `weights_only_everywhere`, whose refusal cannot name the file)."""
     try:
-        with torch.serialization.safe_globals(allowed_globals(legacy)):
+        with _allowing(allowed_globals(legacy)):
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise _refusal(str(path), exc) from None
@@ -169,7 +182,7 @@ def weights_only_everywhere(legacy: bool = False) -> Iterator[None]:
     before = os.environ.get(FORCE_WEIGHTS_ONLY)
     os.environ[FORCE_WEIGHTS_ONLY] = "1"
     try:
-        with torch.serialization.safe_globals(allowed_globals(legacy)):
+        with _allowing(allowed_globals(legacy)):
             yield
     except pickle.UnpicklingError as exc:
         raise WeightsFileError(f"refused a checkpoint file: it holds objects beyond plain weights ({exc})") from None
@@ -185,11 +198,7 @@ def load_safetensors_file(path: str | os.PathLike, expected: FileDigest | None =
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if expected is not None:
-        verify(path, expected)
-    elif not path.is_file():
-        raise WeightsFileError(f"{path}: no such file")
+    path = _checked(Path(path), expected)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -25,12 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from ..data.batch import IGNORE_INDEX, Batch, TokenKind
+from ..data.batch import Batch
+from ..vocabulary import IGNORE_INDEX, TokenKind
 from .embeddings import VLBertEmbeddings
 from .encoder import Encoder, EncoderLayer
 from .heads import MLMHead, Pooler, RoIClassificationHead, soft_cross_entropy
-from .roi_head import VisualBranch
-from .visual import RegionEncoder
+from .region_encoder import RegionEncoder
+from .visual_branch import VisualBranch
 
 ZERO3_LEAF_MODULES: tuple[type[nn.Module], ...] = (VLBertEmbeddings, EncoderLayer, MLMHead, RoIClassificationHead)
 """Modules whose forward hands their children's parameters to fused ops directly (the embeddings, a packed encoder

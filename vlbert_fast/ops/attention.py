@@ -1,4 +1,4 @@
-"""Multi-head attention over packed variable-length sequences (DESIGN.md, "Ops").
+"""Multi-head attention over packed variable-length sequences (README.md, "Ops and kernels").
 
     varlen_attention(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, backend="auto",
                      *, seed=None, offset=0, check=True, precision="ieee") -> [T, heads, D]

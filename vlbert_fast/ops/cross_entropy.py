@@ -99,6 +99,27 @@ def cross_entropy_rows_torch(logits: torch.Tensor, labels: torch.Tensor, ignore_
     return losses
 
 
+LOGITS_ROW_ALIGN = 16
+"""A chunk's logits are a [C, V] view of a [C, V rounded up to 16] buffer, so every row starts on a 16-element (32- or
+64-byte) boundary: a 30522-wide row is otherwise 4-byte aligned at best in bf16, and the Triton row kernel would load
+and store 2 bytes at a time instead of 16 (benchmarks/results/sm90_static.md, ld128_share). The padding columns are
+scratch that the row kernel may read and zero; the matmuls see only the view (cuBLAS takes the row stride as its
+leading dimension, no copy)."""
+
+
+def linear_padded(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, weight, bias) [C, V], written into a buffer whose rows are padded to LOGITS_ROW_ALIGN elements.
+    Under autocast, plain F.linear (autocast picks the dtype; an out= product would not follow it)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return F.linear(x, weight, bias)
+    vocab = weight.shape[0]
+    padded = -(-vocab // LOGITS_ROW_ALIGN) * LOGITS_ROW_ALIGN
+    out = torch.empty(x.shape[0], padded, dtype=x.dtype, device=x.device)[:, :vocab]
+    if bias is None:
+        return torch.mm(x, weight.t(), out=out)
+    return torch.addmm(bias, x, weight.t(), out=out)
+
+
 def chunked_linear_cross_entropy(x, weight, bias, labels, ignore_index, chunk_size, rows_step, need_grads):
     """The loop both chunked backends share: (loss, grad_x, grad_weight, grad_bias or None), gradients of the mean
     loss, or (loss, None, None, None) without `need_grads`. The weight and bias gradients are accumulated in fp32
@@ -116,7 +137,7 @@ def chunked_linear_cross_entropy(x, weight, bias, labels, ignore_index, chunk_si
     for start in range(0, rows, chunk):
         rows_c = slice(start, start + chunk)
         x_c = x[rows_c]
-        logits = F.linear(x_c, weight, bias)  # [C, V]: the only vocabulary-wide buffer
+        logits = linear_padded(x_c, weight, bias)  # [C, V]: the only vocabulary-wide buffer
         losses[rows_c] = rows_step(logits, labels[rows_c], ignore_index)
         if not need_grads:
             continue
@@ -142,10 +163,15 @@ def chunked_linear_cross_entropy(x, weight, bias, labels, ignore_index, chunk_si
 
 
 def _rows_step(backend: str):
+    """The per-row step of a chunked backend: the Triton kernel (the padding of linear_padded's rows is scratch) or
+    its PyTorch twin."""
     if backend == "triton":
         from ..kernels.cross_entropy import cross_entropy_rows
 
-        return cross_entropy_rows
+        def rows_step(logits, labels, ignore_index):
+            return cross_entropy_rows(logits, labels, ignore_index, padding_is_scratch=True)
+
+        return rows_step
     return cross_entropy_rows_torch
 
 

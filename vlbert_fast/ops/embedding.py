@@ -1,4 +1,4 @@
-"""VL-BERT's input embedding as one op over a flat token stream (DESIGN.md, "The model, exactly").
+"""VL-BERT's input embedding as one op over a flat token stream (README.md, "The model, exactly").
 
     fused_embedding(word_ids, position_ids, token_type_ids, token_kind, visual_index,   # [N] int each
                     visual, region_masked, weights,                                    # [K, H], [K] bool
@@ -44,7 +44,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from ..data.batch import TokenKind
+from ..vocabulary import TokenKind
 from .dispatch import Backend, Op, interpreted, register, triton_reasons
 from .dropout import (  # noqa: F401  (the Philox helpers lived here: ops/attention.py and tests import them from here)
     MAX_COUNTER,

@@ -1,9 +1,9 @@
 """The contract between a fine-tuning task (VQA v2, RefCOCO+, VCR) and the one fine-tuning loop.
 
-A task turns the files of its dataset into `TaskSample`s, owns a head over the encoder's hidden states, its loss,
-its predictions, its official metric and its official output file. The loop (engine/finetune.py) never looks
-inside a task: it batches samples with `collate_task`, runs `VLBertModel` and the task's head on the `Batch`, asks
-the task for the loss, and at evaluation hands the task's predictions back to it for metrics and writing.
+A task turns the files of its dataset into `TaskSample`s, owns a head over the encoder's hidden states, its loss, its
+predictions, its official metric and its official output file. The loop (engine/trainer.py with engine/finetune_job.py)
+never looks inside a task: it batches samples with `collate_task`, runs `VLBertModel` and the task's head on the
+`Batch`, asks the task for the loss, and at evaluation hands the task's predictions back to it for metrics and writing.
 
 Legend: S samples in a batch, C rows per sample (VCR: the 4 choices; 1 elsewhere), B = S x C rows, L tokens per
 row, H hidden.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vlbert_fast.data.formats import FeatureShards, FormatError, ShardWriter, SkipCounter, convert_to_shards
-from vlbert_fast.data.formats.shards import directory_bytes
+from vlbert_fast.data.formats.shard_writer import directory_bytes
 
 from .helpers import assert_same, make_record
 

@@ -8,7 +8,8 @@ import pytest
 
 from vlbert_fast.commands import convert_features
 from vlbert_fast.data.formats import FeatureShards, convert_to_shards
-from vlbert_fast.data.formats.shards import ShardWriter, dense_soft_labels, top_k_soft_labels
+from vlbert_fast.data.formats.shard_layout import dense_soft_labels, top_k_soft_labels
+from vlbert_fast.data.formats.shard_writer import ShardWriter
 
 from .helpers import make_record
 

@@ -271,8 +271,8 @@ def test_a_read_only_directory_keeps_its_checks_in_the_cache_directory(good, tmp
 
 def test_the_pretraining_loader_refuses_or_skips_the_unusable_records(small_world, tmp_path):
     from vlbert_fast.config import RunConfig, load_config
-    from vlbert_fast.data.loader import build_pretrain_data
-    from vlbert_fast.data.pretrain import Skipped
+    from vlbert_fast.data.caption_dataset import Skipped
+    from vlbert_fast.data.pretrain_loader import build_pretrain_data
 
     world = tmp_path / "world"
     shutil.copytree(small_world, world)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vlbert_fast.config import ModelConfig
-from vlbert_fast.config.finetune import FinetuneConfig
+from vlbert_fast.config.finetune_run import FinetuneConfig
 from vlbert_fast.config.tasks import RefCOCOOptions
 from vlbert_fast.data.formats import RegionRecord, convert_to_shards
 from vlbert_fast.tasks.refcoco import RefCOCOTask

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from vlbert_fast.config import load_config
-from vlbert_fast.config.finetune import FinetuneConfig
+from vlbert_fast.config.finetune_run import FinetuneConfig
 from vlbert_fast.tasks.refcoco import RefCOCOTask
 
 from ...shared import output_tail, run_cli

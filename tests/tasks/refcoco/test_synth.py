@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vlbert_fast.config import ModelConfig, SynthConfig
-from vlbert_fast.config.finetune import FinetuneConfig
+from vlbert_fast.config.finetune_run import FinetuneConfig
 from vlbert_fast.config.tasks import RefCOCOOptions
 from vlbert_fast.data.synth.scene import SceneObject
 from vlbert_fast.tasks.refcoco import RefCOCOTask, box_iou, generate_refcoco, read_detections, read_instances

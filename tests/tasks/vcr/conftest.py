@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vlbert_fast.config import ModelConfig
-from vlbert_fast.config.finetune import FinetuneConfig
+from vlbert_fast.config.finetune_run import FinetuneConfig
 from vlbert_fast.config.tasks import VCROptions
 from vlbert_fast.data.formats import RegionRecord, convert_to_shards
 from vlbert_fast.tasks.vcr import VCRTask

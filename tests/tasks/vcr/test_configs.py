@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from vlbert_fast.config import load_config
-from vlbert_fast.config.finetune import FinetuneConfig
+from vlbert_fast.config.finetune_run import FinetuneConfig
 
 CONFIGS = sorted((Path(__file__).parents[3] / "configs" / "finetune").glob("vcr_*.yaml"))
 

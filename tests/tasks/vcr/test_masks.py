@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vlbert_fast.config import VisualConfig
-from vlbert_fast.model.roi_head import VisualBranch
+from vlbert_fast.model.visual_branch import VisualBranch
 from vlbert_fast.tasks.vcr import instance_masks, polygon_mask
 
 BOX = [10, 20, 23, 33]  # 14 x 14 pixels: one mask cell per pixel

@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from vlbert_fast.tasks.vcr import choice_accuracy, merge_leaderboard, q2ar_accuracy, write_task_csv
-from vlbert_fast.tasks.vcr.metrics import LEADERBOARD_COLUMNS
+from vlbert_fast.tasks.vcr.leaderboard import LEADERBOARD_COLUMNS
 
 
 def q2a(annot_id, probs, label):

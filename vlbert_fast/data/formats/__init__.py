@@ -17,7 +17,8 @@ from .errors import FormatError, SkipCounter
 from .paths import ResolvedPath, close_archives, path_exists, read_bytes, resolve_path
 from .region_json import decode_array, encode_array, read_region_json, region_json_bytes, write_region_json
 from .regions import RegionRecord, clip_to_image, validate
-from .shards import FeatureShards, ShardWriter, convert_to_shards
+from .shard_reader import FeatureShards
+from .shard_writer import ShardWriter, convert_to_shards
 from .text_corpus import iter_text_corpus, read_text_corpus
 
 __all__ = [

@@ -34,6 +34,21 @@ class ResolvedPath:
         return self.member is not None
 
 
+def fsync_path(path: Path) -> None:
+    """Flushes a file's (or a directory's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def under(root: Path, name: str) -> Path:
+    """`name` as given when absolute, else inside `root` (the data root a config's relative names are read from)."""
+    path = Path(name)
+    return path if path.is_absolute() else root / path
+
+
 def resolve_path(spec: str, root: str | os.PathLike) -> ResolvedPath:
     """Parses a spec (no disk access): `a/b.jpg` -> file root/a/b.jpg; `x.zip@/a/b.json` -> member a/b.json of
     root/x.zip."""

@@ -1,4 +1,4 @@
-"""The read side of the feature shards (format: shards.py): `FeatureShards`, memory-mapped per process.
+"""The read side of the feature shards (format: shard_layout.py): `FeatureShards`, memory-mapped per process.
 
 Opening reads index.json (a few hundred bytes) and the cached result of the directory's checks (shard_checks.py);
 the index arrays and shard files are mapped on first use in each process, never parsed: a reader holds O(1) memory
@@ -24,7 +24,7 @@ from .npy_files import open_npy
 from .regions import RegionRecord, validate
 from .shard_checks import Findings, check_directory, located
 from .shard_ids import FENCE_STRIDE, IdLookup
-from .shards import (
+from .shard_layout import (
     DTYPES,
     FORMAT_NAME,
     FORMAT_VERSION,

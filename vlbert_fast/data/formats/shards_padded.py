@@ -25,7 +25,8 @@ import numpy as np
 from .errors import FormatError
 from .npy_files import NpyAppender, open_npy
 from .regions import RegionRecord, validate
-from .shards import FORMAT_NAME, INDEX_NAME, directory_bytes
+from .shard_layout import FORMAT_NAME, INDEX_NAME
+from .shard_writer import directory_bytes
 
 PADDED_VERSION = 1
 

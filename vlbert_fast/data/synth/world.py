@@ -37,7 +37,7 @@ from ..formats import (
     write_bua_tsv,
     write_cc_jsonl,
 )
-from ..formats.shards import FORMAT_VERSION as SHARD_FORMAT_VERSION
+from ..formats.shard_layout import FORMAT_VERSION as SHARD_FORMAT_VERSION
 from .directories import cached_directory, write_new_directory
 from .extractor import RegionExtractor
 from .scene import COLOURS, NUM_CLASSES, SHAPES, SceneObject, caption, class_id, corpus_line, render, sample_scene

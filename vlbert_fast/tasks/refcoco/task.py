@@ -24,15 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config.finetune import FinetuneConfig
-from ...data.batch import TokenKind
+from ...config.finetune_run import FinetuneConfig
 from ...data.collate import Example
 from ...data.formats import FormatError
+from ...data.formats.paths import under
 from ...tokenization import Tokenizer
+from ...vocabulary import TokenKind
 from ..base import TaskBatch, TaskSample
 from .boxes import box_iou, clip_boxes, is_hit, region_labels
 from .refer import Instances, Ref, Sentence, read_detections, read_instances, read_refs
-from .regions import RegionStore
+from .roi_features import RegionStore
 from .synth import cached_refcoco
 
 SPLITS = ("train", "val", "testA", "testB", "test")
@@ -83,11 +84,6 @@ class RefCOCODataset(Dataset):
         return self.task.sample(ref, ref.sentences[k], self.protocol, f"{self.split} sample {index}")
 
 
-def _under(root: Path, name: str) -> Path:
-    path = Path(name)
-    return path if path.is_absolute() else root / path
-
-
 class RefCOCOTask:
     """The RefCOCO+ task (tasks/base.py `Task`), built from a FinetuneConfig's `refcoco` options and model."""
 
@@ -133,7 +129,7 @@ class RefCOCOTask:
     # -- the files, read once -------------------------------------------------------------------------------------
 
     def path(self, name: str) -> Path:
-        return _under(self.root, getattr(self.opts, name))
+        return under(self.root, getattr(self.opts, name))
 
     @property
     def refs(self) -> list[Ref]:

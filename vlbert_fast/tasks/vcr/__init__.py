@@ -2,9 +2,9 @@
 masks, Q->A and QA->R as 4-way choices with the pooled-[CLS] head, the metrics and the leaderboard CSV, and the
 synthetic VCR generated from the synthetic world."""
 
-from .format import VCRMetadata, VCRRecord, read_metadata, read_vcr_jsonl
+from .formats import VCRMetadata, VCRRecord, read_metadata, read_vcr_jsonl
+from .leaderboard import choice_accuracy, merge_leaderboard, q2ar_accuracy, write_task_csv
 from .masks import instance_masks, polygon_mask
-from .metrics import choice_accuracy, merge_leaderboard, q2ar_accuracy, write_task_csv
 from .task import VCRTask
 from .text import GENDER_NEUTRAL_NAMES, encode_tagged, object_names
 

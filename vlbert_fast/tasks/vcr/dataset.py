@@ -31,7 +31,7 @@ from ...data.formats import FeatureShards, FormatError, clip_to_image, read_byte
 from ...data.images import prepare_image
 from ...tokenization import Tokenizer
 from ..base import TaskSample
-from .format import NUM_CHOICES, VCRMetadata, VCRRecord, read_metadata
+from .formats import NUM_CHOICES, VCRMetadata, VCRRecord, read_metadata
 from .masks import instance_masks
 from .text import TaggedText, encode_tagged, object_names
 

@@ -38,7 +38,7 @@ import numpy as np
 from ...config import SynthConfig
 from ...config.tasks import VCROptions
 from ...data.formats import RegionRecord, convert_to_shards
-from ...data.formats.shards import FORMAT_VERSION as SHARD_FORMAT_VERSION
+from ...data.formats.shard_layout import FORMAT_VERSION as SHARD_FORMAT_VERSION
 from ...data.synth.directories import cached_directory, write_new_directory
 from ...data.synth.extractor import RegionExtractor
 from ...data.synth.scene import COLOURS, NUM_CLASSES, SHAPES, SceneObject, class_id, render, sample_scene

@@ -3,7 +3,7 @@
 Splits: "train", "val" (labelled) and "test" (no labels; QA->R conditioned on each of the 4 answers). Loss: cross-
 entropy over the 4 choices ("softmax"), or the original configs' per-choice binary cross-entropy ("sigmoid").
 Metrics: Q->A accuracy or QA->R accuracy; with `q2a_predictions` (the Q->A run's CSV of the same split) the QA->R
-task also reports the joint Q->AR accuracy. Output: this task's half of the leaderboard CSV (tasks/vcr/metrics.py;
+task also reports the joint Q->AR accuracy. Output: this task's half of the leaderboard CSV (tasks/vcr/leaderboard.py;
 `merge_leaderboard` joins the two halves into the submission).
 """
 
@@ -17,21 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...config.finetune import FinetuneConfig
+from ...config.finetune_run import FinetuneConfig
+from ...data.formats.paths import under
 from ...tokenization import Tokenizer
 from ..base import TaskBatch, TaskSample
 from .dataset import VCRDataset
-from .format import VCRRecord, read_vcr_jsonl
+from .formats import VCRRecord, read_vcr_jsonl
 from .head import VCRHead, init_pooler
-from .metrics import choice_accuracy, predictions_from_csv, q2ar_accuracy, write_task_csv
+from .leaderboard import choice_accuracy, predictions_from_csv, q2ar_accuracy, write_task_csv
 from .synth import cached_vcr
 
 SPLITS = ("train", "val", "test")
-
-
-def _under(root: Path, name: str) -> Path:
-    path = Path(name)
-    return path if path.is_absolute() else root / path
 
 
 class VCRTask:
@@ -61,10 +57,10 @@ class VCRTask:
         self.root = Path(opts.root) if opts.root else cached_vcr(opts.synth, opts, cache_dir)
         if not self.root.is_dir():
             raise FileNotFoundError(f"vcr.root {self.root} is not a directory")
-        self.tokenizer = Tokenizer(_under(self.root, opts.tokenizer))
+        self.tokenizer = Tokenizer(under(self.root, opts.tokenizer))
         if self.tokenizer.vocab_size != cfg.model.vocab_size:
             raise ValueError(
-                f"the tokenizer at {_under(self.root, opts.tokenizer)} has {self.tokenizer.vocab_size} tokens but "
+                f"the tokenizer at {under(self.root, opts.tokenizer)} has {self.tokenizer.vocab_size} tokens but "
                 f"model.vocab_size is {cfg.model.vocab_size}: the text must be tokenised as in pretraining"
             )
         self._records: dict[str, list[VCRRecord]] = {}
@@ -80,7 +76,7 @@ class VCRTask:
     def datasets(self, split: str) -> VCRDataset:
         m = self.model_cfg
         opts = self.opts
-        features = None if m.visual.end_to_end else _under(self.root, opts.features)
+        features = None if m.visual.end_to_end else under(self.root, opts.features)
         return VCRDataset(
             self.records(split), self.root, opts, self.tokenizer, m.visual, m.visual_feature_dim, features
         )

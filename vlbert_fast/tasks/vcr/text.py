@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...tokenization import Tokenizer
-from .format import Token
+from .formats import Token
 
 GENDER_NEUTRAL_NAMES = (
     "Casey",

@@ -30,7 +30,7 @@ import numpy as np
 
 from ...config.tasks import VQAOptions
 from ...data.formats import FeatureShards
-from ...data.formats.shards import FORMAT_VERSION as SHARD_FORMAT_VERSION
+from ...data.formats.shard_layout import FORMAT_VERSION as SHARD_FORMAT_VERSION
 from ...data.synth import cached_world
 from ...data.synth.directories import cached_directory
 from ...data.synth.world import default_cache_dir

@@ -21,23 +21,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config.finetune import FinetuneConfig
-from ...data.batch import TokenKind
+from ...config.finetune_run import FinetuneConfig
 from ...data.collate import Example
 from ...data.formats import FeatureShards, FormatError
+from ...data.formats.paths import under
 from ...tokenization import Tokenizer
+from ...vocabulary import TokenKind
 from ..base import TaskBatch, TaskSample
-from ..regions import load_regions
+from ..task_regions import load_regions
 from . import synth
 from .answers import answer_accuracy, build_answer_vocab, load_answer_vocab, save_answer_vocab, soft_scores
 from .formats import Annotation, Question, check_pairing, read_annotations, read_questions, write_results
 
 ANSWERS_FILE = "answers.txt"
-
-
-def _under(root: Path, name: str) -> Path:
-    path = Path(name)
-    return path if path.is_absolute() else root / path
 
 
 class VQAHead(nn.Module):
@@ -114,13 +110,13 @@ class VQATask:
         if not self.root.is_dir():
             raise FileNotFoundError(f"vqa.root {self.root} is not a directory")
         self.image_key = synth.IMAGE_KEY if self.synthetic else self.opts.image_key
-        self.tokenizer = Tokenizer(_under(self.root, self.opts.tokenizer))
+        self.tokenizer = Tokenizer(under(self.root, self.opts.tokenizer))
         if self.tokenizer.vocab_size != cfg.model.vocab_size:
             raise ValueError(
-                f"the tokenizer at {_under(self.root, self.opts.tokenizer)} has {self.tokenizer.vocab_size} tokens but "
+                f"the tokenizer at {under(self.root, self.opts.tokenizer)} has {self.tokenizer.vocab_size} tokens but "
                 f"model.vocab_size is {cfg.model.vocab_size}: the questions must be tokenised as in pretraining"
             )
-        self.shards = FeatureShards(_under(self.root, self.opts.features))
+        self.shards = FeatureShards(under(self.root, self.opts.features))
         self._annotations: dict[str, dict[int, Annotation]] = {}
         self.answers = self._answer_vocab(Path(run_dir))
         self.answer_index = {a: i for i, a in enumerate(self.answers)}
@@ -136,10 +132,10 @@ class VQATask:
         return [self.opts.train_split] + ([self.opts.val_split] if self.opts.trainval else [])
 
     def questions_path(self, split: str) -> Path:
-        return _under(self.root, self.opts.questions.format(split=self.split_name(split)))
+        return under(self.root, self.opts.questions.format(split=self.split_name(split)))
 
     def annotations_path(self, split: str) -> Path:
-        return _under(self.root, self.opts.annotations.format(split=self.split_name(split)))
+        return under(self.root, self.opts.annotations.format(split=self.split_name(split)))
 
     def has_annotations(self, split: str) -> bool:
         return self.annotations_path(split).is_file()
@@ -152,7 +148,7 @@ class VQATask:
 
     def _answer_vocab(self, run_dir: Path) -> list[str]:
         if self.opts.answer_vocab:
-            return load_answer_vocab(_under(self.root, self.opts.answer_vocab))
+            return load_answer_vocab(under(self.root, self.opts.answer_vocab))
         saved = run_dir / ANSWERS_FILE
         if saved.is_file():
             return load_answer_vocab(saved)

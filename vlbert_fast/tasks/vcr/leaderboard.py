@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .format import NUM_CHOICES
+from .formats import NUM_CHOICES
 
 ANSWER_COLUMNS = [f"answer_{j}" for j in range(NUM_CHOICES)]
 RATIONALE_COLUMNS = [f"rationale_conditioned_on_a{i}_{j}" for i in range(NUM_CHOICES) for j in range(NUM_CHOICES)]

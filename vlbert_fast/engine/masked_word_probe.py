@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..data import IGNORE_INDEX, Batch, Example, collate
-from ..data.pretrain import CaptionDataset, Skipped
+from ..data.caption_dataset import CaptionDataset, Skipped
 
 
 def probe_examples(ex: Example, probe_ids: set[int], mask_id: int) -> list[Example]:

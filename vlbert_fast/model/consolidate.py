@@ -18,9 +18,18 @@ from pathlib import Path
 
 import torch
 
-from ..model.safe_load import WeightsFileError, check_globals, load_torch_file, weights_only_everywhere
-from .checkpoint import CLIENT_KEY, MARKER, CheckpointError, find_checkpoint, is_complete, read_marker
-from .checkpoint_io import manifest_of, verify_checkpoint
+from .checkpoint_dir import (
+    CLIENT_KEY,
+    LATEST,
+    MARKER,
+    CheckpointError,
+    find_checkpoint,
+    is_complete,
+    manifest_of,
+    read_marker,
+    verify_checkpoint,
+)
+from .safe_load import WeightsFileError, check_globals, load_torch_file, weights_only_everywhere
 
 
 def _zero_files(tag_dir: Path) -> list[Path]:
@@ -113,9 +122,20 @@ def resolve_checkpoint(path: str | Path, notes: list[str] | None = None) -> Path
     """A tag directory from a run, checkpoints or tag directory, or a clear error; `notes` receives the warning when
     the newest checkpoint was damaged and an older one is used."""
     found = find_checkpoint(Path(path), notes)
+    if found is None:  # a foreign layout (no marker of ours) whose `latest` names a DeepSpeed tag: trusted or refused
+        found = _latest_foreign_tag(Path(path))  # when its files are read (consolidated_state_dict)
     if found is None:
         raise CheckpointError(
             f"{path}: no complete checkpoint found (expected a run directory, its checkpoints/ directory with "
             f"`latest`, or a checkpoint tag directory)"
         )
     return found
+
+
+def _latest_foreign_tag(path: Path) -> Path | None:
+    ckpt_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    latest = ckpt_dir / LATEST
+    if not latest.is_file():
+        return None
+    tag_dir = ckpt_dir / latest.read_text(encoding="utf-8", errors="replace").strip()
+    return tag_dir if tag_dir.is_dir() and any(tag_dir.glob("*model_states.pt")) else None

@@ -1,4 +1,4 @@
-"""The visual feature of a region, precomputed mode (DESIGN.md, "The model, exactly").
+"""The visual feature of a region, precomputed mode (README.md, "The model, exactly").
 
 Legend: K regions, Dv appearance width (2048), Dg geometry width (2048), H hidden size.
 
@@ -9,7 +9,7 @@ is never materialised on its own. A masked region's appearance is replaced by a 
 (zero at initialisation); the whole-image region's appearance is recomputed from the unmasked regions by the data
 pipeline before it gets here, as the original does.
 
-Note: DESIGN.md orders the concat appearance first; the original code (common/fast_rcnn.py) puts geometry first.
+Note: ours orders the concat appearance first; the original code (common/fast_rcnn.py) puts geometry first.
 Converting an original checkpoint swaps the two column halves of the projection's weight.
 """
 

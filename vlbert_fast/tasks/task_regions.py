@@ -1,9 +1,9 @@
-"""Region inputs of a task sample, from the same feature shards pretraining reads (data/formats/shards.py).
+"""Region inputs of a task sample, from the same feature shards pretraining reads (data/formats/shard_layout.py).
 
 An image's regions as the model takes them: the whole-image box [0, 0, W-1, H-1] first, with the file's
 `image_box_feature` or the mean of the detections' features, then the detections by confidence (at most
 `max_regions`), clipped to the image (a box wholly outside it is an error: `clip_to_image`), as pretraining builds
-them (data/pretrain.py `CaptionDataset._regions`).
+them (data/caption_dataset.py `CaptionDataset._regions`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Pretraining datasets: image-text samples from Conceptual Captions records and text-only rows from a corpus,
-each turned into a masked `Example` (DESIGN.md, "The path of one batch").
+each turned into a masked `Example` (README.md, "The path of one batch").
 
 Image-text sample: caption word pieces and the image's detections (highest confidence first, clipped to the
 image), the whole-image region 0 = [0, 0, W-1, H-1] in front; masking (data/masking.py: words, and regions over

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data.formats import FeatureShards, FormatError, RegionRecord, read_bua_tsv, read_region_json
-from ...data.formats.shards import INDEX_NAME
+from ...data.formats.shard_layout import INDEX_NAME
 
 
 class RegionStore:

@@ -10,8 +10,9 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from ..config import RunConfig
 from ..tokenization import Tokenizer
+from .caption_dataset import CaptionDataset, RegionSource, TextOnlyDataset, collate_pretrain
 from .formats import FeatureShards, SkipCounter, read_cc_jsonl, read_text_corpus
-from .pretrain import CaptionDataset, RegionSource, TextOnlyDataset, collate_pretrain
+from .formats.paths import under
 from .sampler import MixedBatchSampler
 from .synth import cached_world
 
@@ -69,18 +70,13 @@ def check_shards_fit(shards: FeatureShards | None, cfg: RunConfig) -> None:
         )
 
 
-def _under(root: Path, name: str) -> Path:
-    path = Path(name)
-    return path if path.is_absolute() else root / path
-
-
 def build_pretrain_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> PretrainData:
     data, model = cfg.data, cfg.model
     root = resolve_root(cfg)
-    tokenizer = Tokenizer(_under(root, data.tokenizer))
+    tokenizer = Tokenizer(under(root, data.tokenizer))
     if tokenizer.vocab_size != model.vocab_size:
         raise DataConfigError(
-            f"the tokenizer at {_under(root, data.tokenizer)} has {tokenizer.vocab_size} tokens but model.vocab_size "
+            f"the tokenizer at {under(root, data.tokenizer)} has {tokenizer.vocab_size} tokens but model.vocab_size "
             f"is {model.vocab_size}; set model.vocab_size={tokenizer.vocab_size}"
         )
     counter = SkipCounter(on_error=data.on_bad_record)
@@ -88,7 +84,7 @@ def build_pretrain_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> P
     check_shards_fit(regions.shards, cfg)
 
     def captions(name: str, masking: bool) -> CaptionDataset:
-        path = _under(root, name)
+        path = under(root, name)
         return CaptionDataset(
             read_cc_jsonl(path, counter=counter),
             regions,
@@ -106,7 +102,7 @@ def build_pretrain_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> P
     train = captions(data.captions, masking=True)
     texts = None
     if data.text_corpus and data.text_only_fraction > 0:
-        corpus = _under(root, data.text_corpus)
+        corpus = under(root, data.text_corpus)
         before = counter.total
         lines = read_text_corpus(corpus, counter=counter)
         if not lines:
@@ -131,7 +127,7 @@ def build_pretrain_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> P
         )
     except ValueError as exc:
         skipped = f"; {counter.total} malformed records were skipped while reading" if counter.total else ""
-        raise DataConfigError(f"{_under(root, data.captions)}: {exc}{skipped}") from None
+        raise DataConfigError(f"{under(root, data.captions)}: {exc}{skipped}") from None
     dataset = ConcatDataset([train, texts] if texts is not None else [train])
     loader = DataLoader(
         dataset,
@@ -141,7 +137,7 @@ def build_pretrain_data(cfg: RunConfig, rank: int = 0, world_size: int = 1) -> P
         pin_memory=False,
     )
     val = captions(data.val_captions, masking=False) if data.val_captions else None
-    probe_path = _under(root, data.probe_words) if data.probe_words else None
+    probe_path = under(root, data.probe_words) if data.probe_words else None
     probe = []
     if probe_path is not None and probe_path.is_file():
         probe = [w.strip() for w in probe_path.read_text(encoding="utf-8").splitlines() if w.strip()]

@@ -1,0 +1,222 @@
+"""Fine-tuning on a task as a job of the one training loop (engine/job.py, engine/trainer.py): `vlbert-fast finetune`.
+
+The task (tasks/: VQA v2, RefCOCO+, VCR; tasks/base.py `Task`) gives the samples, collates them into a TaskBatch
+around the packed `Batch`, builds the head, computes the loss, predicts and scores with its official metric. The
+model is VLBertModel + the task's head (model/vlbert_finetuning.py), initialised from a pretraining run, checkpoint
+or export (or a BERT directory) with a key-mapping report. Every rank takes its own micro batches of each global batch
+(data/sampler.py `ShuffledBatchSampler`); evaluation runs every `train.eval_every_steps` (0: at the end of every
+epoch) and at the end on the task's val split, each rank predicting its share and the predictions gathered
+(engine/predict.py). At the end the val predictions are written in the task's official format.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..config.finetune_run import FinetuneConfig
+from ..data.sampler import ShuffledBatchSampler
+from ..model.checkpoint_dir import tag_for
+from ..model.pretrained import PretrainedError
+from ..model.vlbert_finetuning import build_finetune_model
+from ..tasks import build_task, collate_task
+from .distributed import DistInfo, barrier
+from .flops import batch_training_flops
+from .predict import predict_split
+from .trainer import train
+
+
+def _init_message(cfg: FinetuneConfig, exc: Exception) -> str:
+    return (
+        f"{exc}\ninit_from must name a pretraining run, checkpoint or export of ours (or a BERT directory): run "
+        f"`vlbert-fast pretrain` first (it writes runs/pretrain), set init_from=PATH, or init_from='' to fine-tune "
+        f"from random weights"
+    )
+
+
+class FinetuneJob:
+    """Fine-tuning on `cfg.task` (module docstring)."""
+
+    def __init__(self, cfg: FinetuneConfig):
+        self.cfg = cfg
+        self.data_workers = cfg.train.num_workers
+        self.evals: list[dict] = []
+        self.final: dict = {}
+
+    # -- set-up --------------------------------------------------------------------------------------------------
+
+    def initial_weights(self) -> str:
+        cfg = self.cfg
+        if cfg.init_from and not Path(cfg.init_from).exists():  # say so before any work
+            raise PretrainedError(
+                _init_message(cfg, FileNotFoundError(f"init_from={cfg.init_from}: no such file or directory"))
+            )
+        return cfg.init_from
+
+    def build_data(self, info: DistInfo) -> None:
+        cfg = self.cfg
+        self.info = info
+        # The main rank first: it generates the synthetic data and writes the answer vocabulary the others then read.
+        if not info.is_main:
+            barrier()
+        self.task = build_task(cfg, Path(cfg.run_dir))
+        if info.is_main:
+            barrier()
+        self.train_set, self.val_set = self.task.datasets("train"), self.task.datasets("val")
+        train = cfg.train
+        self.sampler = ShuffledBatchSampler(
+            len(self.train_set), train.micro_batch_size, train.global_batch_size, info.rank, info.world_size, cfg.seed
+        )
+        if self.sampler.steps_per_epoch < 1:
+            raise ValueError(
+                f"the training split has {len(self.train_set)} samples, fewer than one global batch "
+                f"(train.global_batch_size={train.global_batch_size})"
+            )
+        self.loader = DataLoader(
+            self.train_set,
+            batch_sampler=self.sampler,
+            collate_fn=partial(collate_task, self.task),
+            num_workers=train.num_workers,
+        )
+
+    def build_model(self, info: DistInfo, init_from: str) -> tuple[torch.nn.Module, list[str]]:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)  # the same fresh head on every rank
+        try:
+            model, report = build_finetune_model(cfg.model, self.task, init_from, cfg.engine.trust_foreign)
+        except (PretrainedError, FileNotFoundError) as exc:
+            raise PretrainedError(_init_message(cfg, exc)) from exc
+        return model, [] if report is None else [str(report)]
+
+    def max_steps(self) -> int:
+        return self.cfg.train.max_steps or self.cfg.train.epochs * self.sampler.steps_per_epoch
+
+    def steps_per_epoch(self) -> int:
+        return self.sampler.steps_per_epoch
+
+    def describe(self) -> str:
+        trainval = getattr(self.task.opts, "trainval", False)
+        held_out = " (trainval: val is also trained on, not held out)" if trainval else ""
+        return (
+            f"finetune {self.cfg.task} on {self.task.root} | train {len(self.train_set)}, val {len(self.val_set)} "
+            f"samples{held_out} | {self.sampler.steps_per_epoch} steps per epoch"
+        )
+
+    def why_random(self) -> str:
+        return "init_from is empty: every weight starts from random initialisation"
+
+    def notes(self) -> list[str]:
+        return []
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+
+    def start(self, state) -> None:
+        self.state = state
+        self.sampler.set_epoch(state.epoch, state.batch_in_epoch)
+        self.batches = iter(self.loader)
+
+    def next_batch(self, run):
+        state = self.state
+        try:
+            task_batch = next(self.batches)
+        except StopIteration:
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            self.sampler.set_epoch(state.epoch)
+            self.batches = iter(self.loader)
+            task_batch = next(self.batches)
+        state.batch_in_epoch += 1
+        return task_batch.to(run.info.device, run.dtype)
+
+    def forward(self, engine, task_batch):
+        loss = self.task.loss(engine(task_batch), task_batch.targets)
+        return loss, {self.cfg.task: loss}
+
+    def measure(self, task_batch) -> tuple[int, int, float]:
+        b = task_batch.batch
+        return len(task_batch.meta), int(b.attention_mask.sum()), batch_training_flops(self.cfg.model, b)
+
+    def evaluate_now(self, step: int) -> bool:
+        return step % (self.cfg.train.eval_every_steps or self.sampler.steps_per_epoch) == 0
+
+    def evaluate(self, run, final: bool) -> None:
+        """Predictions on the val split (every rank its share), the task's official metric: a log line, a
+        metrics.jsonl row, TensorBoard scalars; at the end also the predictions in the task's official format."""
+        engine, cfg, state, logger = run.engine, self.cfg, run.state, run.logger
+        engine.eval()
+        start = time.perf_counter()
+        predictions = predict_split(
+            engine, self.task, self.val_set, run.info, cfg.train.eval_batch_size, run.dtype, cfg.train.num_workers
+        )
+        engine.train()
+        metrics = self.task.metrics(predictions, "val")
+        row = {"step": state.step, "epoch": state.step / self.sampler.steps_per_epoch, "split": "val", **metrics}
+        self.evals.append(row)
+        text = ", ".join(f"{k} {100 * v:.2f}%" for k, v in metrics.items())
+        logger.print(
+            f"eval step {state.step} (epoch {row['epoch']:.2f}) | val ({len(predictions)} samples): {text} | "
+            f"{time.perf_counter() - start:.1f} s"
+        )
+        if logger.enabled:
+            logger.write_row(
+                {
+                    "time": time.time(),
+                    **{k: v for k, v in row.items() if k != "split"},
+                    **{f"val/{k}": v for k, v in metrics.items()},
+                }
+            )
+            for k, v in metrics.items():
+                logger.tb.add_scalar(f"val/{k}", v, state.step)
+            if final:
+                out = Path(cfg.run_dir) / "predictions"
+                row["predictions"] = str(self.task.write_predictions(predictions, "val", out))
+        if final:
+            self.final = row
+
+    def end_of_training(self, run) -> None:
+        pass
+
+    def summary(self, run) -> tuple[dict, str]:
+        cfg, state = self.cfg, run.state
+
+        def loss(m: dict | None) -> float | None:
+            return None if m is None else m["loss"]
+
+        summary = {
+            "task": cfg.task,
+            "steps": state.step,
+            "epochs": state.step / self.sampler.steps_per_epoch,
+            "train_samples": len(self.train_set),
+            "val_samples": len(self.val_set),
+            "train_seconds": state.train_seconds,
+            "first_loss": loss(state.first_metrics),
+            "final_loss": loss(state.last_metrics),
+            "val": {k: v for k, v in self.final.items() if k not in ("step", "epoch", "split", "predictions")},
+            "evals": self.evals,
+            "predictions": self.final.get("predictions"),
+            "init_from": cfg.init_from if run.resumed_from is None else None,
+            "resumed_from": None if run.resumed_from is None else str(run.resumed_from),
+            "nonfinite_steps": state.nonfinite_steps,
+            "checkpoint": str(Path(cfg.run_dir) / "checkpoints" / tag_for(state.step)),
+        }
+        lines = [
+            "== summary ==",
+            f"fine-tuned {cfg.task} for {state.step} steps ({summary['epochs']:.2f} epochs) in "
+            f"{state.train_seconds:.0f} s; loss {summary['first_loss']:.3f} (first log window) -> "
+            f"{summary['final_loss']:.3f}",
+            "val: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in summary["val"].items()),
+            f"predictions: {summary['predictions']}",
+            f"checkpoint: {summary['checkpoint']}",
+        ]
+        return summary, "\n".join(lines)
+
+
+def finetune(cfg: FinetuneConfig) -> dict:
+    """Runs fine-tuning with `cfg` on the one training loop; returns the summary (also run_dir/summary.json)."""
+    import dataclasses
+
+    return train(FinetuneJob(dataclasses.replace(cfg, run_dir=cfg.resolved_run_dir)))

@@ -1,0 +1,67 @@
+"""What the one training loop (engine/trainer.py) asks of a job: pretraining (engine/pretrain_job.py) and fine-tuning
+on a task (engine/finetune_job.py) implement it. The loop calls, in order:
+
+    initial_weights()                before the process group: the weights a fresh run starts from ('' for random),
+                                     an error naming what is missing before any work
+    build_data(info)                 datasets, sampler, loader (every rank; the main rank may go first)
+    build_model(info, init_from)     the model, seeded alike on every rank, and what was loaded into it
+    max_steps(), steps_per_epoch()   the run's length and an epoch's optimizer steps (the "step" schedule)
+    describe(), why_random(), notes()  the start-up log's words
+    start(state)                     position the data at the resumed epoch and batch
+    next_batch(run)                  the next micro batch on the device (moving to the next epoch when one ends)
+    forward(engine, batch)           (loss, its parts for the log)
+    measure(batch)                   (samples, tokens, training FLOPs) for the log's rates
+    evaluate_now(step), evaluate(run, final)   periodic and final evaluation (logged, in metrics.jsonl)
+    end_of_training(run)             after the last step, every rank (e.g. merging skip counts)
+    summary(run)                     (summary.json's dict, the summary's text)
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+PHASES = ("distributed", "data", "engine", "steps", "checkpoint", "evaluation")
+"""Phases of a run whose wall time summary.json (`phase_seconds`) and the summary report: the process group with
+DeepSpeed's import, the data (the synthetic world generated or found in its cache, datasets, loader), the model and
+the DeepSpeed engine (and a resumed checkpoint), the steps, the final checkpoint, the evaluations. Interpreter
+start-up and imports before `train` are not in them."""
+
+
+class Job(Protocol):
+    cfg: object
+    data_workers: int
+    """Data-loader worker processes per rank (the automatic thread count leaves them their cores)."""
+
+    def initial_weights(self) -> str: ...
+
+    def build_data(self, info) -> None: ...
+
+    def build_model(self, info, init_from: str) -> tuple[torch.nn.Module, list[str]]: ...
+
+    def max_steps(self) -> int: ...
+
+    def steps_per_epoch(self) -> int: ...
+
+    def describe(self) -> str: ...
+
+    def why_random(self) -> str: ...
+
+    def notes(self) -> list[str]: ...
+
+    def start(self, state) -> None: ...
+
+    def next_batch(self, run): ...
+
+    def forward(self, engine, batch) -> tuple[torch.Tensor, dict]: ...
+
+    def measure(self, batch) -> tuple[int, int, float]: ...
+
+    def evaluate_now(self, step: int) -> bool: ...
+
+    def evaluate(self, run, final: bool) -> None: ...
+
+    def end_of_training(self, run) -> None: ...
+
+    def summary(self, run) -> tuple[dict, str]: ...

@@ -1,0 +1,187 @@
+"""Pretraining as a job of the one training loop (engine/job.py, engine/trainer.py): `vlbert-fast pretrain`.
+
+Data: image-text rows mixed 1:1 with text-only rows (data/pretrain_loader.py), each micro batch a packed `Batch`;
+malformed records are skipped and counted per epoch with `data.on_bad_record=skip`. Model: VLBertForPretraining,
+optionally initialised from `engine.init_from` (a BERT directory, as the original, or a run, checkpoint or export of
+ours). Loss: the masked-word and masked-RoI losses (and the relationship head's, when on). Evaluation at the end:
+masked-word accuracy on held-out captions with the real images and with the images shuffled across the batch
+(engine/masked_word_probe.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..data.formats import SkipCounter
+from ..data.pretrain_loader import PretrainData, build_pretrain_data
+from ..model import ZERO3_LEAF_MODULES, VLBertForPretraining
+from ..model.checkpoint_dir import tag_for
+from ..model.hf_bert import missing_bert_message
+from ..model.pretrained import PretrainedError, init_weights_from
+from .distributed import DistInfo, all_gather_objects
+from .flops import batch_training_flops
+from .job import PHASES
+from .masked_word_probe import masked_word_accuracy
+from .metrics import format_summary
+from .trainer import train
+
+
+def pretraining_model(cfg: RunConfig, info: DistInfo, init_from: str = "") -> tuple[VLBertForPretraining, list[str]]:
+    """The model, seeded alike on every rank, optionally initialised from `init_from`, marked for ZeRO-3; and what was
+    loaded into it (the `init_from` mapping report, the e2e ResNet's weight report)."""
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = VLBertForPretraining(cfg.model)
+    reports = [init_weights_from(model, init_from, cfg.engine.trust_foreign)] if init_from else []
+    if model.vlbert.visual is not None and model.vlbert.visual.load_report is not None:  # e2e: what the ResNet loaded
+        reports.append(str(model.vlbert.visual.load_report))
+    if cfg.engine.zero_stage == 3:
+        from deepspeed.utils import set_z3_leaf_modules
+
+        set_z3_leaf_modules(model, list(ZERO3_LEAF_MODULES))
+    return model, reports
+
+
+def initial_weights(cfg: RunConfig) -> str:
+    """The weights a fresh run starts from: engine.init_from, or '' for a random start (train.from_scratch, or no
+    init_from). A named directory that is missing is an error saying how to provide it, before any work."""
+    if cfg.train.from_scratch or not cfg.engine.init_from:
+        return ""
+    if not Path(cfg.engine.init_from).exists():
+        raise PretrainedError(missing_bert_message(cfg.engine.init_from))
+    return cfg.engine.init_from
+
+
+class PretrainJob:
+    """The pretraining job (module docstring)."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.data_workers = cfg.data.num_workers
+        self.data: PretrainData | None = None
+        self.batches = None
+        self.epoch_skips = SkipCounter("skip")
+        """The distinct records skipped in the current epoch (data.counter holds the run's)."""
+        self.accuracy: dict | None = None
+
+    # -- set-up --------------------------------------------------------------------------------------------------
+
+    def initial_weights(self) -> str:
+        return initial_weights(self.cfg)
+
+    def build_data(self, info: DistInfo) -> None:
+        self.info = info
+        self.data = build_pretrain_data(self.cfg, info.rank, info.world_size)
+
+    def build_model(self, info: DistInfo, init_from: str) -> tuple[torch.nn.Module, list[str]]:
+        return pretraining_model(self.cfg, info, init_from)
+
+    def max_steps(self) -> int:
+        return self.cfg.train.max_steps
+
+    def steps_per_epoch(self) -> int:
+        accumulation = self.cfg.train.global_batch_size // (self.cfg.train.micro_batch_size * self.info.world_size)
+        return self.data.sampler.batches_per_epoch() // max(1, accumulation)
+
+    def describe(self) -> str:
+        return f"data {self.data.root}"
+
+    def why_random(self) -> str:
+        return "train.from_scratch=true" if self.cfg.train.from_scratch else "engine.init_from is empty"
+
+    def notes(self) -> list[str]:
+        return self.data.notes
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+
+    def start(self, state) -> None:
+        self.state = state
+        self.data.set_epoch(state.epoch, state.batch_in_epoch)
+        self.batches = iter(self.data.loader)
+
+    def next_batch(self, run):
+        """The next micro batch that holds rows, moving to the next epoch when this one ends."""
+        state, data = self.state, self.data
+        while True:
+            try:
+                loaded = next(self.batches)
+            except StopIteration:
+                self._report_skips(run)
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                data.set_epoch(state.epoch)
+                self.batches = iter(data.loader)
+                continue
+            state.batch_in_epoch += 1
+            for skipped in loaded.skipped:
+                self.epoch_skips.handle(skipped.error)
+                data.counter.handle(skipped.error)
+            if loaded.batch is not None:
+                return loaded.batch.to(run.info.device, dtype=run.dtype, non_blocking=True)
+
+    def forward(self, engine, batch):
+        out = engine(batch)
+        return out.loss, out.losses
+
+    def measure(self, batch) -> tuple[int, int, float]:
+        return batch.num_samples, int(batch.attention_mask.sum()), batch_training_flops(self.cfg.model, batch)
+
+    def evaluate_now(self, step: int) -> bool:
+        return False
+
+    def evaluate(self, run, final: bool) -> None:
+        cfg = self.cfg
+        if self.data.val is None or cfg.train.eval_batches <= 0:
+            return
+        self.accuracy = masked_word_accuracy(
+            run.engine.module,
+            self.data.val,
+            self.data.probe_words,
+            batch_records=max(2, cfg.train.micro_batch_size // 2),
+            max_batches=cfg.train.eval_batches,
+            device=run.info.device,
+            dtype=run.dtype,
+            seed=cfg.seed,
+        )
+
+    def end_of_training(self, run) -> None:
+        self._report_skips(run)
+        counters = all_gather_objects(self.data.counter, run.info)  # every rank takes part in the gather
+        for other in counters[1:]:
+            self.data.counter.merge(other)  # distinct records over every rank (a record two ranks met counts once)
+
+    def _report_skips(self, run) -> None:
+        """At the end of an epoch: the distinct records skipped in it (on this rank); the next epoch counts afresh."""
+        if self.epoch_skips.total:
+            run.logger.print(f"epoch {self.state.epoch}: {self.epoch_skips.report()}")
+        self.epoch_skips = SkipCounter("skip")
+
+    def summary(self, run) -> tuple[dict, str]:
+        state = run.state
+
+        def losses(m: dict | None) -> dict | None:
+            return None if m is None else {"loss": m["loss"], **m["losses"]}
+
+        summary = {
+            "steps": state.step,
+            "epochs": state.epoch + 1,
+            "train_seconds": state.train_seconds,
+            "phase_seconds": {name: run.seconds[name] for name in PHASES if name in run.seconds},
+            "consumed_samples": state.consumed_samples,
+            "first_losses": losses(state.first_metrics),
+            "final_losses": losses(state.last_metrics),
+            "masked_word_accuracy": self.accuracy,
+            "probe_words": self.data.probe_words,
+            "skipped_records": self.data.counter.total,
+            "nonfinite_steps": state.nonfinite_steps,
+            "resumed_from": None if run.resumed_from is None else str(run.resumed_from),
+            "checkpoint": str(Path(self.cfg.run_dir) / "checkpoints" / tag_for(state.step)),
+        }
+        return summary, format_summary(summary)
+
+
+def pretrain(cfg: RunConfig) -> dict:
+    """Runs pretraining with `cfg` on the one training loop; returns the summary."""
+    return train(PretrainJob(cfg))
