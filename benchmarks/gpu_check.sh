@@ -6,12 +6,18 @@
 #
 # Steps, each under its own time cap in seconds (scaled down with a smaller --budget-s, and never past what is left):
 #   install   110  carried wheels ($WHEELS, default .whl/) into /tmp/site (the image lacks omegaconf), then
-#                  `pip install --no-deps --no-build-isolation -e .`, which builds the CUDA extension there
-#                  (TORCH_CUDA_ARCH_LIST=9.0: one architecture);
-#   gpu-tests 100  `pytest -m gpu` with TRITON_INTERPRET=0 (tests/conftest.py turns the interpreter on otherwise);
+#                  `setup.py build_ext --inplace`: the C++/CUDA extension vlbert_fast._C next to its sources
+#                  (TORCH_CUDA_ARCH_LIST=9.0: one architecture). Nothing is pip-installed: every step imports the
+#                  package from this checkout (PYTHONPATH), Triton kernels included (vlbert_fast.kernels is an
+#                  ordinary subpackage), so a failed or timed-out build costs only the native backend (ops fall
+#                  back to Triton; VLBERT_FAST_NO_JIT=1 keeps later steps from JIT-building it instead);
+#   gpu-tests 100  `pytest -m gpu` with TRITON_INTERPRET=0 (tests/conftest.py turns the interpreter on otherwise)
+#                  and VLBERT_FAST_AUTOTUNE=first: each attention kernel compiles the first of its autotune configs
+#                  only (correctness does not need the race; the benchmarks keep the full lists);
 #   kernels   100  \  `python -m benchmarks.run SUITE --no-report --rep-ms 50`, each with --time-budget-s 20 s
 #   step       80   > under its cap, so a suite stops starting new points in time and keeps what it measured (the
-#   peers     100  /  points it had no time for are listed in bench.log);
+#   peers     100  /  points it had no time for are listed in bench.log). Each measurement is warmed up once
+#                     before it is timed (JIT compilation and autotuning stay out of the figures: harness.py);
 #   report     20  report.md and plots from every row of the run.
 # The caps add up to 510 s, leaving 30 s for packing: within 9 minutes. Under $OUT: gpu_check.log (this account),
 # install.log, pytest_gpu.log, bench.log, report.md and results.tar.gz (CSVs, report.md, plots/: unpack it into
@@ -60,6 +66,7 @@ RESULTS=${RESULTS:-/tmp/vlbert_fast_gpu_results}
 RESERVE=30 # seconds kept for packing the results after the last step
 START=$SECONDS
 STATUS=0
+PLANNED=0 # the caps of the steps that run, added up
 export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0
 
 if [ "$DRY" = 0 ]; then mkdir -p "$OUT"; fi
@@ -84,6 +91,7 @@ step() { # step NAME CAP LOG COMMAND...: runs COMMAND under the cap (or what is 
         return
     fi
     say "$name (cap ${limit}s): $*"
+    PLANNED=$((PLANNED + limit))
     if [ "$DRY" = 1 ]; then return; fi
     local begin=$SECONDS
     timeout --signal=INT --kill-after=10 "$limit" "$@" >>"$OUT/$log" 2>&1
@@ -93,23 +101,25 @@ step() { # step NAME CAP LOG COMMAND...: runs COMMAND under the cap (or what is 
     if [ $rc -ne 0 ]; then STATUS=1; fi
 }
 
-install() { # the carried wheels, then the package (editable, building the CUDA extension)
+install() { # the carried wheels, then the extension built in place (the package itself is imported from here)
     if compgen -G "$WHEELS/*.whl" >/dev/null; then
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
             "$WHEELS"/*.whl || return 1
     fi
-    TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
-        "$PY" -m pip install --no-deps --no-build-isolation -e . || return 1
-    "$PY" -c "import omegaconf, vlbert_fast._C" || {
-        echo "omegaconf or the extension does not import: carry the wheels (see benchmarks/gpu_check.sh)"
+    "$PY" -c "import vlbert_fast.kernels.attention, vlbert_fast.ops" || {
+        echo "the package does not import from the checkout (PYTHONPATH=$PYTHONPATH): carry the wheels"
         return 1
     }
+    TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} \
+        "$PY" setup.py -q build_ext --inplace || return 1
+    "$PY" -c "import torch, vlbert_fast._C as c; print('vlbert_fast._C with CUDA:', c.with_cuda())" || return 1
 }
 export -f install
 export PY WHEELS
 
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} VLBERT_FAST_NO_JIT=1 # the package from this checkout
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    export PYTHONPATH=/tmp/site:$PYTHONPATH
     say "carried wheels: $(cd "$WHEELS" && echo *.whl)"
 else
     say "no carried wheels in $WHEELS (the GPU image lacks omegaconf: the package will not import without them)"
@@ -121,9 +131,10 @@ if [ "$DRY" = 0 ]; then
     } | while read -r line; do say "$line"; done
 fi
 
+say "install: carried wheels into /tmp/site, then setup.py build_ext --inplace (no pip install of the package)"
 step install "$(cap 110)" install.log bash -c install
-step gpu-tests "$(cap 100)" pytest_gpu.log "$PY" -m pytest -q -m gpu -p no:cacheprovider \
-    --continue-on-collection-errors tests
+step gpu-tests "$(cap 100)" pytest_gpu.log env VLBERT_FAST_AUTOTUNE=first "$PY" -m pytest -q -m gpu \
+    -p no:cacheprovider --continue-on-collection-errors tests
 for suite in kernels:100 step:80 peers:100; do
     name=${suite%%:*}
     limit=$(cap "${suite##*:}")
@@ -136,5 +147,6 @@ if [ "$DRY" = 0 ]; then
     if [ -f "$RESULTS/report.md" ]; then cp "$RESULTS/report.md" "$OUT/report.md"; fi
     tar czf "$OUT/results.tar.gz" -C "$RESULTS" . || STATUS=1
 fi
+say "plan: caps ${PLANNED}s + ${RESERVE}s for packing = $((PLANNED + RESERVE))s of the ${BUDGET}s budget"
 say "done in $((SECONDS - START))s, status $STATUS"
 exit $STATUS

@@ -5,6 +5,7 @@ writes nothing."""
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
@@ -34,9 +35,30 @@ def test_dry_run_prints_every_step_in_order_within_nine_minutes_and_runs_nothing
     caps = plan(result.stdout)
     assert list(caps) == STEPS
     assert sum(caps.values()) + 30 <= 540
-    assert "pytest -q -m gpu" in result.stdout and "benchmarks.run peers --out" in result.stdout
+    total = re.search(r"plan: caps (\d+)s \+ 30s for packing = (\d+)s of the 540s budget", result.stdout)
+    assert total and int(total[1]) == sum(caps.values()) and int(total[2]) <= 540
+    assert "VLBERT_FAST_AUTOTUNE=first python3 -m pytest -q -m gpu" in result.stdout  # one config per kernel
+    assert "benchmarks.run peers --out" in result.stdout
     assert "--time-budget-s 80" in result.stdout  # a suite stops starting points before its cap
+    assert "setup.py build_ext --inplace" in result.stdout and "pip install -e" not in result.stdout
     assert not out.exists()
+
+
+def test_the_package_and_its_kernels_import_from_the_checkout_without_an_install(tmp_path):
+    """What gpu_check.sh relies on when its build fails or times out: PYTHONPATH=<checkout> is enough for every
+    step (no package_dir mapping to lose), with the editable install's finder taken away."""
+    root = SCRIPT.parents[1]
+    code = (
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__.lower() "
+        "and 'editable' not in getattr(f, '__name__', '').lower()]; "
+        "import vlbert_fast.kernels.attention as k, vlbert_fast.ops as ops; print(k.__file__); "
+        "print(sorted(n for n in dir(__import__('torch').ops.vlbert_fast) if not n.startswith('_'))[:2])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root), "VLBERT_FAST_NO_JIT": "1"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == str(root / "vlbert_fast" / "kernels" / "attention.py")
 
 
 def test_a_smaller_budget_scales_the_caps_and_skips_what_no_longer_fits(tmp_path):

@@ -17,6 +17,12 @@ from vlbert_fast.ops import (
 from .attention_inputs import packed_qkv
 
 
+@pytest.fixture(autouse=True)
+def _debug_checks(monkeypatch):
+    """The value checks (a host sync on a GPU) run only in debug mode (ops/library.py); these tests test them."""
+    monkeypatch.setenv("VLBERT_FAST_DEBUG_CHECKS", "1")
+
+
 @pytest.fixture
 def qkv():
     q, k, v, cu, max_len, _ = packed_qkv([3, 5], heads=2, head_dim=8)
@@ -101,7 +107,9 @@ def test_bad_scalars(qkv):
         varlen_attention(q, k, v, cu, max_len, dropout_p=1.0)
     with pytest.raises(ValueError, match=r"softmax_scale: expected a positive finite number or None, found -1"):
         varlen_attention(q, k, v, cu, max_len, softmax_scale=-1)
-    with pytest.raises(ValueError, match=r"seed: expected an integer in \[0, 2\*\*63\) or None, found -3"):
+    with pytest.raises(
+        ValueError, match=r"seed: expected an integer in \[0, 2\*\*63\), a \[1\] int64 tensor or None, found -3"
+    ):
         varlen_attention(q, k, v, cu, max_len, dropout_p=0.1, seed=-3)
     with pytest.raises(ValueError, match=r"offset: dropout counters offset \+ heads \* T \* max_seqlen"):
         varlen_attention(q, k, v, cu, max_len, dropout_p=0.1, offset=2**31 - 10)

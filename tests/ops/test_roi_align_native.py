@@ -123,10 +123,10 @@ def test_backward_is_deterministic_and_matches_with_one_thread():
 def test_registered_custom_ops_pass_opcheck():
     x = make_features(channels=2).requires_grad_()
     rois = make_rois()
-    torch.library.opcheck(torch.ops.vlbert_fast.roi_align_forward.default, (x, rois, 2, 3, SCALE, 0, True))
+    torch.library.opcheck(torch.ops.vlbert_fast.roi_align_native_forward.default, (x, rois, 2, 3, SCALE, 0, True))
     grad_out = torch.randn(rois.shape[0], 2, 2, 3, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(
-        torch.ops.vlbert_fast.roi_align_backward.default, (grad_out, rois, N, H, W, SCALE, 0, True, False)
+        torch.ops.vlbert_fast.roi_align_native_backward.default, (grad_out, rois, N, H, W, SCALE, 0, True, False)
     )
 
 

@@ -12,6 +12,13 @@ import torch
 
 from vlbert_fast.ops import BackendNotSupported, roi_align, roi_align_reference
 
+
+@pytest.fixture(autouse=True)
+def _debug_checks(monkeypatch):
+    """The value checks (a host sync on a GPU) run only in debug mode (ops/library.py); these tests test them."""
+    monkeypatch.setenv("VLBERT_FAST_DEBUG_CHECKS", "1")
+
+
 SCALE = 0.5  # input pixels -> feature cells; dyadic, so box geometry is exact in fp32 and fp64 alike
 N, H, W = 3, 5, 6  # feature maps of 10 x 12-pixel images
 OUT = (2, 3)  # PH != PW catches transposed axes

@@ -2,7 +2,7 @@
 (kernels/attention_bwd.py), online softmax, seeded dropout, fp32 statistics.
 
 The op, its arguments and its reference are specified in `vlbert_fast/ops/attention.py`; this module holds the
-forward kernel, the host launchers and the autograd wrappers (STYLE.md: three layers).
+forward kernel and the host launchers; the autograd layer is the custom op in ops/attention.py (ops/library.py).
 
 Layout: q, k, v and the output are [T, heads, D] over the packed tokens of B sequences, with any token and head
 strides: the packed entry passes q, k and v as views of one fused [T, 3, heads, D] projection, and its backward
@@ -27,8 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention_bwd import attention_backward
-from .attention_common import _dropout_keep, _load_rows, _sequence_block, last_dim_contiguous, launch_args
+from .attention_common import _dropout_keep, _load_rows, _sequence_block, launch_args
 from .utils import attention_configs, prune_attention_configs
 
 AUTOTUNE_KEY = ["seq_bucket", "BLOCK_D", "MASK_D", "HAS_DROPOUT", "DOT_PRECISION"]
@@ -108,7 +107,7 @@ def _attn_fwd_kernel(
     qk_scale,  # softmax_scale * log2(e)
     keep_threshold,  # dropout: a byte draw >= this keeps its element (0: no dropout)
     dropout_scale,  # 256 / (256 - keep_threshold), computed once on the host as the reference does
-    seed,  # dropout Philox key
+    seed_ptr,  # [1] int64 dropout Philox key, read on the device (no host sync; fresh per CUDA-graph replay)
     rng_offset,  # dropout counter offset
     BLOCK_M: tl.constexpr,  # query rows per program, a multiple of 16
     BLOCK_N: tl.constexpr,  # key rows per step, a multiple of 32
@@ -118,6 +117,7 @@ def _attn_fwd_kernel(
     DOT_PRECISION: tl.constexpr,  # fp32 inputs: "tf32" (tensor cores) or "ieee"; 16-bit inputs ignore it
 ):
     """One block of queries of one sequence and one head (module docstring; Dao 2023, algorithm 1)."""
+    seed = tl.load(seed_ptr) if HAS_DROPOUT else 0
     start, seqlen, block_m = _sequence_block(cu_seqlens_ptr, max_seqlen, BLOCK_M)
     if block_m * BLOCK_M >= seqlen:
         return
@@ -167,7 +167,7 @@ def attention_forward(
     softmax_scale: float,
     keep_threshold: int,  # 0: no dropout
     dropout_scale: float,
-    seed: int,
+    seed: torch.Tensor | int,  # [1] int64 on the device (or an int, copied there)
     offset: int,
     precision: str,  # "tf32" or "ieee" (fp32 inputs)
 ) -> tuple[torch.Tensor, torch.Tensor]:  # out [T, heads, D] in q's dtype, lse [heads, T] fp32
@@ -185,49 +185,3 @@ def attention_forward(
         dropout_scale=dropout_scale, **scalars,
     )  # fmt: skip
     return out, lse
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# autograd
-
-
-class VarlenAttentionFunction(torch.autograd.Function):
-    """(q, k, v, cu_seqlens, max_seqlen, softmax_scale, keep_threshold, dropout_scale, seed, offset, precision) -> out;
-    differentiable in q, k, v (each gradient its own [T, heads, D] tensor)."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, cu_seqlens, *args):
-        q, k, v = (last_dim_contiguous(t) for t in (q, k, v))
-        out, lse = attention_forward(q, k, v, cu_seqlens, *args)
-        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens)
-        ctx.args = args
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
-        grads = [torch.empty_like(q, memory_format=torch.contiguous_format) for _ in "qkv"]
-        attention_backward(grad_out, q, k, v, out, lse, cu_seqlens, *grads, *ctx.args)
-        return (*grads, *[None] * (1 + len(ctx.args)))
-
-
-class PackedAttentionFunction(torch.autograd.Function):
-    """(qkv [T, 3, heads, D], cu_seqlens, max_seqlen, softmax_scale, keep_threshold, dropout_scale, seed, offset,
-    precision) -> out [T, heads, D]; differentiable in qkv, whose gradient is one [T, 3, heads, D] tensor that the
-    backward kernels write dq, dk and dv into (no per-part buffers, no sum of them)."""
-
-    @staticmethod
-    def forward(ctx, qkv, cu_seqlens, *args):
-        qkv = last_dim_contiguous(qkv)
-        q, k, v = qkv.unbind(1)
-        out, lse = attention_forward(q, k, v, cu_seqlens, *args)
-        ctx.save_for_backward(qkv, out, lse, cu_seqlens)
-        ctx.args = args
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        qkv, out, lse, cu_seqlens = ctx.saved_tensors
-        grad_qkv = torch.empty(qkv.shape, dtype=qkv.dtype, device=qkv.device)
-        attention_backward(grad_out, *qkv.unbind(1), out, lse, cu_seqlens, *grad_qkv.unbind(1), *ctx.args)
-        return (grad_qkv, *[None] * (1 + len(ctx.args)))

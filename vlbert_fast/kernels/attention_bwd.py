@@ -141,7 +141,7 @@ def _attn_bwd_dkdv_kernel(
     k_out_scale,  # softmax_scale * dropout scale: dK = softmax_scale * s * dS'^T Q
     v_out_scale,  # dropout scale
     keep_threshold,
-    seed,
+    seed_ptr,  # [1] int64 dropout Philox key, read on the device (no host sync; fresh per CUDA-graph replay)
     rng_offset,
     BLOCK_M: tl.constexpr,  # query rows per step, a multiple of 16
     BLOCK_N: tl.constexpr,  # key rows per program, a multiple of 32
@@ -151,6 +151,7 @@ def _attn_bwd_dkdv_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     """One block of keys of one sequence and one head (Dao 2023, algorithm 2, the outer loop over key blocks)."""
+    seed = tl.load(seed_ptr) if HAS_DROPOUT else 0
     start, seqlen, block_n = _sequence_block(cu_seqlens_ptr, max_seqlen, BLOCK_N)
     if block_n * BLOCK_N >= seqlen:
         return
@@ -264,7 +265,7 @@ def _attn_bwd_dq_kernel(
     qk_scale,
     q_out_scale,  # softmax_scale * dropout scale
     keep_threshold,
-    seed,
+    seed_ptr,  # [1] int64 dropout Philox key, read on the device (no host sync; fresh per CUDA-graph replay)
     rng_offset,
     BLOCK_M: tl.constexpr,  # query rows per program, a multiple of 16
     BLOCK_N: tl.constexpr,  # key rows per step, a multiple of 32
@@ -274,6 +275,7 @@ def _attn_bwd_dq_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     """One block of queries of one sequence and one head: dQ = softmax_scale * s * sum over key blocks of dS' K."""
+    seed = tl.load(seed_ptr) if HAS_DROPOUT else 0
     start, seqlen, block_m = _sequence_block(cu_seqlens_ptr, max_seqlen, BLOCK_M)
     if block_m * BLOCK_M >= seqlen:
         return
@@ -326,7 +328,7 @@ def attention_backward(
     softmax_scale: float,
     keep_threshold: int,
     dropout_scale: float,
-    seed: int,
+    seed: torch.Tensor | int,  # [1] int64 on the device (or an int, copied there)
     offset: int,
     precision: str,
 ) -> None:

@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .philox import seed_pointer
 from .utils import attention_head_block, sequence_bucket
 
 LOG2_E = 1.4426950408889634  # exp(x) = exp2(x * log2(e))
@@ -145,7 +146,7 @@ def last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def launch_args(q: torch.Tensor, max_seqlen: int, softmax_scale: float, keep_threshold: int, seed: int,
+def launch_args(q: torch.Tensor, max_seqlen: int, softmax_scale: float, keep_threshold: int, seed,
                 offset: int, precision: str) -> dict:  # fmt: skip
     """The scalar and constexpr arguments every attention kernel takes, by name. `keep_threshold` 0 is no dropout;
     `precision` ("tf32" or "ieee") picks fp32 inputs' dot precision (16-bit inputs always use their tensor cores)."""
@@ -158,7 +159,7 @@ def launch_args(q: torch.Tensor, max_seqlen: int, softmax_scale: float, keep_thr
         seq_bucket=sequence_bucket(max_seqlen),
         qk_scale=softmax_scale * LOG2_E,
         keep_threshold=keep_threshold,
-        seed=seed,
+        seed_ptr=seed_pointer(seed, q.device),
         rng_offset=offset,
         BLOCK_D=block_d,
         MASK_D=head_dim != block_d,

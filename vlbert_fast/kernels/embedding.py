@@ -1,7 +1,7 @@
 """Fused VL-BERT embedding in Triton: gather, sum, visual and output LayerNorms, dropout in one pass per token.
 
 The op, its arguments and its reference are specified in `vlbert_fast/ops/embedding.py`; this module holds the
-kernels, their host launchers and the autograd wrapper (STYLE.md: three layers).
+kernels and their host launchers; the autograd layer is the op's custom op (ops/library.py).
 
 Forward, one program per token: gather the position, token-type and (text and padding) word rows; add the special
 row of the kind ([IMG] or the masked-RoI embedding for a RoI, [END], the text-visual embedding of a text-only row);
@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from ..vocabulary import TokenKind
+from .philox import seed_pointer
 from .scatter import segment_sum
 from .utils import (
     PERSISTENT_CTAS_PER_SM,
@@ -161,12 +162,13 @@ def _fused_embedding_fwd_kernel(
     eps,  # epsilon of all three LayerNorms
     dropout_p,  # drop probability
     dropout_scale,  # 1 / (1 - p), computed once on the host as the reference does
-    seed,  # dropout Philox key
+    seed_ptr,  # [1] int64 dropout Philox key, read on the device (no host sync; fresh per CUDA-graph replay)
     rng_offset,  # dropout counter offset
     BLOCK_H: tl.constexpr,  # next power of two >= H
     HAS_DROPOUT: tl.constexpr,  # p > 0
 ):
     """One token per program. LayerNorm: Ba et al. 2016; dropout: Srivastava et al. 2014 (inverted scaling)."""
+    seed = tl.load(seed_ptr) if HAS_DROPOUT else 0
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_H)
     hmask = cols < hidden
@@ -222,7 +224,7 @@ def _fused_embedding_bwd_kernel(
     eps,
     dropout_p,
     dropout_scale,
-    seed,
+    seed_ptr,  # [1] int64 dropout Philox key, read on the device (no host sync; fresh per CUDA-graph replay)
     rng_offset,
     BLOCK_H: tl.constexpr,
     TYPE_ROWS: tl.constexpr,  # next power of two >= T (rows of the token-type register tile)
@@ -232,6 +234,7 @@ def _fused_embedding_bwd_kernel(
     """Each program walks `rows_per_program` consecutive tokens: recompute, LayerNorm backward (Ba et al. 2016,
     the gradient through the normalisation), the visual LayerNorm backward for text and RoI tokens; small-table
     sums stay in registers until the end (module docstring)."""
+    seed = tl.load(seed_ptr) if HAS_DROPOUT else 0
     pid = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_H)
     hmask = cols < hidden
@@ -342,7 +345,7 @@ def _dropout_args(dropout_p: float) -> tuple[float, float, bool]:
 
 
 def fused_embedding_forward(
-    ops: Operands, eps: float, dropout_p: float, seed: int, offset: int
+    ops: Operands, eps: float, dropout_p: float, seed, offset: int
 ) -> torch.Tensor:  # [N, H] in the word table's dtype
     n, hidden = ops.word_ids.shape[0], ops.word.shape[1]
     out = torch.empty(n, hidden, dtype=ops.word.dtype, device=ops.word.device)
@@ -351,15 +354,16 @@ def fused_embedding_forward(
     pointers, strides = _kernel_operands(ops)
     block = row_block(hidden)
     p, scale, has_dropout = _dropout_args(dropout_p)
+    key = seed_pointer(seed, ops.word.device)
     _fused_embedding_fwd_kernel[(n,)](
-        out, *pointers, hidden, out.stride(0), *strides, eps, p, scale, seed, offset,
+        out, *pointers, hidden, out.stride(0), *strides, eps, p, scale, key, offset,
         BLOCK_H=block, HAS_DROPOUT=has_dropout, num_warps=row_warps(block),
     )  # fmt: skip
     return out
 
 
 def fused_embedding_backward(
-    grad_out: torch.Tensor, ops: Operands, eps: float, dropout_p: float, seed: int, offset: int, deterministic: bool
+    grad_out: torch.Tensor, ops: Operands, eps: float, dropout_p: float, seed, offset: int, deterministic: bool
 ) -> tuple[torch.Tensor, ...]:
     """Gradients of (visual, word, position, type, special, visual LN weight, visual LN bias, LN weight, LN bias),
     each in its input's dtype (accumulated in fp32)."""
@@ -380,10 +384,11 @@ def fused_embedding_backward(
         grad_out = grad_out if grad_out.stride(-1) == 1 else grad_out.contiguous()
         block = row_block(hidden)
         p, scale, has_dropout = _dropout_args(dropout_p)
+        key = seed_pointer(seed, device)
         warps = accumulating_row_warps(block)
         _fused_embedding_bwd_kernel[(programs,)](
             grad_out, *pointers, grad_word, grad_position, grad_visual, grad_sum, grad_region, partial,
-            n, hidden, num_types, triton.cdiv(n, programs), grad_out.stride(0), *strides, eps, p, scale, seed, offset,
+            n, hidden, num_types, triton.cdiv(n, programs), grad_out.stride(0), *strides, eps, p, scale, key, offset,
             BLOCK_H=block, TYPE_ROWS=triton.next_power_of_2(num_types), HAS_DROPOUT=has_dropout,
             DETERMINISTIC=deterministic, num_warps=warps, maxnreg=persistent_max_registers(warps, per_sm),
         )  # fmt: skip
@@ -406,24 +411,3 @@ def fused_embedding_backward(
         sums[PARTIAL_LN_W.value].to(ops.ln_w.dtype),
         sums[PARTIAL_LN_B.value].to(ops.ln_b.dtype),
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# autograd
-
-
-class FusedEmbeddingFunction(torch.autograd.Function):
-    """Operands (15 tensors, as `Operands`), then eps, dropout_p, seed, offset, deterministic. Differentiable in the
-    region rows, the three tables, the special rows and all LayerNorm parameters."""
-
-    @staticmethod
-    def forward(ctx, *args):
-        ops = Operands(*args[:15])
-        ctx.save_for_backward(*ops)
-        ctx.args = args[15:]
-        return fused_embedding_forward(ops, *args[15:19])
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        grads = fused_embedding_backward(grad_out, Operands(*ctx.saved_tensors), *ctx.args)
-        return (None,) * 6 + grads + (None,) * len(ctx.args)

@@ -1,7 +1,7 @@
 """Bias + GELU (erf form) in Triton, forward and backward.
 
-The op, its arguments and its reference are specified in `vlbert_fast/ops/gelu.py`; this module holds the kernels,
-their host launchers and the autograd wrapper (STYLE.md: three layers).
+The op, its arguments and its reference are specified in `vlbert_fast/ops/gelu.py`; this module holds the kernels
+and their host launchers; the autograd layer is the op's custom op (ops/library.py).
 
 Forward: one tile of ROWS x BLOCK_C per program, y = GELU(x + b) in fp32, stored once. The backward needs only x
 (the projection's output, which the unfused graph keeps too) and the bias: with z = x + b,
@@ -125,22 +125,3 @@ def bias_gelu_backward(
             triton.cdiv(tiles, programs), ROWS=rows, BLOCK_C=block, num_warps=row_warps(rows * block),
         )  # fmt: skip
     return grad_x, partial.sum(0)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# autograd
-
-
-class BiasGeluFunction(torch.autograd.Function):
-    """(x, bias) -> GELU(x + bias); differentiable in both."""
-
-    @staticmethod
-    def forward(ctx, x, bias):
-        ctx.save_for_backward(x, bias)
-        return bias_gelu_forward(x, bias)
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, bias = ctx.saved_tensors
-        grad_x, grad_bias = bias_gelu_backward(grad_y, x, bias)
-        return grad_x, grad_bias.to(bias.dtype)

@@ -7,7 +7,7 @@ through a row stride, so it can fill the geometry half of the visual projection'
 to the appearance features, and no concatenation pass is needed.
 
 Layers (STYLE.md): `_box_geometry_fwd_kernel` / `_box_geometry_bwd_kernel`, host launchers `box_geometry_forward` /
-`box_geometry_backward`, and `BoxGeometryFunction`.
+`box_geometry_backward`; the autograd layer is the custom op in ops/geometry.py (ops/library.py).
 """
 
 from __future__ import annotations
@@ -123,18 +123,3 @@ def box_geometry_backward(
         BLOCK_M=block_m, BLOCK_F=block_f,
     )  # fmt: skip
     return grad_values
-
-
-class BoxGeometryFunction(torch.autograd.Function):
-    """[M, 4] fp32 scaled box values -> [M, 8F] encoding in `dtype`; differentiable in the values."""
-
-    @staticmethod
-    def forward(ctx, values, dim_mat, dtype):
-        ctx.save_for_backward(values, dim_mat)
-        out = torch.empty(values.shape[0], 8 * dim_mat.shape[0], dtype=dtype, device=values.device)
-        return box_geometry_forward(values, dim_mat, out)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        values, dim_mat = ctx.saved_tensors
-        return box_geometry_backward(grad_out, values, dim_mat), None, None

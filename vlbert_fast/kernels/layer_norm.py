@@ -1,7 +1,7 @@
 """Bias + dropout + residual + LayerNorm (the post-LN residual step) in Triton, forward and backward.
 
 The op, its arguments and its reference are specified in `vlbert_fast/ops/layer_norm.py`; this module holds the
-kernels, their host launchers and the autograd wrapper (STYLE.md: three layers).
+kernels and their host launchers; the autograd layer is the op's custom op (ops/library.py).
 
 Forward, one tile of rows per program: s = residual + dropout(x + bias), y = LayerNorm(s). It writes y, the sum s
 (in x's dtype: the only activation the backward needs, as much memory as the unfused graph keeps for the LayerNorm
@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from .embedding import _dropout_keep
+from .philox import seed_pointer
 from .utils import (
     MAX_FUSED_HIDDEN,
     PERSISTENT_CTAS_PER_SM,
@@ -54,7 +55,7 @@ def _bdrln_fwd_kernel(
     eps,
     dropout_p,  # drop probability
     dropout_scale,  # 1 / (1 - p), computed once on the host as the reference does
-    seed,  # dropout Philox key
+    seed_ptr,  # [1] int64 dropout Philox key, read on the device (no host sync; fresh per CUDA-graph replay)
     rng_offset,  # dropout counter of element (0, 0)
     ROWS: tl.constexpr,  # rows per program
     BLOCK_H: tl.constexpr,  # next power of two >= H
@@ -62,6 +63,7 @@ def _bdrln_fwd_kernel(
     HAS_DROPOUT: tl.constexpr,
 ):
     """A tile of ROWS rows. LayerNorm: Ba et al. 2016; dropout: Srivastava et al. 2014 (inverted scaling)."""
+    seed = tl.load(seed_ptr) if HAS_DROPOUT else 0
     pid = tl.program_id(0).to(tl.int64)
     rows = pid * ROWS + tl.arange(0, ROWS).to(tl.int64)
     cols = tl.arange(0, BLOCK_H)
@@ -102,7 +104,7 @@ def _bdrln_bwd_kernel(
     tiles_per_program,  # row tiles each program walks
     dropout_p,
     dropout_scale,
-    seed,
+    seed_ptr,  # [1] int64 dropout Philox key, read on the device (no host sync; fresh per CUDA-graph replay)
     rng_offset,
     ROWS: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -110,6 +112,7 @@ def _bdrln_bwd_kernel(
 ):
     """LayerNorm backward (ds = rstd * (g dy - mean(g dy) - x_hat mean(g dy x_hat))), then the dropout mask for
     x's gradient; parameter gradients summed per program (module docstring)."""
+    seed = tl.load(seed_ptr) if HAS_DROPOUT else 0
     pid = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_H)
     hmask = cols < hidden
@@ -169,7 +172,7 @@ def layer_norm_forward(
     ln_bias: torch.Tensor,
     eps: float,
     dropout_p: float,
-    seed: int,
+    seed: torch.Tensor | int,  # [1] int64 on the device (or an int, copied there)
     offset: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # y, sum, mean, rstd
     n, hidden = x.shape
@@ -186,7 +189,8 @@ def layer_norm_forward(
     _bdrln_fwd_kernel[(triton.cdiv(n, rows),)](
         y, s, mean, rstd, x, bias if bias is not None else weight, residual, weight.contiguous(),
         ln_bias.contiguous(), n, hidden, x.stride(0), residual.stride(0), y.stride(0), eps, **_dropout_args(dropout_p),
-        seed=seed, rng_offset=offset, ROWS=rows, BLOCK_H=block, HAS_BIAS=bias is not None,
+        seed_ptr=seed_pointer(seed, device),
+        rng_offset=offset, ROWS=rows, BLOCK_H=block, HAS_BIAS=bias is not None,
         HAS_DROPOUT=dropout_p > 0, num_warps=row_warps(rows * block),
     )  # fmt: skip
     return y, s, mean, rstd
@@ -200,7 +204,7 @@ def layer_norm_backward(
     weight: torch.Tensor,
     residual_dtype: torch.dtype,
     dropout_p: float,
-    seed: int,
+    seed: torch.Tensor | int,  # [1] int64 on the device (or an int, copied there)
     offset: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of (x, residual, weight, ln_bias, bias); the parameter ones in fp32 (the caller casts)."""
@@ -219,35 +223,9 @@ def layer_norm_backward(
         warps = row_warps(rows * block)
         _bdrln_bwd_kernel[(programs,)](
             grad_x, grad_residual, partial, grad_y, s, mean, rstd, weight.contiguous(), n, hidden, grad_y.stride(0),
-            triton.cdiv(tiles, programs), **_dropout_args(dropout_p), seed=seed, rng_offset=offset, ROWS=rows,
+            triton.cdiv(tiles, programs), **_dropout_args(dropout_p), seed_ptr=seed_pointer(seed, device),
+            rng_offset=offset, ROWS=rows,
             BLOCK_H=block, HAS_DROPOUT=dropout_p > 0, num_warps=warps, maxnreg=persistent_max_registers(warps, per_sm),
         )  # fmt: skip
     sums = partial.sum(0)
     return grad_x, grad_residual, sums[PARTIAL_WEIGHT.value], sums[PARTIAL_LN_BIAS.value], sums[PARTIAL_BIAS.value]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# autograd
-
-
-class BiasDropoutResidualLayerNormFunction(torch.autograd.Function):
-    """(x, bias, residual, weight, ln_bias, eps, dropout_p, seed, offset) -> y; differentiable in all five tensors."""
-
-    @staticmethod
-    def forward(ctx, x, bias, residual, weight, ln_bias, eps, dropout_p, seed, offset):
-        y, s, mean, rstd = layer_norm_forward(x, bias, residual, weight, ln_bias, eps, dropout_p, seed, offset)
-        ctx.save_for_backward(s, mean, rstd, weight)
-        ctx.args = (dropout_p, seed, offset)
-        ctx.dtypes = (residual.dtype, None if bias is None else bias.dtype, ln_bias.dtype)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        s, mean, rstd, weight = ctx.saved_tensors
-        residual_dtype, bias_dtype, ln_bias_dtype = ctx.dtypes
-        grad_x, grad_residual, grad_weight, grad_ln_bias, grad_bias = layer_norm_backward(
-            grad_y, s, mean, rstd, weight, residual_dtype, *ctx.args
-        )
-        grad_bias = None if bias_dtype is None else grad_bias.to(bias_dtype)
-        return (grad_x, grad_bias, grad_residual, grad_weight.to(weight.dtype), grad_ln_bias.to(ln_bias_dtype),
-                None, None, None, None)  # fmt: skip

@@ -413,21 +413,3 @@ def roi_align_backward(
         ALIGNED=bool(aligned), BLOCK_C=block_c, num_warps=num_warps,
     )  # fmt: skip
     return grad_acc.to(dtype=grad_out.dtype, memory_format=memory_format)
-
-
-class RoIAlignFunction(torch.autograd.Function):
-    """Differentiable w.r.t. the features only (like torchvision: boxes get no gradient)."""
-
-    @staticmethod
-    def forward(ctx, features, rois, output_size, spatial_scale, sampling_ratio, aligned, deterministic):
-        ctx.save_for_backward(rois)
-        ctx.feature_shape = tuple(features.shape)
-        ctx.memory_format = _memory_format(features)
-        ctx.params = (spatial_scale, sampling_ratio, aligned, deterministic)
-        return roi_align_forward(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (rois,) = ctx.saved_tensors
-        grad = roi_align_backward(grad_out, rois, ctx.feature_shape, ctx.memory_format, *ctx.params)
-        return grad, None, None, None, None, None, None

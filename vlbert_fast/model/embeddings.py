@@ -19,8 +19,8 @@ regions, the aux vector itself: the op's per-token choice of `visual_ln_text` th
 formula, and the op's own TEXT_ONLY term (`text_visual`) gets a zero row (no token of that kind reaches it).
 
 The padded batch goes to the op as one flat stream of B*L tokens; `cfg.kernels` picks the op's backend. Dropout is
-the op's seeded one: each training call draws its seed from torch's CPU generator, so `torch.manual_seed` makes a
-run reproducible, and the reference and Triton backends draw the same mask.
+the op's seeded one: each training call draws its key on the device from that device's generator (no host sync),
+so `torch.manual_seed` makes a run reproducible, and the reference and Triton backends draw the same mask.
 """
 
 from __future__ import annotations
@@ -77,7 +77,6 @@ class VLBertEmbeddings(nn.Module):
         """The padded batch's embedding; with `tokens_BL` (bool [B, L], the attention mask for the packed stream)
         only the selected tokens', in row-major order: the packed [N, H] stream, padding never computed."""
         dropout_p = self.dropout_p if self.training else 0.0
-        seed = int(torch.randint(0, 2**62, ())) if dropout_p > 0 else 0
         stream = (lambda t: t.reshape(-1)) if tokens_BL is None else (lambda t: t[tokens_BL])  # noqa: E731
         kind_N, visual_index_N = stream(batch.token_kind), stream(batch.visual_index)
         # Text-only tokens: TEXT tokens of region K, the aux row (module docstring). Always appended, so no device
@@ -99,7 +98,7 @@ class VLBertEmbeddings(nn.Module):
             self.weights(),
             eps=self.eps,
             dropout_p=dropout_p,
-            seed=seed,
+            seed=None,  # a fresh key drawn on the device by the op
             backend=self.backend,
         )
         if region_visual_KH.shape[0] == 0:

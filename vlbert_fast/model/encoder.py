@@ -17,8 +17,8 @@ weights are concatenated when loaded (model/hf_bert.py).
   residual and the LayerNorm; the up projection's bias and the GELU are `ops.bias_gelu` (backends `cfg.kernels`).
 
 `cfg.activation_checkpointing` picks layers whose activations are recomputed in the backward (both paths).
-Dropout stays exact under recomputation: the fused ops draw their seeds from torch's CPU generator, whose state
-torch.utils.checkpoint restores before recomputing.
+Dropout stays exact under recomputation: the fused ops draw their keys from the generator of the inputs' device,
+whose state torch.utils.checkpoint restores before recomputing.
 """
 
 from __future__ import annotations

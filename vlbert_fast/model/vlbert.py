@@ -236,7 +236,7 @@ class VLBertForPretraining(nn.Module):
         has a class target. A batch without regions (text-only rows only) has none."""
         if batch.num_regions == 0:
             return torch.zeros_like(kind, dtype=torch.bool)
-        return (kind == TokenKind.ROI) & self._region_predict(batch)[region.clamp(min=0)]
+        return (kind == int(TokenKind.ROI)) & self._region_predict(batch)[region.clamp(min=0)]
 
     def _relationship_loss(self, out: PretrainOutput, batch: Batch, first_BH: torch.Tensor) -> None:
         """The relationship head on the pooled first token of the rows with a label (none: an exact 0 in the loss
@@ -270,7 +270,7 @@ class VLBertForPretraining(nn.Module):
         labels_N = self._mlm_labels(batch)[tokens_BL]
         masked_N = labels_N != IGNORE_INDEX
         labels_M = labels_N[masked_N]
-        has_image_M = (kind_N == TokenKind.TEXT)[masked_N]
+        has_image_M = (kind_N == int(TokenKind.TEXT))[masked_N]
         groups = {"mlm_image": has_image_M, "mlm_text": ~has_image_M}
         words_VH = self.vlbert.embeddings.word_embeddings.weight
         mlm = self.mlm_head(hidden_NH[masked_N], words_VH, labels_M, groups, return_logits=not self.training)

@@ -1,5 +1,6 @@
 """Public ops. Each has a plain-PyTorch `<op>_reference` (the specification) and a `backend=` argument
-("auto" | "reference" | "triton" | "native", and op-specific ones such as "sdpa"); see dispatch.py."""
+("auto" | "reference" | "triton" | "native", and op-specific ones such as "sdpa"); see dispatch.py. Each is also a
+torch.library custom op, `torch.ops.vlbert_fast.<op>` with `<op>_backward` (library.py)."""
 
 from .attention import (
     varlen_attention,

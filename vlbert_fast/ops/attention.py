@@ -27,11 +27,11 @@ Dropout (inverted) acts on the normalised probabilities, with the draws of Flash
 byte per element, so p is realised in steps of 1/256 (`dropout_keep_threshold`: p = 0.1 drops 26/256 = 10.2%) and
 kept elements are scaled by 256 / (256 - threshold), which keeps the expectation exact. With an integer `seed` the
 mask is `attention_dropout_keep` (Philox-4x32-7; kernels/attention_common.py says which byte of which call serves
-which element), so the triton and reference backends draw the same mask, and a seed reproduces it. The counters
-(offset + heads * T * max_seqlen) must stay below 2**31. With `seed=None` each backend takes a fresh mask from
-torch's generators (triton and reference draw their seed from torch's CPU generator; sdpa and flash-attn use their
-own Philox streams and their own exact p), so `torch.manual_seed` still makes a run reproducible; sdpa and flash_attn
-cannot take a seed.
+which element), so the triton and reference backends draw the same mask, and a seed reproduces it (an int, or a
+one-element int64 tensor on q's device). The counters (offset + heads * T * max_seqlen) must stay below 2**31. With
+`seed=None` each backend takes a fresh mask from torch's generators (triton and reference draw a key on q's device
+from its generator, read there by the kernels: no host sync; sdpa and flash-attn use their own Philox streams and
+their own exact p), so `torch.manual_seed` still makes a run reproducible; sdpa and flash_attn cannot take a seed.
 
 Backends, in `auto`'s order:
 - flash_attn: `flash_attn_varlen_func` (`flash_attn_varlen_qkvpacked_func` for the packed entry) when the optional
@@ -39,22 +39,26 @@ Backends, in `auto`'s order:
 - triton: our FlashAttention-2 style kernels (kernels/attention.py), forward and backward, head dims up to 128;
 - sdpa: PyTorch's scaled_dot_product_attention on the padded [B, heads, max_seqlen, D] layout with a key mask;
 - reference: plain PyTorch per sequence, the specification (its backward is autograd's).
-The op's contract stops at head dim 256 (flash-attn's limit): a model that runs here must run on a GPU too.
+triton and reference run behind the custom ops `torch.ops.vlbert_fast.varlen_attention` and `..._packed`
+(ops/library.py); sdpa and flash_attn are PyTorch's and flash-attn's own ops, called as they are (a backward op
+could not replay their dropout generators). The op's contract stops at head dim 256 (flash-attn's limit): a model
+that runs here must run on a GPU too.
 
-`check=True` validates the values of cu_seqlens and max_seqlen, which reads them on the host (one device
-synchronisation); the model checks its batch once and passes check=False to each layer.
+`check=True` validates the values of cu_seqlens and max_seqlen in debug mode (VLBERT_FAST_DEBUG_CHECKS=1,
+ops/library.py): that reads them on the host, one device synchronisation; the model checks its batch once and passes
+check=False to each layer.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
-from .dispatch import Backend, Op, interpreted, register, triton_reasons
-from .embedding import philox_4x32
+from .dispatch import Backend, Op, import_error, interpreted, register, triton_reasons
+from .dropout import philox_4x32
+from .library import debug_checks, dropout_seed, require_key, use_custom_op, vjp
 
 MAX_HEAD_DIM = 256
 """The op's largest head dimension: flash-attn's limit, so a model that runs on any backend runs on all."""
@@ -102,11 +106,11 @@ def attention_dropout_keep(
     return ((word >> (8 * byte)) & 0xFF) >= threshold
 
 
-def _resolve_seed(seed: int | None, dropout_p: float) -> int:
-    """The seed of the triton and reference backends: the given one, or a fresh one from torch's CPU generator."""
-    if dropout_p == 0:
-        return 0
-    return int(torch.randint(0, 2**62, ())) if seed is None else int(seed)
+def _resolve_seed(seed: int | torch.Tensor | None, dropout_p: float, device: torch.device) -> torch.Tensor | int:
+    """The key of the triton and reference backends: the given one, or a fresh one drawn on the device by its
+    generator ([1] int64, ops/library.py `dropout_seed`); 0 without dropout (never read)."""
+    key = dropout_seed(seed, dropout_p, device)
+    return 0 if key is None else key
 
 
 def varlen_attention_reference(
@@ -117,7 +121,7 @@ def varlen_attention_reference(
     max_seqlen: int,
     dropout_p: float = 0.0,
     softmax_scale: float | None = None,
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
     offset: int = 0,
     precision: str = "ieee",
     return_probs: bool = False,
@@ -129,7 +133,7 @@ def varlen_attention_reference(
     total, heads, head_dim = q.shape
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     scale = 1.0 / math.sqrt(head_dim) if softmax_scale is None else softmax_scale
-    seed = _resolve_seed(seed, dropout_p)
+    seed = _resolve_seed(seed, dropout_p, q.device)
     threshold, keep_scale = dropout_keep_threshold(dropout_p)
     bounds = cu_seqlens.tolist()
     lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
@@ -204,15 +208,15 @@ def _check_inputs(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, see
         raise ValueError(f"dropout_p: expected a probability in [0, 1), found {dropout_p}")
     if softmax_scale is not None and not (math.isfinite(softmax_scale) and softmax_scale > 0):
         raise ValueError(f"softmax_scale: expected a positive finite number or None, found {softmax_scale}")
-    if seed is not None and not 0 <= seed < 2**63:
-        raise ValueError(f"seed: expected an integer in [0, 2**63) or None, found {seed}")
+    if seed is not None and not isinstance(seed, torch.Tensor) and not 0 <= seed < 2**63:
+        raise ValueError(f"seed: expected an integer in [0, 2**63), a [1] int64 tensor or None, found {seed}")
     counters = offset + q.shape[1] * q.shape[0] * max_seqlen
     if dropout_p > 0 and not (offset >= 0 and counters <= MAX_COUNTER):
         raise ValueError(
             f"offset: dropout counters offset + heads * T * max_seqlen = {offset} + "
             f"{q.shape[1]} * {q.shape[0]} * {max_seqlen} must lie in [0, 2**31]; split the batch"
         )
-    if check:
+    if check and debug_checks():
         _check_values(cu_seqlens, max_seqlen, q.shape[0])
 
 
@@ -254,14 +258,12 @@ def _seeded_reasons(dropout_p: float, seed: int | None, who: str) -> list[str]:
     return []
 
 
-@functools.cache
 def flash_attn_import_error() -> str | None:
-    """None when flash-attn imports; else why not (once per process)."""
-    try:
-        import flash_attn  # noqa: F401
-    except Exception as exc:  # an optional CUDA package fails in many ways on import; report it, do not crash
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return None
+    """None when flash-attn imports; else why not (once per process, probed when this module is imported)."""
+    return import_error("flash_attn")
+
+
+import_error("flash_attn")
 
 
 def _flash_reasons(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, *_):
@@ -311,26 +313,204 @@ def _triton_reasons(q, k, v, cu_seqlens, max_seqlen, *_):
 
 
 def _triton_args(head_dim, max_seqlen, dropout_p, softmax_scale, seed, offset, precision) -> tuple:
-    """The autograd functions' arguments after the tensors (kernels/attention.py)."""
+    """The launchers' arguments after the tensors (kernels/attention.py); `seed` the resolved key."""
     scale = 1.0 / math.sqrt(head_dim) if softmax_scale is None else float(softmax_scale)
     threshold, keep_scale = dropout_keep_threshold(dropout_p)
-    return int(max_seqlen), scale, threshold, keep_scale, _resolve_seed(seed, dropout_p), int(offset), precision
+    return int(max_seqlen), scale, threshold, keep_scale, seed, int(offset), precision
 
 
-def _run_triton(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, offset=0,
-                precision="ieee"):  # fmt: skip
-    from ..kernels.attention import VarlenAttentionFunction
+def _run(backend: str, packed: bool):
+    """The triton and reference backends' differentiable entry: the custom op vlbert_fast::varlen_attention (or
+    _packed) with that backend, the reference directly in eager mode; the dropout key resolved once, here, so the
+    backward (kernels, or the reference recomputed) sees the forward's mask."""
+    reference = varlen_attention_packed_reference if packed else varlen_attention_reference
+    op_name = "varlen_attention_packed" if packed else "varlen_attention"
 
-    args = _triton_args(q.shape[2], max_seqlen, dropout_p, softmax_scale, seed, offset, precision)
-    return VarlenAttentionFunction.apply(q, k, v, cu_seqlens, *args)
+    def run(*args):
+        n = 1 if packed else 3
+        parts, (cu_seqlens, max_seqlen, *rest) = args[:n], args[n:]
+        dropout_p, softmax_scale, seed, offset, precision = rest + [0.0, None, None, 0, "ieee"][len(rest) :]
+        key = dropout_seed(seed, dropout_p, parts[0].device)
+        if not use_custom_op(backend):
+            return reference(*parts, cu_seqlens, max_seqlen, dropout_p, softmax_scale, key, offset, precision)
+        op = getattr(torch.ops.vlbert_fast, op_name)
+        return op(*parts, cu_seqlens, int(max_seqlen), float(dropout_p), softmax_scale, key, int(offset), precision,
+                  backend)[0]  # fmt: skip
+
+    return run
 
 
-def _run_triton_packed(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, offset=0,
-                       precision="ieee"):  # fmt: skip
-    from ..kernels.attention import PackedAttentionFunction
+# ---------------------------------------------------------------------------------------------------------------------
+# the custom ops (ops/library.py): vlbert_fast::varlen_attention and varlen_attention_packed, each returning (out,
+# lse: the triton forward's log-sum-exp [heads, T], empty for the reference), and their backward ops
 
-    args = _triton_args(qkv.shape[3], max_seqlen, dropout_p, softmax_scale, seed, offset, precision)
-    return PackedAttentionFunction.apply(qkv, cu_seqlens, *args)
+
+def _forward(parts, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision, backend):
+    key = require_key(seed, dropout_p)
+    if backend == "triton":
+        from ..kernels.attention import attention_forward
+        from ..kernels.attention_common import last_dim_contiguous
+
+        q, k, v = (last_dim_contiguous(t) for t in parts)
+        args = _triton_args(q.shape[2], max_seqlen, dropout_p, softmax_scale, key, offset, precision)
+        return attention_forward(q, k, v, cu_seqlens, *args)
+    out = varlen_attention_reference(*parts, cu_seqlens, max_seqlen, dropout_p, softmax_scale, key, offset, precision)
+    return out.contiguous(), out.new_empty(0, dtype=torch.float32)
+
+
+def _backward_parts(grad_out, parts, out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset,
+                    precision, backend, grads):  # fmt: skip
+    """Writes dq, dk, dv into `grads` (three [T, heads, D] tensors, or views of one [T, 3, heads, D])."""
+    key = require_key(seed, dropout_p)
+    if backend == "triton":
+        from ..kernels.attention_bwd import attention_backward
+        from ..kernels.attention_common import last_dim_contiguous
+
+        q, k, v = (last_dim_contiguous(t) for t in parts)
+        args = _triton_args(q.shape[2], max_seqlen, dropout_p, softmax_scale, key, offset, precision)
+        attention_backward(grad_out, q, k, v, out, lse, cu_seqlens, *grads, *args)
+        return
+    computed = vjp(varlen_attention_reference, list(parts), grad_out, cu_seqlens, max_seqlen, dropout_p, softmax_scale,
+                   key, offset, precision)  # fmt: skip
+    for target, g in zip(grads, computed, strict=True):
+        target.copy_(g)
+
+
+def _out_fakes(q, backend):
+    total, heads, head_dim = q.shape
+    lse = q.new_empty((heads, total) if backend == "triton" else (0,), dtype=torch.float32)
+    return q.new_empty((total, heads, head_dim)), lse
+
+
+@torch.library.custom_op("vlbert_fast::varlen_attention", mutates_args=())
+def _attention_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    dropout_p: float,
+    softmax_scale: float | None,
+    seed: torch.Tensor | None,
+    offset: int,
+    precision: str,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _forward((q, k, v), cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision, backend)
+
+
+@_attention_op.register_fake
+def _(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision, backend):
+    return _out_fakes(q, backend)
+
+
+@torch.library.custom_op("vlbert_fast::varlen_attention_backward", mutates_args=())
+def _attention_backward_op(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    dropout_p: float,
+    softmax_scale: float | None,
+    seed: torch.Tensor | None,
+    offset: int,
+    precision: str,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    grads = [torch.empty(q.shape, dtype=q.dtype, device=q.device) for _ in "qkv"]
+    _backward_parts(grad_out, (q, k, v), out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset,
+                    precision, backend, grads)  # fmt: skip
+    return tuple(grads)
+
+
+@_attention_backward_op.register_fake
+def _(grad_out, q, k, v, *rest):
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+
+def _setup(ctx, inputs, output):
+    q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision, backend = inputs
+    ctx.save_for_backward(q, k, v, *output, cu_seqlens, seed)
+    ctx.args = (max_seqlen, dropout_p, softmax_scale, offset, precision, backend)
+
+
+def _backward(ctx, grad_out, _):
+    q, k, v, out, lse, cu_seqlens, seed = ctx.saved_tensors
+    max_seqlen, dropout_p, softmax_scale, offset, precision, backend = ctx.args
+    grads = _attention_backward_op(grad_out, q, k, v, out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed,
+                                   offset, precision, backend)  # fmt: skip
+    return (*grads, *[None] * 8)
+
+
+_attention_op.register_autograd(_backward, setup_context=_setup)
+
+
+@torch.library.custom_op("vlbert_fast::varlen_attention_packed", mutates_args=())
+def _packed_op(
+    qkv: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    dropout_p: float,
+    softmax_scale: float | None,
+    seed: torch.Tensor | None,
+    offset: int,
+    precision: str,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _forward(qkv.unbind(1), cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision, backend)
+
+
+@_packed_op.register_fake
+def _(qkv, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision, backend):
+    return _out_fakes(qkv[:, 0], backend)
+
+
+@torch.library.custom_op("vlbert_fast::varlen_attention_packed_backward", mutates_args=())
+def _packed_backward_op(
+    grad_out: torch.Tensor,
+    qkv: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    dropout_p: float,
+    softmax_scale: float | None,
+    seed: torch.Tensor | None,
+    offset: int,
+    precision: str,
+    backend: str,
+) -> torch.Tensor:
+    """One [T, 3, heads, D] gradient: the triton kernels write dq, dk and dv straight into its three parts."""
+    grad_qkv = torch.empty(qkv.shape, dtype=qkv.dtype, device=qkv.device)
+    _backward_parts(grad_out, qkv.unbind(1), out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset,
+                    precision, backend, grad_qkv.unbind(1))  # fmt: skip
+    return grad_qkv
+
+
+@_packed_backward_op.register_fake
+def _(grad_out, qkv, *rest):
+    return qkv.new_empty(qkv.shape)
+
+
+def _packed_setup(ctx, inputs, output):
+    qkv, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, precision, backend = inputs
+    ctx.save_for_backward(qkv, *output, cu_seqlens, seed)
+    ctx.args = (max_seqlen, dropout_p, softmax_scale, offset, precision, backend)
+
+
+def _packed_backward(ctx, grad_out, _):
+    qkv, out, lse, cu_seqlens, seed = ctx.saved_tensors
+    max_seqlen, dropout_p, softmax_scale, offset, precision, backend = ctx.args
+    grad_qkv = _packed_backward_op(grad_out, qkv, out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed,
+                                   offset, precision, backend)  # fmt: skip
+    return (grad_qkv, *[None] * 8)
+
+
+_packed_op.register_autograd(_packed_backward, setup_context=_packed_setup)
 
 
 def _sdpa_reasons(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None, seed=None, *_):
@@ -382,9 +562,11 @@ ATTENTION = register(
         "varlen_attention",
         [
             Backend("flash_attn", _run_flash, _flash_reasons),
-            Backend("triton", _run_triton, _triton_reasons, auto_skip=lambda q, *a, **k: interpreted(q.device)),
+            Backend(
+                "triton", _run("triton", False), _triton_reasons, auto_skip=lambda q, *a, **k: interpreted(q.device)
+            ),
             Backend("sdpa", _run_sdpa, _sdpa_reasons),
-            Backend("reference", varlen_attention_reference, _reference_reasons),
+            Backend("reference", _run("reference", False), _reference_reasons),
         ],
     )
 )
@@ -395,12 +577,12 @@ ATTENTION_PACKED = register(
             Backend("flash_attn", _run_flash_packed, _unpacked(_flash_reasons)),
             Backend(
                 "triton",
-                _run_triton_packed,
+                _run("triton", True),
                 _unpacked(_triton_reasons),
                 auto_skip=lambda qkv, *a, **k: interpreted(qkv.device),
             ),  # fmt: skip
             Backend("sdpa", _run_sdpa_packed, _unpacked(_sdpa_reasons)),
-            Backend("reference", varlen_attention_packed_reference, _unpacked(_reference_reasons)),
+            Backend("reference", _run("reference", True), _unpacked(_reference_reasons)),
         ],
     )
 )

@@ -7,7 +7,8 @@ MLM decoder (V = 30522 for BERT) would outgrow a memory budget.
     z = x weight^T + bias                                                 (F.cross_entropy(F.linear(...)))
 
 x [M, H], weight [V, H] (the MLM head ties it to the word embeddings), bias [V] or None, labels [M] int64 in
-[0, V) or ignore_index. With every label ignored the mean is 0/0 = NaN, as F.cross_entropy gives.
+[0, V) or ignore_index (checked only in debug mode, VLBERT_FAST_DEBUG_CHECKS=1: reading labels is a host sync on a
+GPU; ops/library.py). With every label ignored the mean is 0/0 = NaN, as F.cross_entropy gives.
 
 Precision: logits are computed in x's dtype (the matmul accumulates in fp32, as the unfused head does), then read in
 fp32: log-sum-exp, loss and softmax in fp32. The loss is fp32.
@@ -24,7 +25,8 @@ stays a real matrix product, since every chunk reads the whole decoder three tim
 
 Backends: `triton` (kernels/cross_entropy.py: the per-row loss and gradient in one Triton kernel, matmuls by
 cuBLAS), `chunked` (the same loop with the per-row step in PyTorch: the fused path on machines without Triton) and
-`reference` (F.linear + F.cross_entropy, unfused: the specification).
+`reference` (F.linear + F.cross_entropy, unfused: the specification), behind the custom op
+`torch.ops.vlbert_fast.linear_cross_entropy` (ops/library.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .dispatch import Backend, Op, interpreted, register, triton_reasons
+from .library import debug_checks, or_empty, unaliased, use_custom_op, vjp
 
 
 def linear_cross_entropy_reference(
@@ -159,47 +162,125 @@ def chunked_linear_cross_entropy(x, weight, bias, labels, ignore_index, chunk_si
     return loss, grad_x, grad_weight, grad_bias
 
 
-class LinearCrossEntropyFunction(torch.autograd.Function):
-    """(x, weight, bias, labels, ignore_index, chunk_size, rows_step) -> loss. The gradients are computed in the
-    forward (module docstring); the backward scales them by the incoming gradient."""
+def _rows_step(backend: str):
+    """The per-row step of a chunked backend: the Triton kernel (the padding of linear_padded's rows is scratch) or
+    its PyTorch twin."""
+    if backend == "triton":
+        from ..kernels.cross_entropy import cross_entropy_rows
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, labels, ignore_index, chunk_size, rows_step):
-        loss, grad_x, grad_weight, grad_bias = chunked_linear_cross_entropy(
-            x, weight, bias, labels, ignore_index, chunk_size, rows_step, need_grads=True
-        )
-        ctx.save_for_backward(grad_x, grad_weight, grad_bias)
-        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        return loss
+        def rows_step(logits, labels, ignore_index):
+            return cross_entropy_rows(logits, labels, ignore_index, padding_is_scratch=True)
 
-    @staticmethod
-    def backward(ctx, grad_loss):
-        grads = ctx.saved_tensors
-        x_dtype, weight_dtype, bias_dtype = ctx.dtypes
-        # A unit upstream gradient (the loss summed into the total: the usual case) needs no pass over the [V, H]
-        # gradient. Read on a CPU only, where it costs nothing; on a GPU reading it would synchronise.
-        if grad_loss.device.type != "cpu" or float(grad_loss) != 1.0:
-            g = grad_loss.float()
-            grads = tuple(None if t is None else t * g for t in grads)
-        grad_x, grad_weight, grad_bias = grads
-        grad_bias = None if bias_dtype is None else grad_bias.to(bias_dtype)
-        return grad_x.to(x_dtype), grad_weight.to(weight_dtype), grad_bias, None, None, None, None
+        return rows_step
+    return cross_entropy_rows_torch
 
 
-def _run_chunked(x, weight, bias, labels, ignore_index=-100, chunk_size=None, rows_step=cross_entropy_rows_torch):
-    grads = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    if not grads:
-        return chunked_linear_cross_entropy(x, weight, bias, labels, ignore_index, chunk_size, rows_step, False)[0]
-    return LinearCrossEntropyFunction.apply(x, weight, bias, labels, ignore_index, chunk_size, rows_step)
+def _run(backend: str):
+    """A backend's differentiable entry: the custom op vlbert_fast::linear_cross_entropy with that backend (the
+    reference directly in eager mode). The chunked backends compute the gradients in the forward only when autograd
+    will ask for them."""
+
+    def run(x, weight, bias, labels, ignore_index=-100, chunk_size=None):
+        if not use_custom_op(backend):
+            return linear_cross_entropy_reference(x, weight, bias, labels, ignore_index, chunk_size)
+        need_grads = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+        return torch.ops.vlbert_fast.linear_cross_entropy(x, weight, bias, labels, int(ignore_index), chunk_size,
+                                                          need_grads, backend)[0]  # fmt: skip
+
+    return run
 
 
-def _run_triton(x, weight, bias, labels, ignore_index=-100, chunk_size=None):
-    from ..kernels.cross_entropy import cross_entropy_rows
+# ---------------------------------------------------------------------------------------------------------------------
+# the custom ops (ops/library.py): vlbert_fast::linear_cross_entropy returns (loss, grad_x, grad_weight, grad_bias):
+# the chunked backends' gradients of the mean loss, computed in the forward (empty for the reference or without
+# need_grads); the backward scales them. The reference's backward is the op vlbert_fast::linear_cross_entropy_backward.
 
-    def rows_step(logits, labels, ignore_index):  # the padding of linear_padded's rows is scratch
-        return cross_entropy_rows(logits, labels, ignore_index, padding_is_scratch=True)
 
-    return _run_chunked(x, weight, bias, labels, ignore_index, chunk_size, rows_step=rows_step)
+@torch.library.custom_op("vlbert_fast::linear_cross_entropy", mutates_args=())
+def _cross_entropy_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    ignore_index: int,
+    chunk_size: int | None,
+    need_grads: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    if backend == "reference":
+        loss = linear_cross_entropy_reference(x, weight, bias, labels, ignore_index, chunk_size)
+        return loss, x.new_empty(0), x.new_empty(0), x.new_empty(0)
+    loss, grad_x, grad_weight, grad_bias = chunked_linear_cross_entropy(
+        x, weight, bias, labels, ignore_index, chunk_size, _rows_step(backend), need_grads
+    )
+    return loss, or_empty(grad_x, x), or_empty(grad_weight, x), or_empty(grad_bias, x)
+
+
+@_cross_entropy_op.register_fake
+def _(x, weight, bias, labels, ignore_index, chunk_size, need_grads, backend):
+    loss = x.new_empty((), dtype=torch.float32)
+    if backend == "reference" or not need_grads:
+        return loss, x.new_empty(0), x.new_empty(0), x.new_empty(0)
+    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    grad_bias = x.new_empty(0) if bias is None else x.new_empty(bias.shape, dtype=acc)
+    return loss, x.new_empty(x.shape), x.new_empty(weight.shape, dtype=acc), grad_bias
+
+
+@torch.library.custom_op("vlbert_fast::linear_cross_entropy_backward", mutates_args=())
+def _cross_entropy_backward_op(
+    grad_loss: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    ignore_index: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reference's gradients of (x, weight, bias); bias's is empty without a bias."""
+    grad_x, grad_weight, grad_bias = vjp(linear_cross_entropy_reference, [x, weight, bias], grad_loss, labels,
+                                         ignore_index)  # fmt: skip
+    return unaliased((grad_x, grad_weight, or_empty(grad_bias, x)), (grad_loss, x, weight, bias))
+
+
+@_cross_entropy_backward_op.register_fake
+def _(grad_loss, x, weight, bias, labels, ignore_index):
+    return (
+        x.new_empty(x.shape),
+        weight.new_empty(weight.shape),
+        x.new_empty(0) if bias is None else bias.new_empty(bias.shape),
+    )
+
+
+def _setup(ctx, inputs, output):
+    x, weight, bias, labels, ignore_index, chunk_size, need_grads, backend = inputs
+    ctx.backend, ctx.ignore_index, ctx.has_bias = backend, ignore_index, bias is not None
+    ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+    if backend == "reference":
+        ctx.save_for_backward(x, weight, bias, labels)
+    else:
+        ctx.save_for_backward(*output[1:])
+
+
+def _backward(ctx, grad_loss, *_):
+    if ctx.backend == "reference":
+        x, weight, bias, labels = ctx.saved_tensors
+        grad_x, grad_weight, grad_bias = _cross_entropy_backward_op(grad_loss, x, weight, bias, labels,
+                                                                    ctx.ignore_index)  # fmt: skip
+        return grad_x, grad_weight, grad_bias if ctx.has_bias else None, None, None, None, None, None
+    grads = ctx.saved_tensors
+    x_dtype, weight_dtype, bias_dtype = ctx.dtypes
+    # A unit upstream gradient (the loss summed into the total: the usual case) needs no pass over the [V, H]
+    # gradient. Read in eager mode on a CPU only, where it costs nothing; on a GPU it would synchronise, and a traced
+    # gradient (a fake or functional tensor subclass) holds no value.
+    eager_cpu = grad_loss.device.type == "cpu" and type(grad_loss) is torch.Tensor and not torch.compiler.is_compiling()
+    if not (eager_cpu and float(grad_loss) == 1.0):
+        g = grad_loss.float()
+        grads = tuple(t * g for t in grads)
+    grad_x, grad_weight, grad_bias = grads
+    grad_bias = grad_bias.to(bias_dtype) if ctx.has_bias else None
+    return grad_x.to(x_dtype), grad_weight.to(weight_dtype), grad_bias, None, None, None, None, None
+
+
+_cross_entropy_op.register_autograd(_backward, setup_context=_setup)
 
 
 def _check_inputs(x, weight, bias, labels, ignore_index, chunk_size) -> None:
@@ -222,6 +303,8 @@ def _check_inputs(x, weight, bias, labels, ignore_index, chunk_size) -> None:
             raise TypeError(f"{name}: dtype {t.dtype} differs from x's {x.dtype}; cast them to one dtype")
     if chunk_size is not None and chunk_size <= 0:
         raise ValueError(f"chunk_size: expected a positive number of rows or None, found {chunk_size}")
+    if not debug_checks():  # reading the labels is a host sync on a GPU (ops/library.py)
+        return
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= weight.shape[0]))
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
@@ -237,12 +320,12 @@ CROSS_ENTROPY = register(
         [
             Backend(
                 "triton",
-                _run_triton,
+                _run("triton"),
                 lambda x, weight, bias, labels, *a, **k: triton_reasons({"x": x, "weight": weight, "bias": bias}),
                 auto_skip=lambda x, *a, **k: interpreted(x.device),
             ),
-            Backend("chunked", _run_chunked, lambda *a, **k: []),
-            Backend("reference", linear_cross_entropy_reference, lambda *a, **k: []),
+            Backend("chunked", _run("chunked"), lambda *a, **k: []),
+            Backend("reference", _run("reference"), lambda *a, **k: []),
         ],
     )
 )

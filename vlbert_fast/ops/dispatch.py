@@ -13,7 +13,7 @@ its own limits (sizes).
 
 from __future__ import annotations
 
-import functools
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -98,14 +98,29 @@ def register(op: Op) -> Op:
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-@functools.cache
+_IMPORT_ERRORS: dict[str, str | None] = {}
+
+
+def import_error(module: str) -> str | None:
+    """None when `module` imports; else why not. Probed once per process, and eagerly when the ops are imported
+    (triton here, flash-attn in attention.py), so torch.compile's tracing only reads the answer: it cannot trace an
+    import that fails."""
+    if module not in _IMPORT_ERRORS:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a broken install fails in many ways; report it, do not crash dispatch
+            _IMPORT_ERRORS[module] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        else:
+            _IMPORT_ERRORS[module] = None
+    return _IMPORT_ERRORS[module]
+
+
 def triton_import_error() -> str | None:
     """None when triton imports; else why not (once per process)."""
-    try:
-        import triton  # noqa: F401
-    except Exception as exc:  # a broken install fails in many ways; report it, do not crash dispatch
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return None
+    return import_error("triton")
+
+
+import_error("triton")
 
 
 def interpreter_on() -> bool:

@@ -20,9 +20,12 @@ Where the draws are made (`philox_uniform` picks by the counters' device):
 Reproducibility contract. The four give bitwise equal draws for the same seed and counters (tests/ops/
 test_dropout_random.py checks the C++ generator and the Triton kernel, under the interpreter, against the twin, and
 the twin against Random123's known answers), so a seed selects the same dropout mask on every backend and device:
-the embedding and residual-LayerNorm masks of the reference on a CPU are those of the Triton kernels on a GPU. The
-model draws each call's seed from torch's CPU generator, so `torch.manual_seed` fixes every mask of a run, whatever
-the device. What stays out of this contract: attention dropout through SDPA or flash-attn (their own generators;
+the embedding and residual-LayerNorm masks of the reference on a CPU are those of the Triton kernels on a GPU. A seed
+is an int or a one-element int64 tensor; the ops draw each call's seed, when none is given, as a tensor on the inputs'
+device from that device's generator (ops/library.py `dropout_seed`: no host sync, and a fresh key per CUDA-graph
+replay), so `torch.manual_seed` fixes every mask of a run on any device; on a CPU the draw is the one the CPU
+generator always gave. A GPU run draws its keys from the CUDA generator, so its masks are not a CPU run's.
+What stays out of this contract: attention dropout through SDPA or flash-attn (their own generators;
 ops/attention.py), the visual branch's nn.Dropout (torch's generator of the device), and the values around the mask
 (the backends agree within the ops' tolerances, not bitwise).
 """
@@ -70,19 +73,21 @@ def _check_seed(seed: int) -> None:
         raise ValueError(f"seed: expected an integer in [0, 2**63), found {seed}")
 
 
-# Never traced by torch.compile: each call brings a new seed, which Dynamo then makes a symbolic integer, and
-# Inductor's C++ code generation (torch 2.13, CPU) types the int64 bitwise arithmetic on it as float and fails to
-# compile ("invalid operands of types 'float' and 'float' to binary 'operator^'", issue 21; tests/ops/
-# test_dropout_random.py). Run eagerly inside a compiled model, the twin gives the same draws. torch's lazy form of
-# torch.compiler.disable: the public one imports Dynamo, and with it Triton, when this module is imported, before
-# `vlbert-fast bench` on a CPU has set TRITON_INTERPRET (Triton's own jit functions then fail inside the interpreter).
-@torch._disable_dynamo
-def philox_uniform_torch(seed: int, counters: torch.Tensor) -> torch.Tensor:
-    """The plain-PyTorch twin of `tl.rand(seed, counters)` (module docstring): int64 tensor ops on any device."""
+def _key_words(seed: int | torch.Tensor) -> tuple:
+    """The Philox key (low word, high word) of a seed given as an int or a one-element int64 tensor."""
+    if isinstance(seed, torch.Tensor):
+        seed = seed.reshape(()).to(torch.int64)
+        return seed & _MASK32, (seed >> 32) & _MASK32
     _check_seed(seed)
+    return seed & _MASK32, (seed >> 32) & _MASK32
+
+
+def philox_uniform_torch(seed: int | torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
+    """The plain-PyTorch twin of `tl.rand(seed, counters)` (module docstring): int64 tensor ops on any device. `seed`
+    an int, or a one-element int64 tensor on the counters' device (read there, never on the host)."""
     c0 = counters.to(torch.int64) & _MASK32
     zero = torch.zeros_like(c0)
-    word, _, _, _ = philox_4x32((c0, zero, zero, zero), (seed & _MASK32, (seed >> 32) & _MASK32))
+    word, _, _, _ = philox_4x32((c0, zero, zero, zero), _key_words(seed))
     signed = torch.where(word >= 2**31, word - 2**32, word)
     folded = torch.where(signed < 0, -signed - 1, signed)
     return folded.to(torch.float32) * torch.tensor(_TO_UNIT, dtype=torch.float32, device=counters.device)
@@ -94,13 +99,25 @@ def _native_generator():
     return getattr(ext, "philox_uniform", None) if ext is not None else None
 
 
-def philox_uniform(seed: int, counters: torch.Tensor) -> torch.Tensor:
+def philox_uniform(seed: int | torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
     """fp32 draws equal to `tl.rand(seed, counters)` for int32 counters, made where the counters live (module
-    docstring): the C++ generator on a CPU, the Triton kernel on a GPU, else the PyTorch twin."""
-    _check_seed(seed)
-    if counters.device.type == "cpu" and counters.dtype in (torch.int64, torch.int32):
+    docstring): the C++ generator on a CPU, the Triton kernel on a GPU, else the PyTorch twin. `seed` is an int or a
+    one-element int64 tensor on the counters' device (the ops' dropout keys, ops/library.py `dropout_seed`); a CPU
+    key is read as an int for the C++ generator (no device involved), a GPU key stays on the GPU."""
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype != torch.int64 or seed.numel() != 1:
+            raise ValueError(f"seed: expected a one-element int64 tensor, found {seed.dtype} {tuple(seed.shape)}")
+    else:
+        _check_seed(seed)
+    if (
+        counters.device.type == "cpu"
+        and counters.dtype in (torch.int64, torch.int32)
+        and not torch.compiler.is_compiling()
+    ):
+        # (traced by torch.compile, the twin below: Dynamo cannot trace into the extension, and the twin compiles
+        # bitwise under Inductor, tests/model/test_compiled_step.py)
         native = _native_generator()
-        if native is not None:
+        if native is not None and (not isinstance(seed, torch.Tensor) or seed.device.type == "cpu"):
             return native(int(seed), counters)
     if counters.device.type == "cuda":
         from .dispatch import triton_import_error
@@ -108,7 +125,7 @@ def philox_uniform(seed: int, counters: torch.Tensor) -> torch.Tensor:
         if triton_import_error() is None:
             from ..kernels.philox import philox_uniform_triton
 
-            return philox_uniform_triton(int(seed), counters)
+            return philox_uniform_triton(seed, counters)
     return philox_uniform_torch(seed, counters)
 
 

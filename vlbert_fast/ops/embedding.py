@@ -28,11 +28,13 @@ reference only) and the result is rounded once to the word table's dtype. Gradie
 Dropout (inverted, scale 1/(1-p)): element (n, h) is kept when `philox_uniform(seed, offset + n*H + h) >= p`, the
 uniform draw of Triton's `tl.rand` (ops/dropout.py: the draws, where they are made, and the reproducibility
 contract). Both backends draw exactly these numbers, so a seed gives the same mask on both. The counters must stay
-below 2**31 (offset + N*H), seeds in [0, 2**63). The model draws a fresh seed per call from torch's CPU generator, so
-`torch.manual_seed` governs it.
+below 2**31 (offset + N*H), seeds in [0, 2**63). `seed` is an int, a one-element int64 tensor on the tables' device,
+or None: a fresh key drawn there by the device's generator (what the model passes, so `torch.manual_seed` governs it;
+ops/library.py `dropout_seed`), never read on the host.
 
 Backends: `triton` (kernels/embedding.py; `deterministic=True` trades speed for bitwise-reproducible table
-gradients) and `reference` (plain PyTorch, the specification; its backward is autograd's).
+gradients) and `reference` (plain PyTorch, the specification; its backward is autograd's), behind the custom op
+`torch.ops.vlbert_fast.fused_embedding` (ops/library.py).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from .dropout import (  # noqa: F401  (the Philox helpers lived here: ops/attent
     philox_uniform,
     philox_uniform_torch,
 )
+from .library import dropout_seed, require_key, unaliased, use_custom_op, vjp
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def fused_embedding_reference(
     weights: EmbeddingWeights,
     eps: float = 1e-12,
     dropout_p: float = 0.0,
-    seed: int = 0,
+    seed: int | torch.Tensor = 0,
     offset: int = 0,
     deterministic: bool = False,
 ) -> torch.Tensor:  # [N, H] in weights.word's dtype
@@ -181,8 +184,6 @@ def _check_inputs(word_ids, position_ids, token_type_ids, token_kind, visual_ind
             f"offset: dropout counters offset + N*H = {offset} + {word_ids.shape[0] * hidden} must lie in "
             f"[0, 2**31]; split the stream or lower the offset"
         )
-    if dropout_p > 0 and not 0 <= seed < 2**63:
-        raise ValueError(f"seed: expected an integer in [0, 2**63), found {seed}")
 
 
 def _all_tensors(args: tuple) -> dict[str, torch.Tensor]:
@@ -208,30 +209,146 @@ def _triton_auto_skip(*args, **kwargs) -> list[str]:
     return interpreted(args[7].word.device)
 
 
-def _run_triton(word_ids, position_ids, token_type_ids, token_kind, visual_index, visual, region_masked, weights,
-                eps=1e-12, dropout_p=0.0, seed=0, offset=0, deterministic=False) -> torch.Tensor:  # fmt: skip
-    from ..kernels.embedding import FusedEmbeddingFunction
-
+def _stacked(weights: EmbeddingWeights) -> tuple[torch.Tensor, ...]:
+    """The weights in kernels/embedding.py's Operands order: tables, the four special rows stacked, the visual
+    LayerNorms stacked (text, object), the output LayerNorm."""
     w = weights
-    special = torch.stack([w.object_word, w.object_mask_word, w.end, w.text_visual])  # rows as kernels/embedding.py
+    special = torch.stack([w.object_word, w.object_mask_word, w.end, w.text_visual])
     visual_ln_w = torch.stack([w.visual_ln_text_weight, w.visual_ln_object_weight])
     visual_ln_b = torch.stack([w.visual_ln_text_bias, w.visual_ln_object_bias])
-    return FusedEmbeddingFunction.apply(  # arguments in the order of kernels/embedding.py's Operands
-        word_ids, position_ids, token_type_ids, token_kind, visual_index, region_masked, visual,
-        w.word, w.position, w.token_type, special, visual_ln_w, visual_ln_b, w.ln_weight, w.ln_bias,
-        float(eps), float(dropout_p), int(seed), int(offset), bool(deterministic),
-    )  # fmt: skip
+    return w.word, w.position, w.token_type, special, visual_ln_w, visual_ln_b, w.ln_weight, w.ln_bias
+
+
+def _unstacked(word, position, token_type, special, visual_ln_w, visual_ln_b, ln_w, ln_b) -> EmbeddingWeights:
+    return EmbeddingWeights(word, position, token_type, *special.unbind(0), visual_ln_w[0], visual_ln_b[0],
+                            visual_ln_w[1], visual_ln_b[1], ln_w, ln_b)  # fmt: skip
+
+
+def _run(backend: str):
+    """A backend's differentiable entry: the custom op with that backend (the reference directly in eager mode)."""
+
+    def run(word_ids, position_ids, token_type_ids, token_kind, visual_index, visual, region_masked, weights,
+            eps=1e-12, dropout_p=0.0, seed=0, offset=0, deterministic=False) -> torch.Tensor:  # fmt: skip
+        key = dropout_seed(seed, dropout_p, weights.word.device)
+        if not use_custom_op(backend):
+            return fused_embedding_reference(word_ids, position_ids, token_type_ids, token_kind, visual_index, visual,
+                                             region_masked, weights, eps, dropout_p, key if key is not None else 0,
+                                             offset, deterministic)  # fmt: skip
+        return torch.ops.vlbert_fast.fused_embedding(
+            word_ids, position_ids, token_type_ids, token_kind, visual_index, region_masked, visual,
+            *_stacked(weights), float(eps), float(dropout_p), key, int(offset), bool(deterministic), backend,
+        )  # fmt: skip
+
+    return run
 
 
 EMBEDDING = register(
     Op(
         "fused_embedding",
         [
-            Backend("triton", _run_triton, _triton_reasons, auto_skip=_triton_auto_skip),
-            Backend("reference", fused_embedding_reference, lambda *a, **k: []),
+            Backend("triton", _run("triton"), _triton_reasons, auto_skip=_triton_auto_skip),
+            Backend("reference", _run("reference"), lambda *a, **k: []),
         ],
     )
 )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the custom ops (ops/library.py): vlbert_fast::fused_embedding and its backward, over the tensors in kernels/
+# embedding.py's Operands order
+
+
+@torch.library.custom_op("vlbert_fast::fused_embedding", mutates_args=())
+def _embedding_op(
+    word_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    token_type_ids: torch.Tensor,
+    token_kind: torch.Tensor,
+    visual_index: torch.Tensor,
+    region_masked: torch.Tensor,
+    visual: torch.Tensor,
+    word: torch.Tensor,
+    position: torch.Tensor,
+    token_type: torch.Tensor,
+    special: torch.Tensor,
+    visual_ln_w: torch.Tensor,
+    visual_ln_b: torch.Tensor,
+    ln_w: torch.Tensor,
+    ln_b: torch.Tensor,
+    eps: float,
+    dropout_p: float,
+    seed: torch.Tensor | None,
+    offset: int,
+    deterministic: bool,
+    backend: str,
+) -> torch.Tensor:
+    key = require_key(seed, dropout_p)
+    if backend == "triton":
+        from ..kernels.embedding import Operands, fused_embedding_forward
+
+        ops = Operands(word_ids, position_ids, token_type_ids, token_kind, visual_index, region_masked, visual, word,
+                       position, token_type, special, visual_ln_w, visual_ln_b, ln_w, ln_b)  # fmt: skip
+        return fused_embedding_forward(ops, eps, dropout_p, key, offset)
+    weights = _unstacked(word, position, token_type, special, visual_ln_w, visual_ln_b, ln_w, ln_b)
+    out = fused_embedding_reference(word_ids, position_ids, token_type_ids, token_kind, visual_index, visual,
+                                    region_masked, weights, eps, dropout_p, key, offset, deterministic)  # fmt: skip
+    return out.contiguous()
+
+
+@_embedding_op.register_fake
+def _(word_ids, position_ids, token_type_ids, token_kind, visual_index, region_masked, visual, word, *rest):
+    return word.new_empty((word_ids.shape[0], word.shape[1]))
+
+
+_WEIGHT_SLOTS = slice(6, 15)  # visual and the eight weight tensors: what the backward returns gradients for
+
+
+@torch.library.custom_op("vlbert_fast::fused_embedding_backward", mutates_args=())
+def _embedding_backward_op(
+    grad_out: torch.Tensor,
+    operands: list[torch.Tensor],  # the 15 tensors of the forward, in its order
+    eps: float,
+    dropout_p: float,
+    seed: torch.Tensor | None,
+    offset: int,
+    deterministic: bool,
+    backend: str,
+) -> list[torch.Tensor]:  # gradients of operands[6:15]: visual, the tables, special rows, the LayerNorms
+    key = require_key(seed, dropout_p)
+    if backend == "triton":
+        from ..kernels.embedding import Operands, fused_embedding_backward
+
+        grads = fused_embedding_backward(grad_out, Operands(*operands), eps, dropout_p, key, offset, deterministic)
+    else:
+        indices, diff = operands[:6], operands[_WEIGHT_SLOTS]
+
+        def forward(visual, *weights):
+            ids, kind, visual_index, masked = indices[:3], indices[3], indices[4], indices[5]
+            return fused_embedding_reference(*ids, kind, visual_index, visual, masked, _unstacked(*weights), eps,
+                                             dropout_p, key, offset, deterministic)  # fmt: skip
+
+        grads = vjp(forward, diff, grad_out)
+    return list(unaliased([g.contiguous() for g in grads], [grad_out, *operands]))
+
+
+@_embedding_backward_op.register_fake
+def _(grad_out, operands, eps, dropout_p, seed, offset, deterministic, backend):
+    return [t.new_empty(t.shape) for t in operands[_WEIGHT_SLOTS]]
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:15], inputs[17])
+    ctx.args = (inputs[15], inputs[16], inputs[18], inputs[19], inputs[20])
+
+
+def _backward(ctx, grad_out):
+    *operands, seed = ctx.saved_tensors
+    eps, dropout_p, offset, deterministic, backend = ctx.args
+    grads = _embedding_backward_op(grad_out, operands, eps, dropout_p, seed, offset, deterministic, backend)
+    return (None,) * 6 + tuple(grads) + (None,) * 6
+
+
+_embedding_op.register_autograd(_backward, setup_context=_setup)
 
 
 def fused_embedding(
@@ -245,7 +362,7 @@ def fused_embedding(
     weights: EmbeddingWeights,
     eps: float = 1e-12,
     dropout_p: float = 0.0,
-    seed: int = 0,
+    seed: int | torch.Tensor | None = 0,
     offset: int = 0,
     deterministic: bool = False,
     backend: str = "auto",

@@ -9,6 +9,7 @@ values, coordinate-major. Widths are x2 - x1 (no +1), as in the original.
 Backends: `reference` (plain PyTorch; the specification) and `triton` (kernels/geometry.py; computes in fp32,
 rejects fp64). `out=` writes the encoding into a given tensor, e.g. the geometry columns of the visual projection's
 input buffer [K, Dv + Dg], so no concatenation pass is needed; that path is not differentiable (boxes are data).
+Both are custom ops, `torch.ops.vlbert_fast.box_geometry_embedding` and `..._out` (ops/library.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from .dispatch import Backend, Op, interpreted, register, triton_reasons
+from .library import or_empty, unaliased, use_custom_op, vjp
 
 
 def box_values(boxes: torch.Tensor, image_size: torch.Tensor, scale: float, compute: torch.dtype) -> torch.Tensor:
@@ -85,21 +87,40 @@ def _check_out(boxes: torch.Tensor, image_size: torch.Tensor, dim: int, out: tor
         raise ValueError("out= is not differentiable: boxes or image_size require grad; pass out=None")
 
 
-def _run_reference(boxes, image_size, dim=2048, wave_length=1000.0, scale=100.0, out=None) -> torch.Tensor:
-    result = box_geometry_embedding_reference(boxes, image_size, dim, wave_length, scale)
-    return result if out is None else out.copy_(result)
+def _lead(boxes: torch.Tensor, image_size: torch.Tensor) -> torch.Size:
+    return torch.broadcast_shapes(boxes.shape[:-1], image_size.shape[:-1])
 
 
-def _run_triton(boxes, image_size, dim=2048, wave_length=1000.0, scale=100.0, out=None) -> torch.Tensor:
-    from ..kernels.geometry import BoxGeometryFunction, box_geometry_forward
+def _triton_values(boxes, image_size, scale) -> torch.Tensor:  # [M, 4] fp32, the kernels' input
+    return box_values(boxes, image_size, scale, torch.float32).expand(*_lead(boxes, image_size), 4).reshape(-1, 4)
 
-    lead = torch.broadcast_shapes(boxes.shape[:-1], image_size.shape[:-1])
-    values = box_values(boxes, image_size, scale, torch.float32).expand(*lead, 4).reshape(-1, 4)
-    dim_mat = frequencies(dim, wave_length, torch.float32, boxes.device)
-    if out is not None:
-        box_geometry_forward(values, dim_mat, out.view(-1, dim))
+
+def _forward(boxes, image_size, dim, wave_length, scale, backend, out) -> torch.Tensor:
+    """The encoding written into `out` ([..., dim], last dimension contiguous)."""
+    if backend == "triton":
+        from ..kernels.geometry import box_geometry_forward
+
+        dim_mat = frequencies(dim, wave_length, torch.float32, boxes.device)
+        box_geometry_forward(_triton_values(boxes, image_size, scale), dim_mat, out.view(-1, dim))
         return out
-    return BoxGeometryFunction.apply(values, dim_mat, boxes.dtype).view(*lead, dim)
+    return out.copy_(box_geometry_embedding_reference(boxes, image_size, dim, wave_length, scale))
+
+
+def _run(backend: str):
+    """A backend's differentiable entry: the custom op with that backend (the reference directly in eager mode);
+    with `out`, the op vlbert_fast::box_geometry_embedding_out, which writes into it (not differentiable)."""
+
+    def run(boxes, image_size, dim=2048, wave_length=1000.0, scale=100.0, out=None) -> torch.Tensor:
+        if out is not None:
+            torch.ops.vlbert_fast.box_geometry_embedding_out(boxes, image_size, dim, float(wave_length), float(scale),
+                                                             backend, out)  # fmt: skip
+            return out
+        if not use_custom_op(backend):
+            return box_geometry_embedding_reference(boxes, image_size, dim, wave_length, scale)
+        return torch.ops.vlbert_fast.box_geometry_embedding(boxes, image_size, dim, float(wave_length), float(scale),
+                                                            backend)  # fmt: skip
+
+    return run
 
 
 def _triton_reasons(boxes, image_size, dim=2048, wave_length=1000.0, scale=100.0, out=None) -> list[str]:
@@ -118,11 +139,96 @@ GEOMETRY = register(
     Op(
         "box_geometry_embedding",
         [
-            Backend("triton", _run_triton, _triton_reasons, auto_skip=lambda boxes, *a, **k: interpreted(boxes.device)),
-            Backend("reference", _run_reference, lambda *a, **k: []),
+            Backend(
+                "triton", _run("triton"), _triton_reasons, auto_skip=lambda boxes, *a, **k: interpreted(boxes.device)
+            ),
+            Backend("reference", _run("reference"), lambda *a, **k: []),
         ],
     )
 )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the custom ops (ops/library.py): vlbert_fast::box_geometry_embedding (and its backward: gradients of the boxes and
+# of a floating image_size), vlbert_fast::box_geometry_embedding_out (writes into `out`, no autograd)
+
+
+@torch.library.custom_op("vlbert_fast::box_geometry_embedding", mutates_args=())
+def _geometry_op(
+    boxes: torch.Tensor, image_size: torch.Tensor, dim: int, wave_length: float, scale: float, backend: str
+) -> torch.Tensor:
+    out = torch.empty((*_lead(boxes, image_size), dim), dtype=boxes.dtype, device=boxes.device)
+    return _forward(boxes, image_size, dim, wave_length, scale, backend, out)
+
+
+@_geometry_op.register_fake
+def _(boxes, image_size, dim, wave_length, scale, backend):
+    return boxes.new_empty((*_lead(boxes, image_size), dim))
+
+
+@torch.library.custom_op("vlbert_fast::box_geometry_embedding_out", mutates_args=("out",))
+def _geometry_out_op(
+    boxes: torch.Tensor,
+    image_size: torch.Tensor,
+    dim: int,
+    wave_length: float,
+    scale: float,
+    backend: str,
+    out: torch.Tensor,
+) -> None:
+    _forward(boxes, image_size, dim, wave_length, scale, backend, out)
+
+
+@_geometry_out_op.register_fake
+def _(boxes, image_size, dim, wave_length, scale, backend, out):
+    return None
+
+
+@torch.library.custom_op("vlbert_fast::box_geometry_embedding_backward", mutates_args=())
+def _geometry_backward_op(
+    grad_out: torch.Tensor,
+    boxes: torch.Tensor,
+    image_size: torch.Tensor,
+    dim: int,
+    wave_length: float,
+    scale: float,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of boxes and image_size (empty when image_size is not floating)."""
+    if backend == "triton":
+        from ..kernels.geometry import box_geometry_backward
+
+        dim_mat = frequencies(dim, wave_length, torch.float32, boxes.device)
+        values = _triton_values(boxes, image_size, scale)
+        grad_values = box_geometry_backward(grad_out.reshape(-1, dim), values, dim_mat)
+        grads = vjp(lambda b, s: _triton_values(b, s, scale), [boxes, image_size], grad_values)
+    else:
+        grads = vjp(box_geometry_embedding_reference, [boxes, image_size], grad_out, dim, wave_length, scale)
+    grad_boxes, grad_size = grads
+    grad_boxes = grad_boxes.to(boxes.dtype)
+    grad_size = grad_size.to(image_size.dtype) if grad_size is not None else None
+    return unaliased((grad_boxes, or_empty(grad_size, boxes)), (grad_out, boxes, image_size))
+
+
+@_geometry_backward_op.register_fake
+def _(grad_out, boxes, image_size, dim, wave_length, scale, backend):
+    grad_size = image_size.new_empty(image_size.shape) if image_size.is_floating_point() else boxes.new_empty(0)
+    return boxes.new_empty(boxes.shape), grad_size
+
+
+def _setup(ctx, inputs, output):
+    boxes, image_size, dim, wave_length, scale, backend = inputs
+    ctx.save_for_backward(boxes, image_size)
+    ctx.args = (dim, wave_length, scale, backend)
+
+
+def _backward(ctx, grad_out):
+    boxes, image_size = ctx.saved_tensors
+    grad_boxes, grad_size = _geometry_backward_op(grad_out, boxes, image_size, *ctx.args)
+    return grad_boxes, grad_size if image_size.is_floating_point() else None, None, None, None, None
+
+
+_geometry_op.register_autograd(_backward, setup_context=_setup)
 
 
 def box_geometry_embedding(

@@ -14,9 +14,11 @@ x's dtype. Gradients come back in each input's dtype.
 
 Dropout (inverted, scale 1/(1-p)) is the fused embedding's (ops/dropout.py): element (n, h) is kept when
 `philox_uniform(seed, offset + n * H + h) >= p`, the draw of Triton's tl.rand, so both backends draw the same mask
-for a seed. With seed=None a seed is drawn from torch's CPU generator (`torch.manual_seed` governs it).
+for a seed. `seed` is an int, a one-element int64 tensor on x's device, or None: a key drawn on x's device from its
+generator (`torch.manual_seed` governs it; ops/library.py `dropout_seed`), never read on the host.
 
-Backends: `triton` (kernels/layer_norm.py) and `reference` (plain PyTorch, the specification).
+Backends: `triton` (kernels/layer_norm.py) and `reference` (plain PyTorch, the specification), behind the custom
+op `torch.ops.vlbert_fast.bias_dropout_residual_layer_norm` (ops/library.py).
 """
 
 from __future__ import annotations
@@ -26,13 +28,7 @@ import torch.nn.functional as F
 
 from .dispatch import Backend, Op, interpreted, register, triton_reasons
 from .dropout import MAX_COUNTER, dropout_counters, philox_uniform
-
-
-def layer_norm_seed(seed: int | None, dropout_p: float) -> int:
-    """The given seed, or (with dropout) a fresh one from torch's CPU generator."""
-    if dropout_p == 0:
-        return 0
-    return int(torch.randint(0, 2**62, ())) if seed is None else int(seed)
+from .library import dropout_seed, or_empty, require_key, unaliased, use_custom_op, vjp
 
 
 def bias_dropout_residual_layer_norm_reference(
@@ -43,7 +39,7 @@ def bias_dropout_residual_layer_norm_reference(
     ln_bias: torch.Tensor,  # [H]
     eps: float = 1e-12,
     dropout_p: float = 0.0,
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
     offset: int = 0,
 ) -> torch.Tensor:  # [N, H] in x's dtype
     """Plain PyTorch, the specification (module docstring)."""
@@ -51,7 +47,7 @@ def bias_dropout_residual_layer_norm_reference(
     n, hidden = x.shape
     h = x.to(compute) if bias is None else x.to(compute) + bias.to(compute)
     if dropout_p > 0:
-        keep = philox_uniform(layer_norm_seed(seed, dropout_p), dropout_counters(offset, n, hidden, x.device))
+        keep = philox_uniform(dropout_seed(seed, dropout_p, x.device), dropout_counters(offset, n, hidden, x.device))
         h = torch.where(keep >= dropout_p, h * (1.0 / (1.0 - dropout_p)), 0.0)
     s = residual.to(compute) + h
     return F.layer_norm(s, (hidden,), weight.to(compute), ln_bias.to(compute), eps).to(x.dtype)
@@ -77,8 +73,6 @@ def _check_inputs(x, bias, residual, weight, ln_bias, eps, dropout_p, seed, offs
         raise ValueError(f"dropout_p: expected a probability in [0, 1), found {dropout_p}")
     if eps <= 0:
         raise ValueError(f"eps: expected a positive number, found {eps}")
-    if seed is not None and not 0 <= seed < 2**63:
-        raise ValueError(f"seed: expected an integer in [0, 2**63) or None, found {seed}")
     if dropout_p > 0 and not (0 <= offset and offset + x.numel() <= MAX_COUNTER):
         raise ValueError(f"offset: dropout counters offset + N*H = {offset} + {x.numel()} must lie in [0, 2**31]")
 
@@ -98,24 +92,142 @@ def _triton_reasons(*args, **kwargs) -> list[str]:
     return reasons
 
 
-def _run_triton(x, bias, residual, weight, ln_bias, eps=1e-12, dropout_p=0.0, seed=None, offset=0):
-    from ..kernels.layer_norm import BiasDropoutResidualLayerNormFunction
+def _run(backend: str):
+    """A backend's differentiable entry: the custom op with that backend (the reference directly in eager mode)."""
 
-    seed = layer_norm_seed(seed, dropout_p)
-    return BiasDropoutResidualLayerNormFunction.apply(
-        x, bias, residual, weight, ln_bias, float(eps), float(dropout_p), seed, int(offset)
-    )
+    def run(x, bias, residual, weight, ln_bias, eps=1e-12, dropout_p=0.0, seed=None, offset=0):
+        key = dropout_seed(seed, dropout_p, x.device)
+        if not use_custom_op(backend):
+            return bias_dropout_residual_layer_norm_reference(x, bias, residual, weight, ln_bias, eps, dropout_p, key,
+                                                              offset)  # fmt: skip
+        return torch.ops.vlbert_fast.bias_dropout_residual_layer_norm(
+            x, bias, residual, weight, ln_bias, float(eps), float(dropout_p), key, int(offset), backend
+        )[0]
+
+    return run
 
 
 LAYER_NORM = register(
     Op(
         "bias_dropout_residual_layer_norm",
         [
-            Backend("triton", _run_triton, _triton_reasons, auto_skip=lambda x, *a, **k: interpreted(x.device)),
-            Backend("reference", bias_dropout_residual_layer_norm_reference, lambda *a, **k: []),
+            Backend("triton", _run("triton"), _triton_reasons, auto_skip=lambda x, *a, **k: interpreted(x.device)),
+            Backend("reference", _run("reference"), lambda *a, **k: []),
         ],
     )
 )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the custom ops (ops/library.py): vlbert_fast::bias_dropout_residual_layer_norm and its backward. The forward
+# returns (y, s, mean, rstd); the statistics are the Triton backward's and empty for the reference.
+
+
+@torch.library.custom_op("vlbert_fast::bias_dropout_residual_layer_norm", mutates_args=())
+def _layer_norm_op(
+    x: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor,
+    weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    eps: float,
+    dropout_p: float,
+    seed: torch.Tensor | None,
+    offset: int,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    key = require_key(seed, dropout_p)
+    if backend == "triton":
+        from ..kernels.layer_norm import layer_norm_forward
+
+        return layer_norm_forward(x, bias, residual, weight, ln_bias, eps, dropout_p, key, offset)
+    y = bias_dropout_residual_layer_norm_reference(x, bias, residual, weight, ln_bias, eps, dropout_p, key, offset)
+    empty = x.new_empty(0, dtype=torch.float32)
+    return y.contiguous(), x.new_empty(0), empty, empty.clone()
+
+
+@_layer_norm_op.register_fake
+def _(x, bias, residual, weight, ln_bias, eps, dropout_p, seed, offset, backend):
+    if backend == "triton":
+        n = x.shape[0]
+        return (
+            x.new_empty(x.shape),
+            x.new_empty(x.shape),
+            x.new_empty(n, dtype=torch.float32),
+            x.new_empty(n, dtype=torch.float32),
+        )
+    return (
+        x.new_empty(x.shape),
+        x.new_empty(0),
+        x.new_empty(0, dtype=torch.float32),
+        x.new_empty(0, dtype=torch.float32),
+    )
+
+
+@torch.library.custom_op("vlbert_fast::bias_dropout_residual_layer_norm_backward", mutates_args=())
+def _layer_norm_backward_op(
+    grad_y: torch.Tensor,
+    x: torch.Tensor | None,  # the reference's (recomputed); None for triton
+    bias: torch.Tensor | None,
+    residual: torch.Tensor,
+    weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    s: torch.Tensor,  # the triton statistics (empty for the reference)
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    eps: float,
+    dropout_p: float,
+    seed: torch.Tensor | None,
+    offset: int,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of (x, bias, residual, weight, ln_bias), each in its input's dtype; bias's is empty without a bias."""
+    key = require_key(seed, dropout_p)
+    if backend == "triton":
+        from ..kernels.layer_norm import layer_norm_backward
+
+        grad_x, grad_residual, grad_weight, grad_ln_bias, grad_bias = layer_norm_backward(
+            grad_y, s, mean, rstd, weight, residual.dtype, float(dropout_p), key, int(offset)
+        )
+        grad_bias = grad_bias.to(bias.dtype) if bias is not None else None
+        grads = (grad_x, grad_bias, grad_residual, grad_weight.to(weight.dtype), grad_ln_bias.to(ln_bias.dtype))
+    else:
+        grads = vjp(bias_dropout_residual_layer_norm_reference, [x, bias, residual, weight, ln_bias], grad_y, eps,
+                    dropout_p, key, offset)  # fmt: skip
+        grads = [g.contiguous() if g is not None else None for g in grads]
+    grad_x, grad_bias, grad_residual, grad_weight, grad_ln_bias = grads
+    outputs = (grad_x, or_empty(grad_bias, grad_y), grad_residual, grad_weight, grad_ln_bias)
+    return unaliased(outputs, (grad_y, x, bias, residual, weight, ln_bias, s, mean, rstd))
+
+
+@_layer_norm_backward_op.register_fake
+def _(grad_y, x, bias, residual, weight, ln_bias, s, mean, rstd, eps, dropout_p, seed, offset, backend):
+    grad_bias = bias.new_empty(bias.shape) if bias is not None else grad_y.new_empty(0)
+    return (grad_y.new_empty(grad_y.shape), grad_bias, residual.new_empty(residual.shape),
+            weight.new_empty(weight.shape), ln_bias.new_empty(ln_bias.shape))  # fmt: skip
+
+
+def _setup(ctx, inputs, output):
+    x, bias, residual, weight, ln_bias, eps, dropout_p, seed, offset, backend = inputs
+    _, s, mean, rstd = output
+    # triton needs the statistics (and residual only for its dtype: the layer keeps it alive anyway); the reference
+    # recomputes from the inputs
+    saved_x = None if backend == "triton" else x
+    ctx.save_for_backward(saved_x, bias, residual, weight, ln_bias, s, mean, rstd, seed)
+    ctx.args = (eps, dropout_p, offset, backend)
+
+
+def _backward(ctx, grad_y, *_):
+    x, bias, residual, weight, ln_bias, s, mean, rstd, seed = ctx.saved_tensors
+    eps, dropout_p, offset, backend = ctx.args
+    grad_x, grad_bias, grad_residual, grad_weight, grad_ln_bias = _layer_norm_backward_op(
+        grad_y, x, bias, residual, weight, ln_bias, s, mean, rstd, eps, dropout_p, seed, offset, backend
+    )
+    grad_bias = grad_bias if bias is not None else None
+    return grad_x, grad_bias, grad_residual, grad_weight, grad_ln_bias, None, None, None, None, None
+
+
+_layer_norm_op.register_autograd(_backward, setup_context=_setup)
 
 
 def bias_dropout_residual_layer_norm(
@@ -126,7 +238,7 @@ def bias_dropout_residual_layer_norm(
     ln_bias: torch.Tensor,  # [H]
     eps: float = 1e-12,
     dropout_p: float = 0.0,
-    seed: int | None = None,
+    seed: int | torch.Tensor | None = None,
     offset: int = 0,
     backend: str = "auto",
 ) -> torch.Tensor:  # [N, H]

@@ -14,11 +14,13 @@ choice: bf16 cannot hold pixel coordinates exactly). Sums are fp32 (fp64 for fp6
 and the features' gradient keep the features' memory format (channels-last in, channels-last out).
 
 Backends, in the order `auto` tries them:
-- `native`: vlbert_fast._C (csrc/), C++ on CPU tensors and CUDA on GPU tensors, registered as torch.library custom
-  ops (`torch.ops.vlbert_fast.roi_align_forward` / `roi_align_backward`, with fake and autograd registrations) so
-  torch.compile traces it without graph breaks; differentiable twice (the backward is linear in the gradient).
+- `native`: vlbert_fast._C (csrc/), C++ on CPU tensors and CUDA on GPU tensors, behind its own custom ops
+  (`torch.ops.vlbert_fast.roi_align_native_forward` / `roi_align_native_backward`).
 - `triton`: kernels/roi_align.py, on CUDA tensors (or any tensors under TRITON_INTERPRET=1); fp16/bf16/fp32.
 - `reference`: `roi_align_reference`, plain PyTorch, the specification.
+All three run behind the custom op `torch.ops.vlbert_fast.roi_align` (and `roi_align_backward`; ops/library.py), so
+torch.compile traces it without graph breaks; differentiable twice with every backend (the backward is linear in the
+gradient, so its derivative is the forward).
 
 `deterministic=True` asks for a backward whose result does not depend on scheduling (bitwise reproducible). Who
 honours it: `reference` (matrix products and indexing, no atomics), `native` on CPU (its backward is parallel over
@@ -35,6 +37,7 @@ import torch
 
 from .. import _ext
 from .dispatch import Backend, Op, register
+from .library import debug_checks, use_custom_op, vjp
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -76,9 +79,9 @@ def _check_inputs(features, rois, output_size, spatial_scale, sampling_ratio) ->
         raise ValueError(f"sampling_ratio: expected an int >= 0 (0 = adaptive), found {sampling_ratio!r}")
     if not float(spatial_scale) > 0:
         raise ValueError(f"spatial_scale: expected a positive number, found {spatial_scale!r}")
-    # The batch-index check reads values (one device sync on GPU); traced graphs skip it, and every kernel treats
-    # an out-of-range index as an empty box instead of reading out of bounds.
-    if rois.shape[0] and not torch.compiler.is_compiling():
+    # The batch-index check reads values (one device sync on GPU): debug mode only (ops/library.py); without it
+    # every kernel treats an out-of-range index as an empty box instead of reading out of bounds.
+    if rois.shape[0] and debug_checks():
         batch = rois[:, 0].detach()
         lo, hi, whole = torch.stack([batch.min(), batch.max(), (batch == batch.floor()).all()]).tolist()
         if not whole:
@@ -186,7 +189,7 @@ def _stream(t: torch.Tensor) -> int:
     return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
 
 
-@torch.library.custom_op("vlbert_fast::roi_align_forward", mutates_args=())
+@torch.library.custom_op("vlbert_fast::roi_align_native_forward", mutates_args=())
 def _native_forward(
     features: torch.Tensor,
     rois: torch.Tensor,
@@ -221,7 +224,7 @@ def _(features, rois, pooled_height, pooled_width, spatial_scale, sampling_ratio
     return out.contiguous(memory_format=_memory_format(features))
 
 
-@torch.library.custom_op("vlbert_fast::roi_align_backward", mutates_args=())
+@torch.library.custom_op("vlbert_fast::roi_align_native_backward", mutates_args=())
 def _native_backward(
     grad_output: torch.Tensor,
     rois: torch.Tensor,
@@ -287,10 +290,6 @@ _native_forward.register_autograd(_forward_grad, setup_context=_forward_setup)
 _native_backward.register_autograd(_backward_grad, setup_context=_backward_setup)
 
 
-def _native_run(features, rois, output_size, spatial_scale, sampling_ratio, aligned, deterministic):
-    return _native_forward(features, rois, *output_size, float(spatial_scale), sampling_ratio, aligned)
-
-
 # ---- capability checks and dispatch ------------------------------------------------------------------------------
 
 
@@ -321,16 +320,17 @@ def _triton_reasons(features, rois, output_size, spatial_scale, sampling_ratio, 
     return reasons
 
 
-def _triton_run(features, rois, output_size, spatial_scale, sampling_ratio, aligned, deterministic):
-    from ..kernels.roi_align import RoIAlignFunction
+def _run(backend: str):
+    """A backend's differentiable entry: the custom op vlbert_fast::roi_align with that backend (the reference
+    directly in eager mode)."""
 
-    return RoIAlignFunction.apply(
-        features, rois, output_size, float(spatial_scale), sampling_ratio, aligned, deterministic
-    )
+    def run(features, rois, output_size, spatial_scale, sampling_ratio, aligned, deterministic):
+        if not use_custom_op(backend):
+            return roi_align_reference(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
+        return torch.ops.vlbert_fast.roi_align(features, rois, *output_size, float(spatial_scale), sampling_ratio,
+                                               aligned, deterministic, backend)  # fmt: skip
 
-
-def _reference_run(features, rois, output_size, spatial_scale, sampling_ratio, aligned, deterministic):
-    return roi_align_reference(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
+    return run
 
 
 def _no_reasons(*args, **kwargs) -> list[str]:
@@ -345,12 +345,113 @@ ROI_ALIGN = register(
     Op(
         "roi_align",
         [
-            Backend("native", _native_run, _native_reasons),
-            Backend("triton", _triton_run, _triton_reasons),
-            Backend("reference", _reference_run, _no_reasons),
+            Backend("native", _run("native"), _native_reasons),
+            Backend("triton", _run("triton"), _triton_reasons),
+            Backend("reference", _run("reference"), _no_reasons),
         ],
     )
 )
+
+
+# ---- the custom ops (ops/library.py): vlbert_fast::roi_align over every backend, and its backward ---------------
+
+
+@torch.library.custom_op("vlbert_fast::roi_align", mutates_args=())
+def _roi_align_op(
+    features: torch.Tensor,
+    rois: torch.Tensor,
+    pooled_height: int,
+    pooled_width: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+    deterministic: bool,
+    backend: str,
+) -> torch.Tensor:
+    size = (pooled_height, pooled_width)
+    if backend == "native":
+        out = _native_forward(features, rois, *size, spatial_scale, sampling_ratio, aligned)
+    elif backend == "triton":
+        from ..kernels.roi_align import roi_align_forward
+
+        out = roi_align_forward(features, rois, size, spatial_scale, sampling_ratio, aligned)
+    else:
+        out = roi_align_reference(features, rois, size, spatial_scale, sampling_ratio, aligned)
+    return out.contiguous(memory_format=_memory_format(features))
+
+
+@_roi_align_op.register_fake
+def _(features, rois, pooled_height, pooled_width, spatial_scale, sampling_ratio, aligned, deterministic, backend):
+    out = features.new_empty((rois.shape[0], features.shape[1], pooled_height, pooled_width))
+    return out.contiguous(memory_format=_memory_format(features))
+
+
+@torch.library.custom_op("vlbert_fast::roi_align_backward", mutates_args=())
+def _roi_align_backward_op(
+    grad_out: torch.Tensor,
+    rois: torch.Tensor,
+    batch_size: int,
+    height: int,
+    width: int,
+    channels_last: bool,
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+    deterministic: bool,
+    backend: str,
+) -> torch.Tensor:
+    """The features' gradient [N, C, H, W] in grad_out's dtype and the features' memory format."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    shape = (batch_size, grad_out.shape[1], height, width)
+    if backend == "native":
+        grad = _native_backward(grad_out, rois, batch_size, height, width, spatial_scale, sampling_ratio, aligned,
+                                channels_last)  # fmt: skip
+    elif backend == "triton":
+        from ..kernels.roi_align import roi_align_backward
+
+        grad = roi_align_backward(grad_out, rois, shape, memory_format, spatial_scale, sampling_ratio, aligned,
+                                  deterministic)  # fmt: skip
+    else:  # RoIAlign is linear in the features: the adjoint at zero features is the adjoint anywhere
+        features = grad_out.new_zeros(shape).contiguous(memory_format=memory_format)
+        (grad,) = vjp(roi_align_reference, [features], grad_out, rois, (grad_out.shape[2], grad_out.shape[3]),
+                      spatial_scale, sampling_ratio, aligned)  # fmt: skip
+    return grad.contiguous(memory_format=memory_format)
+
+
+@_roi_align_backward_op.register_fake
+def _(grad_out, rois, batch_size, height, width, channels_last, spatial_scale, sampling_ratio, aligned, deterministic,
+      backend):  # fmt: skip
+    grad = grad_out.new_empty((batch_size, grad_out.shape[1], height, width))
+    return grad.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _op_setup(ctx, inputs, output):
+    features, rois, _, _, spatial_scale, sampling_ratio, aligned, deterministic, backend = inputs
+    ctx.save_for_backward(rois)
+    channels_last = _memory_format(features) == torch.channels_last
+    ctx.args = (features.shape[0], features.shape[2], features.shape[3], channels_last, spatial_scale, sampling_ratio,
+                aligned, deterministic, backend)  # fmt: skip
+
+
+def _op_grad(ctx, grad_out):
+    (rois,) = ctx.saved_tensors
+    return _roi_align_backward_op(grad_out, rois, *ctx.args), None, None, None, None, None, None, None, None
+
+
+def _op_backward_setup(ctx, inputs, output):
+    grad_out, rois, _, _, _, _, spatial_scale, sampling_ratio, aligned, deterministic, backend = inputs
+    ctx.save_for_backward(rois)
+    ctx.args = (grad_out.shape[2], grad_out.shape[3], spatial_scale, sampling_ratio, aligned, deterministic, backend)
+
+
+def _op_backward_grad(ctx, grad_grad):
+    # linear in the features: the adjoint's derivative is the forward, on the incoming gradient
+    (rois,) = ctx.saved_tensors
+    return (_roi_align_op(grad_grad, rois, *ctx.args), *[None] * 10)
+
+
+_roi_align_op.register_autograd(_op_grad, setup_context=_op_setup)
+_roi_align_backward_op.register_autograd(_op_backward_grad, setup_context=_op_backward_setup)
 
 
 def roi_align(
