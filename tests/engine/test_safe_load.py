@@ -115,4 +115,4 @@ def test_a_nested_weights_only_load_leaves_the_outer_allowlist(tmp_path):
     with weights_only_everywhere():
         assert isinstance(load_torch_file(path)["scaler"], LossScaler)  # ours, nested
         assert isinstance(torch.load(path, weights_only=False)["scaler"], LossScaler)  # DeepSpeed's, after it
-    assert torch.serialization.get_safe_globals() == before  # nothing left allowed after the block
+    assert set(map(id, torch.serialization.get_safe_globals())) == set(map(id, before))  # none left allowed after it

@@ -84,7 +84,25 @@ def _key_words(seed: int | torch.Tensor) -> tuple:
 
 def philox_uniform_torch(seed: int | torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
     """The plain-PyTorch twin of `tl.rand(seed, counters)` (module docstring): int64 tensor ops on any device. `seed`
-    an int, or a one-element int64 tensor on the counters' device (read there, never on the host)."""
+    an int, or a one-element int64 tensor on the counters' device (read there, never on the host). A tensor seed
+    traces under torch.compile (the ops pass their device keys so); an int seed runs eagerly (`_uniform_int_seed`)."""
+    if isinstance(seed, torch.Tensor):
+        return _uniform(seed, counters)
+    return _uniform_int_seed(seed, counters)
+
+
+# An int seed is never traced by torch.compile: each call brings a new seed, which Dynamo then makes a symbolic
+# integer, and Inductor's C++ code generation (torch 2.13, CPU) types the int64 bitwise arithmetic on it as float and
+# fails to compile ("invalid operands of types 'float' and 'float' to binary 'operator^'", issue 21; tests/ops/
+# test_dropout_random.py). Run eagerly inside a compiled model, the twin gives the same draws. torch's lazy form of
+# torch.compiler.disable: the public one imports Dynamo, and with it Triton, when this module is imported, before
+# `vlbert-fast bench` on a CPU has set TRITON_INTERPRET (Triton's own jit functions then fail inside the interpreter).
+@torch._disable_dynamo
+def _uniform_int_seed(seed: int, counters: torch.Tensor) -> torch.Tensor:
+    return _uniform(seed, counters)
+
+
+def _uniform(seed: int | torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
     c0 = counters.to(torch.int64) & _MASK32
     zero = torch.zeros_like(c0)
     word, _, _, _ = philox_4x32((c0, zero, zero, zero), _key_words(seed))
