@@ -132,7 +132,7 @@ def test_cpp_backward_checks_rows_match():
 
 @requires_ext
 def test_env_reports_the_extension_and_the_backend_auto_picks():
-    from vlbert_fast.commands.env import report
+    from vlbert_fast.ops.environment import report
 
     text = report()
     assert f"vlbert_fast._C (csrc) {_ext.describe()}" in text

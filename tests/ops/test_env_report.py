@@ -1,6 +1,6 @@
 """`vlbert-fast env` lists both new ops with the backend `auto` picks and why the others are passed over."""
 
-from vlbert_fast.commands.env import example_inputs, report
+from vlbert_fast.ops.environment import example_inputs, report
 from vlbert_fast.ops import REGISTRY
 
 
