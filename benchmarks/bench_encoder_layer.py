@@ -14,7 +14,7 @@ Providers:
 - `reference_compile`: that layer under torch.compile (`--compile-backend`).
 
 FLOPs on the real tokens only (padding is waste): forward = sum over sequences of
-n (2 * 3 H^2 + 2 H^2 + 2 * 2 H I) + 4 n^2 H (QKV, output, FFN; QK^T and PV), as engine/flops.py counts a layer;
+n (2 * 3 H^2 + 2 H^2 + 2 * 2 H I) + 4 n^2 H (QKV, output, FFN; QK^T and PV), as model/flops.py counts a layer;
 full = 3 x forward (the backward computes gradients of inputs and weights), backward = 2 x forward.
 """
 

@@ -22,10 +22,10 @@ fused on a GPU, over every parameter):
 
 Rows per point (x: batch, or seq_len at a fixed batch), mode "full":
 - time per step (ms); samples/s; tokens/s counting the real tokens of our layout (text, regions, [END]);
-- TFLOP/s = the analytic training FLOPs of the batch (vlbert_fast/engine/flops.py: matrix products on real tokens
+- TFLOP/s = the analytic training FLOPs of the batch (vlbert_fast/model/flops.py: matrix products on real tokens
   only, heads on their targets, 3 x forward) / time. Every provider is credited with the same useful work, so its
   TFLOP/s and MFU compare time, whatever padding or extra head work it spends;
-- MFU = TFLOP/s / peak, against the stated peak (engine/flops.py's data-sheet table, or --peak-tflops) and against
+- MFU = TFLOP/s / peak, against the stated peak (model/flops.py's data-sheet table, or --peak-tflops) and against
   the measured one (a large matrix product in the step's dtype, written as op "matmul");
 - peak memory allocated (GPU), and the padding share: padded slots / all slots of the provider's layout, the part
   that packing (varlen attention) does not compute.
@@ -43,9 +43,9 @@ import torch
 from vlbert_fast.config import ModelConfig, RunConfig, load_config
 from vlbert_fast.data.collate import collate
 from vlbert_fast.data.random import random_example
-from vlbert_fast.engine.flops import batch_training_flops, peak_tflops
 from vlbert_fast.engine.metrics import format_rate
 from vlbert_fast.model import VLBertForPretraining
+from vlbert_fast.model.flops import batch_training_flops, peak_tflops
 
 from . import harness, hf_visualbert
 

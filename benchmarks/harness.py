@@ -469,7 +469,7 @@ def parser(description: str, providers: Sequence[str], modes: Sequence[str] = MO
         "--compile-backend", default="inductor", help="torch.compile backend of the torch_compile provider (recorded)"
     )
     p.add_argument(
-        "--peak-tflops", type=float, default=0.0, help="stated peak TFLOP/s for MFU (0: the table in engine/flops.py)"
+        "--peak-tflops", type=float, default=0.0, help="stated peak TFLOP/s for MFU (0: the table in model/flops.py)"
     )
     return p
 

@@ -28,7 +28,7 @@ STEP_COLUMNS = (
 MODE_ORDER = ("forward", "backward", "full")
 STEP_NOTE = (
     "One step = forward, backward and the optimizer step. TFLOP/s and MFU credit every provider with the same useful "
-    "work: the batch's analytic training FLOPs (engine/flops.py: matrix products on real tokens, heads on their "
+    "work: the batch's analytic training FLOPs (model/flops.py: matrix products on real tokens, heads on their "
     "targets). MFU % is against the stated peak (data sheet), the measured one against a large matrix product. "
     "Padding %: slots of the provider's padded layout that hold no token, the work that packing avoids."
 )

@@ -12,8 +12,8 @@ from vlbert_fast.config import ModelConfig
 from vlbert_fast.config.model import checkpointed_layers
 from vlbert_fast.data import IGNORE_INDEX, collate
 from vlbert_fast.data.random import random_examples
-from vlbert_fast.engine.flops import forward_flops
 from vlbert_fast.model import VLBertForPretraining
+from vlbert_fast.model.flops import forward_flops
 
 # fp32 throughout; the packed path sums in another order (bias added apart from the matmul, attention per sequence,
 # the MLM loss in chunks): a few 1e-7 relative per op, compounding over two layers and the heads.
@@ -141,7 +141,7 @@ def test_checkpointing_spec_and_defaults():
 
 
 def test_packed_model_does_exactly_the_counted_work(cfg, batch):
-    """With unequal lengths the padded model computes on padding; the packed one does what engine/flops.py counts
+    """With unequal lengths the padded model computes on padding; the packed one does what model/flops.py counts
     (attention on the reference backend, whose per-sequence matmuls FlopCounterMode sees)."""
     packed = dataclasses.replace(cfg, packed=True, attention="reference")
     counter = FlopCounterMode(display=False)

@@ -11,8 +11,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from vlbert_fast.config import ModelConfig, VisualConfig
 from vlbert_fast.data import collate
 from vlbert_fast.data.random import random_examples
-from vlbert_fast.engine.flops import batch_training_flops, forward_flops, visual_flops
 from vlbert_fast.model import VLBertForPretraining
+from vlbert_fast.model.flops import batch_training_flops, forward_flops, visual_flops
 from vlbert_fast.model.visual_branch import VisualBranch
 
 

@@ -1,7 +1,7 @@
 """`vlbert-fast env` lists both new ops with the backend `auto` picks and why the others are passed over."""
 
-from vlbert_fast.ops.environment import example_inputs, report
 from vlbert_fast.ops import REGISTRY
+from vlbert_fast.ops.environment import example_inputs, report
 
 
 def test_report_shows_each_op_and_its_pick():

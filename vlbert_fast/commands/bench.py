@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="default: cuda when there is a GPU, else cpu")
     parser.add_argument("--rep-ms", type=float, help="time per kernel measurement (default 100 on a GPU, 0 on a CPU)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compile peers")
-    parser.add_argument("--peak-tflops", type=float, default=0.0, help="stated peak for MFU (0: engine/flops.py)")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="stated peak for MFU (0: model/flops.py)")
     parser.add_argument("--time-budget-s", type=float, help="per suite: points that would start later are skipped")
     parser.add_argument("--no-report", action="store_true", help="write CSV rows only (the report comes later)")
     step = parser.add_argument_group("the training step on a CPU (bench step --device cpu: ours against HF VisualBERT)")

@@ -73,7 +73,7 @@ class LoopConfig:
     """Write a log line, metrics.jsonl row and TensorBoard scalars every this many steps."""
 
     peak_tflops: float = 0.0
-    """Peak TFLOP/s of one device for MFU; 0: from the table of known GPUs (engine/flops.py), no MFU on a CPU."""
+    """Peak TFLOP/s of one device for MFU; 0: from the table of known GPUs (model/flops.py), no MFU on a CPU."""
 
     def __post_init__(self) -> None:
         if self.max_steps < 0:

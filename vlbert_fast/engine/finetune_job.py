@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader
 from ..config.finetune_run import FinetuneConfig
 from ..data.sampler import ShuffledBatchSampler
 from ..model.checkpoint_dir import tag_for
+from ..model.flops import batch_training_flops
 from ..model.pretrained import PretrainedError
 from ..model.vlbert_finetuning import build_finetune_model
 from ..tasks import build_task, collate_task
 from .distributed import DistInfo, barrier
-from .flops import batch_training_flops
 from .predict import predict_split
 from .trainer import train
 

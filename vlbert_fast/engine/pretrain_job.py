@@ -5,7 +5,7 @@ malformed records are skipped and counted per epoch with `data.on_bad_record=ski
 optionally initialised from `engine.init_from` (a BERT directory, as the original, or a run, checkpoint or export of
 ours). Loss: the masked-word and masked-RoI losses (and the relationship head's, when on). Evaluation at the end:
 masked-word accuracy on held-out captions with the real images and with the images shuffled across the batch
-(engine/masked_word_probe.py).
+(tasks/masked_word_probe.py).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from ..data.formats import SkipCounter
 from ..data.pretrain_loader import PretrainData, build_pretrain_data
 from ..model import ZERO3_LEAF_MODULES, VLBertForPretraining
 from ..model.checkpoint_dir import tag_for
+from ..model.flops import batch_training_flops
 from ..model.hf_bert import missing_bert_message
 from ..model.pretrained import PretrainedError, init_weights_from
+from ..tasks.masked_word_probe import masked_word_accuracy
 from .distributed import DistInfo, all_gather_objects
-from .flops import batch_training_flops
 from .job import PHASES
-from .masked_word_probe import masked_word_accuracy
 from .metrics import format_summary
 from .trainer import train
 
@@ -137,7 +137,7 @@ class PretrainJob:
         return bool(every) and step % every == 0
 
     def evaluate(self, run, final: bool) -> None:
-        """The masked-word probe on held-out captions (engine/masked_word_probe.py) at the current step, every
+        """The masked-word probe on held-out captions (tasks/masked_word_probe.py) at the current step, every
         `train.eval_every_steps` and at the end: a metrics.jsonl row ({"step", "time", "val/real", "val/shuffled",
         "val/words"}), TensorBoard scalars and, except at the end (the summary says it), a log line. Nothing without
         a validation split or with train.eval_batches=0. Every rank runs it (under ZeRO-3 the forward gathers

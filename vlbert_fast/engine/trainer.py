@@ -34,6 +34,7 @@ import torch
 
 from ..config import save_config
 from ..model.checkpoint_dir import is_complete, read_marker
+from ..model.flops import peak_tflops
 from ..version import __version__
 from ..vocabulary import PRECISIONS
 from . import checkpoint
@@ -41,7 +42,6 @@ from .checkpoint import TrainState
 from .distributed import DistInfo, all_reduce_sum, comm_failure_message, init_distributed, is_comm_failure
 from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
 from .faults import FaultInjector
-from .flops import peak_tflops
 from .guards import attach
 from .job import PHASES, Job
 from .metrics import MetricsLogger, Window, startup_line
