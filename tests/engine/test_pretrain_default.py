@@ -3,8 +3,8 @@ reads the image — masked colour/shape words are far more often right with the 
 shuffled across the batch — its loss falls, and the run directory holds what users expect.
 
 Measured on an idle 2-core machine (seed 0, 1000 steps): 59.7% with the real images, 20.7% shuffled (a 39-point
-margin; chance is 1/6 for colours and 1/4 for shapes), loss 16.4 -> 4.6, 84 s of training (89 s wall, start-up
-included). The assertions take about half the margin.
+margin; chance is 1/6 for colours and 1/4 for shapes), loss 16.4 -> 4.6, 82 s of training (87 s wall, start-up
+and three evaluations included). The assertions take about half the margin.
 """
 
 import json

@@ -110,8 +110,8 @@ class TrainConfig(LoopConfig):
     max_steps: int = 1000
     """Optimizer steps of the run. The embedded default's 1000 are about where its model has learned to read the
     image (see model.visual_scale_text_init): masked colour/shape words 49.7% right against 22.8% with shuffled
-    images after 800 steps, 51.5% against 21.7% after 900, 59.7% against 20.7% after 1000 (89 s on an idle 2-core
-    machine, start-up included)."""
+    images after 800 steps, 51.5% against 21.7% after 900, 59.7% against 20.7% after 1000 (87 s on an idle 2-core
+    machine, start-up and three evaluations included)."""
 
     from_scratch: bool = False
     """Start from random weights on purpose: `engine.init_from` is then not read (the Base/Large configs name a BERT
