@@ -15,18 +15,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .harness import METRICS, read_rows
+from .harness import METRICS, read_rows, result_files
 
 KEY = ("bench", "op", "provider", "mode", "metric", "unit", "x_name", "x_value", "config_json")
 
 
 def load(paths: Iterable[str | Path]) -> list[dict[str, str]]:
-    """Rows of result CSVs; a folder stands for every *.csv in it."""
+    """Rows of result CSVs; a folder stands for every harness CSV in it."""
     rows: list[dict[str, str]] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            files = sorted(path.glob("*.csv"))
+            files = result_files(path)
             if not files:
                 raise FileNotFoundError(f"--compare {path}: the folder holds no .csv results")
         elif path.is_file():

@@ -357,6 +357,17 @@ def environment(device: torch.device) -> dict[str, str]:
     }
 
 
+def result_files(folder: Path) -> list[Path]:
+    """The harness's CSVs in `folder`: others sharing it (the static scorecard's sm90_static.csv, with its own
+    columns) are not harness rows and are left alone."""
+    found = []
+    for path in sorted(Path(folder).glob("*.csv")):
+        with path.open(newline="") as f:
+            if tuple(next(csv.reader(f), [])) == COLUMNS:
+                found.append(path)
+    return found
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     """The rows of one results CSV, refusing a file whose header is not `COLUMNS`."""
     with Path(path).open(newline="") as f:

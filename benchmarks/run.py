@@ -32,16 +32,16 @@ import torch
 
 
 def _count_rows(out: Path) -> dict[Path, int]:
-    from .harness import read_rows
+    from .harness import read_rows, result_files
 
-    return {path: len(read_rows(path)) for path in sorted(out.glob("*.csv"))}
+    return {path: len(read_rows(path)) for path in result_files(out)}
 
 
 def _rows_since(out: Path, before: dict[Path, int]) -> list[dict[str, str]]:
-    from .harness import read_rows
+    from .harness import read_rows, result_files
 
     rows = []
-    for path in sorted(out.glob("*.csv")):
+    for path in result_files(out):
         rows += read_rows(path)[before.get(path, 0) :]
     return rows
 
