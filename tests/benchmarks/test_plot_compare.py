@@ -87,5 +87,6 @@ def test_compare_loads_a_file_or_a_folder_and_names_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no .csv"):
         compare.load([tmp_path / "empty"])
     (tmp_path / "bad.csv").write_text("bench,op\n")
+    assert len(compare.load([tmp_path])) == 1  # in a folder, a CSV of other columns is not a result file
     with pytest.raises(ValueError, match="bad.csv: header"):
-        compare.load([tmp_path])
+        compare.load([tmp_path / "bad.csv"])  # named on its own, it is refused
