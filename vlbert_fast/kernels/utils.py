@@ -12,14 +12,10 @@ import os
 import torch
 import triton
 
+from .interpreter import interpreter_on
+
 # ---------------------------------------------------------------------------------------------------------------------
 # environment
-
-
-def interpreter_on() -> bool:
-    """TRITON_INTERPRET=1: kernels run in NumPy on the CPU (tests). Read when a kernel module is imported, so set it
-    before importing any; tests/conftest.py does."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def autotune_configs(configs: list[triton.Config]) -> list[triton.Config]:

@@ -14,12 +14,13 @@ its own limits (sizes).
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from ..kernels.interpreter import interpreter_on
 
 BACKEND_NAMES = ("auto", "reference", "triton", "native")
 
@@ -121,11 +122,6 @@ def triton_import_error() -> str | None:
 
 
 import_error("triton")
-
-
-def interpreter_on() -> bool:
-    """TRITON_INTERPRET=1 (kernels run in NumPy on the CPU; read by Triton when a kernel module is imported)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def triton_reasons(

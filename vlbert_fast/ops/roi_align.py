@@ -31,12 +31,11 @@ channels and always deterministic), `triton` (a per-feature-cell gather instead 
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 
 from .. import _ext
-from .dispatch import Backend, Op, register
+from .dispatch import Backend, Op, register, triton_reasons
 from .library import debug_checks, use_custom_op, vjp
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -308,16 +307,7 @@ def _native_reasons(features, rois, output_size, spatial_scale, sampling_ratio, 
 
 
 def _triton_reasons(features, rois, output_size, spatial_scale, sampling_ratio, aligned, deterministic) -> list[str]:
-    reasons = []
-    try:
-        import triton  # noqa: F401
-    except ImportError as exc:
-        return [f"triton is not importable ({exc})"]
-    if features.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        reasons.append(f"features are on {features.device.type}; Triton runs CUDA tensors (CPU: TRITON_INTERPRET=1)")
-    if features.dtype == torch.float64:
-        reasons.append("float64 is not supported by the Triton kernels (fp16, bf16, fp32)")
-    return reasons
+    return triton_reasons({"features": features, "rois": rois})
 
 
 def _run(backend: str):
