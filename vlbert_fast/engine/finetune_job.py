@@ -11,6 +11,7 @@ epoch) and at the end on the task's val split, each rank predicting its share an
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from functools import partial
 from pathlib import Path
@@ -220,6 +221,4 @@ class FinetuneJob:
 
 def finetune(cfg: FinetuneConfig) -> dict:
     """Runs fine-tuning with `cfg` on the one training loop; returns the summary (also run_dir/summary.json)."""
-    import dataclasses
-
     return train(FinetuneJob(dataclasses.replace(cfg, run_dir=cfg.resolved_run_dir)))

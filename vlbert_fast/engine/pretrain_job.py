@@ -25,6 +25,7 @@ from ..model.hf_bert import missing_bert_message
 from ..model.pretrained import PretrainedError, init_weights_from
 from ..tasks.masked_word_probe import masked_word_accuracy
 from .distributed import DistInfo, all_gather_objects
+from .ds_config import gradient_accumulation
 from .job import PHASES
 from .metrics import format_summary
 from .trainer import train
@@ -83,8 +84,7 @@ class PretrainJob:
         return self.cfg.train.max_steps
 
     def steps_per_epoch(self) -> int:
-        accumulation = self.cfg.train.global_batch_size // (self.cfg.train.micro_batch_size * self.info.world_size)
-        return self.data.sampler.batches_per_epoch() // max(1, accumulation)
+        return self.data.sampler.batches_per_epoch() // gradient_accumulation(self.cfg, self.info.world_size)
 
     def data_source(self) -> str:
         return self.cfg.data.root or "the synthetic world, generated into the cache on a first run"
