@@ -99,13 +99,17 @@ def _dkdv_step(
     p = tl.exp2(s * qk_scale - lse[:, None])
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
     if HAS_DROPOUT:
+        # One select serves both products: with the kept probabilities pm = M * P, dS' = P * (M * dP - delta) =
+        # pm * dP - P * delta (a multiply and an FMA, as P * (dP - delta) costs without dropout).
         keep = _dropout_keep(rng_base, m0, col0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N)
-        zero = (delta * 0.0)[:, None]  # not foldable: the selects stay on fp32 values (kernels/attention.py)
-        dv += tl.dot(tl.trans(tl.where(keep, p, zero).to(do.dtype)), do, input_precision=DOT_PRECISION)
-        dp = tl.where(keep, dp, zero)
+        zero = (delta * 0.0)[:, None]  # not foldable: the select stays on fp32 values (kernels/attention.py)
+        pd = p * delta[:, None]
+        kept = tl.where(keep, p, zero)
+        dv += tl.dot(tl.trans(kept.to(do.dtype)), do, input_precision=DOT_PRECISION)
+        ds = kept * dp - pd
     else:
         dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
-    ds = p * (dp - delta[:, None])
+        ds = p * (dp - delta[:, None])
     dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION)
     return dk, dv
 
