@@ -4,7 +4,7 @@ the seeded dropout mask (spelled again here in plain Python integers), and what 
 import pytest
 import torch
 
-from vlbert_fast.ops import varlen_attention, varlen_attention_reference
+from vlbert_fast.ops import varlen_attention, varlen_attention_packed, varlen_attention_reference
 from vlbert_fast.ops.attention import ATTENTION, attention_dropout_keep, dropout_keep_threshold
 from vlbert_fast.ops.embedding import philox_4x32
 
@@ -124,6 +124,23 @@ def test_sdpa_equals_reference_forward_and_gradients(case):
     q, k, v, cu, max_len, grad_out = packed_qkv(LENGTHS[case], heads=2, head_dim=8)
     want = output_and_grads(varlen_attention_reference, q, k, v, grad_out, cu_seqlens=cu, max_seqlen=max_len)
     got = output_and_grads(varlen_attention, q, k, v, grad_out, cu_seqlens=cu, max_seqlen=max_len + 3, backend="sdpa")
+    for name, g, w in zip(("out", "dq", "dk", "dv"), got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=FP32[0], rtol=FP32[1], msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["q, k, v", "fused qkv"])
+def test_sdpa_on_a_pack_without_padding_equals_reference(packed):
+    """Sequences all max_seqlen long take SDPA's view path (no scatter, no mask): same values and gradients."""
+    q, k, v, cu, max_len, grad_out = packed_qkv([6, 6, 6], heads=2, head_dim=8)
+    assert q.shape[0] == 3 * max_len
+    want = output_and_grads(varlen_attention_reference, q, k, v, grad_out, cu_seqlens=cu, max_seqlen=max_len)
+    if packed:
+        qkv = torch.stack([q, k, v], dim=1).detach().requires_grad_()
+        out = varlen_attention_packed(qkv, cu, max_len, backend="sdpa")
+        out.backward(grad_out)
+        got = (out, *qkv.grad.unbind(1))
+    else:
+        got = output_and_grads(varlen_attention, q, k, v, grad_out, cu_seqlens=cu, max_seqlen=max_len, backend="sdpa")
     for name, g, w in zip(("out", "dq", "dk", "dv"), got, want, strict=True):
         torch.testing.assert_close(g, w, atol=FP32[0], rtol=FP32[1], msg=lambda m, n=name: f"{n}: {m}")
 
