@@ -79,10 +79,11 @@ def test_each_check_fails_on_its_regression():
     for needle, rows in cases.items():
         problems = checks(rows, expect_kernels={"_attn_fwd_kernel"})
         assert any(needle in p for p in problems), (needle, problems)
-    # fp32 "ieee" attention uses FFMA dots and may spill, and so may a fp32 row kernel (reported, not failed);
-    # fp32 "tf32" attention may do neither
-    ieee = row(dtype="fp32", variant="hd64 S128 fwd ieee", tensor_cores="none", spill_bytes="136")
+    # fp32 "ieee" attention uses FFMA dots (no tensor cores) but may not spill; a fp32 row kernel may (reported, not
+    # failed); fp32 "tf32" attention may do neither
+    ieee = row(dtype="fp32", variant="hd64 S128 fwd ieee", tensor_cores="none")
     assert checks([ieee], {"_attn_fwd_kernel"}) == []
+    assert len(checks([{**ieee, "spill_bytes": "136"}], {"_attn_fwd_kernel"})) == 1
     tf32 = [row(dtype="fp32", variant="hd64 S128 fwd tf32", tensor_cores="none", spill_bytes="76")]
     assert len(checks(tf32, {"_attn_fwd_kernel"})) == 2
     assert checks([row(kernel="_bdrln_bwd_kernel", dtype="fp32", spill_bytes="8")], {"_bdrln_bwd_kernel"}) == []

@@ -38,9 +38,10 @@ def _fwd_step(
     acc,  # [BLOCK_M, BLOCK_D] fp32 output accumulator
     m_i,  # [BLOCK_M] fp32 running maximum of the scores (log2 units)
     l_i,  # [BLOCK_M] fp32 running sum of exp2(scores - m_i), before dropout
-    q,  # [BLOCK_M, BLOCK_D]
+    q,  # [BLOCK_M, BLOCK_D], or with RELOAD_Q the queries' pointer (q_ptr + i * stride_qt)
     k_ptr,  # this sequence's and head's keys: key j at k_ptr + j * stride_kt
     v_ptr,  # this sequence's and head's values
+    stride_qt,
     stride_kt,
     stride_vt,
     n0,  # first key of the block
@@ -62,6 +63,8 @@ def _fwd_step(
     DOT_PRECISION: tl.constexpr,
 ):
     """One key block of the online softmax (Dao 2023, algorithm 1, lines 6-11)."""
+    if DOT_PRECISION == "ieee":  # FMA dots hold operands in registers: reload the queries (L1 hits), do not keep them
+        q = _load_rows(q, row0 + tl.arange(0, BLOCK_M), offs_d, stride_qt, seqlen, d_valid, True, MASK_D)
     cols = n0 + offs_n
     k = _load_rows(k_ptr, cols, offs_d, stride_kt, seqlen, d_valid, MASKED, MASK_D)
     v = _load_rows(v_ptr, cols, offs_d, stride_vt, seqlen, d_valid, MASKED, MASK_D)
@@ -131,19 +134,22 @@ def _attn_fwd_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < head_dim
-    q = _load_rows(q_ptr, offs_m, offs_d, stride_qt, seqlen, d_valid, True, MASK_D)
+    if DOT_PRECISION == "ieee":
+        q = q_ptr  # loaded in each step (_fwd_step)
+    else:
+        q = _load_rows(q_ptr, offs_m, offs_d, stride_qt, seqlen, d_valid, True, MASK_D)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
     for n0 in range(0, seqlen - seqlen % BLOCK_N, BLOCK_N):  # the full key blocks
         acc, m_i, l_i = _fwd_step(
-            acc, m_i, l_i, q, k_ptr, v_ptr, stride_kt, stride_vt, n0, seqlen, offs_n, offs_d, d_valid, qk_scale,
+            acc, m_i, l_i, q, k_ptr, v_ptr, stride_qt, stride_kt, stride_vt, n0, seqlen, offs_n, offs_d, d_valid, qk_scale,
             rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, False, MASK_D, HAS_DROPOUT,
             DOT_PRECISION,
         )  # fmt: skip
     if seqlen % BLOCK_N:
         acc, m_i, l_i = _fwd_step(
-            acc, m_i, l_i, q, k_ptr, v_ptr, stride_kt, stride_vt, seqlen - seqlen % BLOCK_N, seqlen, offs_n, offs_d,
+            acc, m_i, l_i, q, k_ptr, v_ptr, stride_qt, stride_kt, stride_vt, seqlen - seqlen % BLOCK_N, seqlen, offs_n, offs_d,
             d_valid, qk_scale, rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, True, MASK_D,
             HAS_DROPOUT, DOT_PRECISION,
         )  # fmt: skip

@@ -197,12 +197,14 @@ def _attn_bwd_dkdv_kernel(
 @triton.jit
 def _dq_step(
     dq,  # [BLOCK_M, BLOCK_D] fp32
-    q,  # [BLOCK_M, BLOCK_D] this program's queries
-    do,  # [BLOCK_M, BLOCK_D]
+    q,  # [BLOCK_M, BLOCK_D] this program's queries, or for "ieee" their pointer (query i at q + i * stride_qt)
+    do,  # [BLOCK_M, BLOCK_D], or for "ieee" dO's pointer, the same way
     lse,  # [BLOCK_M] fp32
     delta,  # [BLOCK_M] fp32
     k_ptr,
     v_ptr,
+    stride_qt,
+    stride_gt,
     stride_kt,
     stride_vt,
     n0,  # first key of the block
@@ -224,6 +226,10 @@ def _dq_step(
     DOT_PRECISION: tl.constexpr,
 ):
     """One key block of the query block's gradient (Dao 2023, algorithm 2, lines 8-21 seen from the queries)."""
+    if DOT_PRECISION == "ieee":  # FMA dots: reloaded each step (L1 hits) rather than held (the forward's reason)
+        rows = row0 + tl.arange(0, BLOCK_M)
+        q = _load_rows(q, rows, offs_d, stride_qt, seqlen, d_valid, True, MASK_D)
+        do = _load_rows(do, rows, offs_d, stride_gt, seqlen, d_valid, True, MASK_D)
     cols = n0 + offs_n
     k = _load_rows(k_ptr, cols, offs_d, stride_kt, seqlen, d_valid, MASKED, MASK_D)
     v = _load_rows(v_ptr, cols, offs_d, stride_vt, seqlen, d_valid, MASKED, MASK_D)
@@ -295,20 +301,24 @@ def _attn_bwd_dq_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < head_dim
     m_valid = offs_m < seqlen
-    q = _load_rows(q_ptr, offs_m, offs_d, stride_qt, seqlen, d_valid, True, MASK_D)
-    do = _load_rows(grad_out_ptr, offs_m, offs_d, stride_gt, seqlen, d_valid, True, MASK_D)
+    if DOT_PRECISION == "ieee":
+        q = q_ptr  # loaded in each step (_dq_step)
+        do = grad_out_ptr
+    else:
+        q = _load_rows(q_ptr, offs_m, offs_d, stride_qt, seqlen, d_valid, True, MASK_D)
+        do = _load_rows(grad_out_ptr, offs_m, offs_d, stride_gt, seqlen, d_valid, True, MASK_D)
     lse = tl.load(lse_ptr + head * total + start + offs_m, mask=m_valid, other=float("inf"))
     delta = tl.load(delta_ptr + head * total + start + offs_m, mask=m_valid, other=0.0)
     dq = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
     for n0 in range(0, seqlen - seqlen % BLOCK_N, BLOCK_N):  # the full key blocks
         dq = _dq_step(
-            dq, q, do, lse, delta, k_ptr, v_ptr, stride_kt, stride_vt, n0, seqlen, offs_n, offs_d, d_valid, qk_scale,
+            dq, q, do, lse, delta, k_ptr, v_ptr, stride_qt, stride_gt, stride_kt, stride_vt, n0, seqlen, offs_n, offs_d, d_valid, qk_scale,
             rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, False, MASK_D, HAS_DROPOUT,
             DOT_PRECISION,
         )  # fmt: skip
     if seqlen % BLOCK_N:
         dq = _dq_step(
-            dq, q, do, lse, delta, k_ptr, v_ptr, stride_kt, stride_vt, seqlen - seqlen % BLOCK_N, seqlen, offs_n,
+            dq, q, do, lse, delta, k_ptr, v_ptr, stride_qt, stride_gt, stride_kt, stride_vt, seqlen - seqlen % BLOCK_N, seqlen, offs_n,
             offs_d, d_valid, qk_scale, rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, True,
             MASK_D, HAS_DROPOUT, DOT_PRECISION,
         )  # fmt: skip

@@ -150,27 +150,28 @@ would leave half its rows idle."""
 # Two pipeline stages: rows of 64-256 tokens give a 64-key loop 1-4 iterations, which a third stage would never fill
 # (it costs shared memory, not instructions). Tiles are whole dropout draws (16 x 32, kernels/attention_common.py).
 # fp32 "ieee" products run on FMA units, whose dot operands live in registers (Triton keeps each operand's whole
-# reduction dimension per thread): only 16 x 32 tiles with 8-16 warps come near fitting, and the forward and dQ
-# kernels still spill 0.1-2.5 KB (the scorecard lists them; "tf32", the default, spills nowhere).
+# reduction dimension per thread): the forward and dQ kernels reload their queries (and dO) every key block instead
+# of holding them (they spilled 0.1-2.5 KB at every tile while held, 64-128 registers now), and only 8-warp tiles of
+# 16-64 queries x 32 keys fit without spilling.
 ATTENTION_TILES = {
     ("fwd", "16bit", False): ([(64, 64, 4, 2)], [(128, 64, 8, 2), (64, 64, 4, 2)]),
     ("fwd", "16bit", True): ([(64, 64, 4, 2)], [(128, 64, 8, 2), (64, 64, 4, 2)]),
     ("fwd", "tf32", False): ([(64, 64, 4, 2)], [(64, 64, 4, 2), (128, 64, 8, 2)]),
     ("fwd", "tf32", True): ([(64, 32, 4, 1)], [(64, 32, 4, 1), (128, 64, 8, 2)]),
-    ("fwd", "ieee", False): ([(16, 32, 8, 1)], [(16, 32, 8, 1)]),
-    ("fwd", "ieee", True): ([(16, 32, 16, 1)], [(16, 32, 16, 1)]),
+    ("fwd", "ieee", False): ([(64, 32, 8, 1)], [(64, 32, 8, 1)]),
+    ("fwd", "ieee", True): ([(16, 32, 8, 1)], [(16, 32, 8, 1)]),
     ("dkdv", "16bit", False): ([(64, 64, 4, 2)], [(64, 64, 4, 2)]),
     ("dkdv", "16bit", True): ([(32, 64, 4, 1)], [(32, 64, 4, 1)]),
     ("dkdv", "tf32", False): ([(32, 64, 4, 1)], [(32, 64, 4, 1)]),
     ("dkdv", "tf32", True): ([(32, 64, 4, 1)], [(32, 64, 4, 1)]),
-    ("dkdv", "ieee", False): ([(16, 32, 8, 1)], [(16, 32, 8, 1)]),
+    ("dkdv", "ieee", False): ([(16, 32, 4, 1)], [(16, 32, 4, 1)]),
     ("dkdv", "ieee", True): ([(16, 32, 8, 1)], [(16, 32, 8, 1)]),
     ("dq", "16bit", False): ([(64, 64, 4, 2), (64, 32, 4, 1)], [(64, 64, 4, 2), (128, 64, 8, 2)]),
     ("dq", "16bit", True): ([(64, 64, 4, 2), (64, 32, 4, 1)], [(64, 64, 4, 2), (128, 64, 8, 2)]),
     ("dq", "tf32", False): ([(64, 64, 4, 2), (64, 32, 4, 1)], [(64, 64, 4, 2), (128, 64, 8, 2)]),
     ("dq", "tf32", True): ([(128, 32, 8, 2)], [(128, 32, 8, 2)]),
-    ("dq", "ieee", False): ([(16, 32, 16, 1)], [(16, 32, 16, 1)]),
-    ("dq", "ieee", True): ([(16, 32, 16, 1)], [(16, 32, 16, 1)]),
+    ("dq", "ieee", False): ([(64, 32, 8, 1)], [(64, 32, 8, 1)]),
+    ("dq", "ieee", True): ([(16, 32, 8, 1)], [(16, 32, 8, 1)]),
 }
 
 
