@@ -143,14 +143,14 @@ def _attn_fwd_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
     for n0 in range(0, seqlen - seqlen % BLOCK_N, BLOCK_N):  # the full key blocks
         acc, m_i, l_i = _fwd_step(
-            acc, m_i, l_i, q, k_ptr, v_ptr, stride_qt, stride_kt, stride_vt, n0, seqlen, offs_n, offs_d, d_valid, qk_scale,
-            rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, False, MASK_D, HAS_DROPOUT,
+            acc, m_i, l_i, q, k_ptr, v_ptr, stride_qt, stride_kt, stride_vt, n0, seqlen, offs_n, offs_d, d_valid,
+            qk_scale, rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, False, MASK_D, HAS_DROPOUT,
             DOT_PRECISION,
         )  # fmt: skip
     if seqlen % BLOCK_N:
         acc, m_i, l_i = _fwd_step(
-            acc, m_i, l_i, q, k_ptr, v_ptr, stride_qt, stride_kt, stride_vt, seqlen - seqlen % BLOCK_N, seqlen, offs_n, offs_d,
-            d_valid, qk_scale, rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, True, MASK_D,
+            acc, m_i, l_i, q, k_ptr, v_ptr, stride_qt, stride_kt, stride_vt, seqlen - seqlen % BLOCK_N, seqlen, offs_n,
+            offs_d, d_valid, qk_scale, rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, True, MASK_D,
             HAS_DROPOUT, DOT_PRECISION,
         )  # fmt: skip
     out = acc * (dropout_scale / l_i)[:, None]

@@ -312,15 +312,15 @@ def _attn_bwd_dq_kernel(
     dq = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
     for n0 in range(0, seqlen - seqlen % BLOCK_N, BLOCK_N):  # the full key blocks
         dq = _dq_step(
-            dq, q, do, lse, delta, k_ptr, v_ptr, stride_qt, stride_gt, stride_kt, stride_vt, n0, seqlen, offs_n, offs_d, d_valid, qk_scale,
-            rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, False, MASK_D, HAS_DROPOUT,
-            DOT_PRECISION,
+            dq, q, do, lse, delta, k_ptr, v_ptr, stride_qt, stride_gt, stride_kt, stride_vt, n0, seqlen, offs_n, offs_d,
+            d_valid, qk_scale, rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, False, MASK_D,
+            HAS_DROPOUT, DOT_PRECISION,
         )  # fmt: skip
     if seqlen % BLOCK_N:
         dq = _dq_step(
-            dq, q, do, lse, delta, k_ptr, v_ptr, stride_qt, stride_gt, stride_kt, stride_vt, seqlen - seqlen % BLOCK_N, seqlen, offs_n,
-            offs_d, d_valid, qk_scale, rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, True,
-            MASK_D, HAS_DROPOUT, DOT_PRECISION,
+            dq, q, do, lse, delta, k_ptr, v_ptr, stride_qt, stride_gt, stride_kt, stride_vt, seqlen - seqlen % BLOCK_N,
+            seqlen, offs_n, offs_d, d_valid, qk_scale, rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M,
+            BLOCK_N, True, MASK_D, HAS_DROPOUT, DOT_PRECISION,
         )  # fmt: skip
     offsets = start * stride_dt + head * stride_dh + offs_m[:, None] * stride_dt + offs_d[None, :]
     mask = m_valid[:, None] & d_valid[None, :]
