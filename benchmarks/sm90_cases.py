@@ -9,7 +9,7 @@ their values are never read by a kernel, only by the host code around it (segmen
 valid indices.
 
 `cases(quick=True)` is CI's subset: a few variants of every kernel (bf16 at Base's sizes, both dropout settings,
-the deterministic and atomic backward paths, fp32 attention in its default precision).
+the deterministic and atomic backward paths, fp32 attention in both precisions, "tf32" and "ieee").
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def attention_cases(quick: bool) -> list[Case]:
                     for part in ("fwd", "bwd"):
                         variant = f"hd{head_dim} S{seqlen} {part}" + (f" {precision}" if dtype == "fp32" else "")
                         ci = (head_dim == 64 and seqlen == 128 and dtype in ("bf16", "fp32")
-                              and (dtype == "bf16" or dropout == 0.0) and precision == "tf32")  # fmt: skip
+                              and (dtype == "bf16" or dropout == 0.0))  # fp32: tf32 and ieee  # fmt: skip
                         if quick and not ci:
                             continue
                         run = (lambda d=dtype, p=precision, hd=head_dim, h=heads, s=seqlen, q=dropout, pt=part:
