@@ -16,10 +16,10 @@ Columns (sass_metrics.py says how each is read):
 
 `checks(rows)` are the regressions CI fails on (tests/benchmarks/test_sm90_static.py runs the subset): every kernel
 compiles and fits an SM; no bf16/fp16 variant and no attention variant, in any dtype or precision, spills; no
-kernel, Triton or CUDA, has a fenced
-atomic; every persistent kernel fits the CTAs per SM its launch assumes (ctas_per_sm >= programs_per_sm); 16-bit
-and TF32 attention use tensor cores; dropout costs bf16 attention at most DROPOUT_RATIO_LIMIT times the
-instructions per element of the same tile without it; RoIAlign stays within ROI_ALIGN_LIMITS.
+kernel, Triton or CUDA, has a fenced atomic; every persistent kernel fits the CTAs per SM its launch assumes
+(ctas_per_sm >= programs_per_sm); 16-bit and TF32 attention use tensor cores; dropout costs bf16 attention at most
+DROPOUT_RATIO_LIMIT times the instructions per element of the same tile without it; RoIAlign stays within
+ROI_ALIGN_LIMITS.
 """
 
 from __future__ import annotations

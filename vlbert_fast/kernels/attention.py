@@ -38,7 +38,7 @@ def _fwd_step(
     acc,  # [BLOCK_M, BLOCK_D] fp32 output accumulator
     m_i,  # [BLOCK_M] fp32 running maximum of the scores (log2 units)
     l_i,  # [BLOCK_M] fp32 running sum of exp2(scores - m_i), before dropout
-    q,  # [BLOCK_M, BLOCK_D], or with RELOAD_Q the queries' pointer (q_ptr + i * stride_qt)
+    q,  # [BLOCK_M, BLOCK_D], or for "ieee" the queries' pointer (query i at q + i * stride_qt)
     k_ptr,  # this sequence's and head's keys: key j at k_ptr + j * stride_kt
     v_ptr,  # this sequence's and head's values
     stride_qt,

@@ -99,8 +99,8 @@ def _dkdv_step(
     p = tl.exp2(s * qk_scale - lse[:, None])
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
     if HAS_DROPOUT:
-        # One select serves both products: with the kept probabilities pm = M * P, dS' = P * (M * dP - delta) =
-        # pm * dP - P * delta (a multiply and an FMA, as P * (dP - delta) costs without dropout).
+        # One select serves both products: with the kept probabilities kept = M * P, dS' = P * (M * dP - delta) =
+        # kept * dP - P * delta (a multiply and an FMA, as P * (dP - delta) costs without dropout).
         keep = _dropout_keep(rng_base, m0, col0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N)
         zero = (delta * 0.0)[:, None]  # not foldable: the select stays on fp32 values (kernels/attention.py)
         pd = p * delta[:, None]

@@ -151,7 +151,7 @@ would leave half its rows idle."""
 # (it costs shared memory, not instructions). Tiles are whole dropout draws (16 x 32, kernels/attention_common.py).
 # fp32 "ieee" products run on FMA units, whose dot operands live in registers (Triton keeps each operand's whole
 # reduction dimension per thread): the forward and dQ kernels reload their queries (and dO) every key block instead
-# of holding them (they spilled 0.1-2.5 KB at every tile while held, 64-128 registers now), and only 8-warp tiles of
+# of holding them (they spilled 0.1-2.5 KB at every tile while held, 63-162 registers now), and only 8-warp tiles of
 # 16-64 queries x 32 keys fit without spilling.
 ATTENTION_TILES = {
     ("fwd", "16bit", False): ([(64, 64, 4, 2)], [(128, 64, 8, 2), (64, 64, 4, 2)]),

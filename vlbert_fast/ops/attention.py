@@ -522,8 +522,9 @@ def _sdpa_padded(parts, total, cu_seqlens, max_seqlen, dropout_p, softmax_scale)
     (a [T, *rest] tensor -> [B, max_seqlen, *rest]) and returns q, k, v as [B, max_seqlen, heads, D]."""
     batch = cu_seqlens.shape[0] - 1
     if total == batch * max_seqlen and batch:
-        # Every sequence is max_seqlen long (lengths are at most max_seqlen, checked): the pack is the padded layout
-        # already, so a view replaces the scatter and gather, and SDPA runs without a mask (its fused kernels).
+        # Every sequence is max_seqlen long (the op's contract: no length above max_seqlen, which debug checks
+        # verify): the pack is the padded layout already, so a view replaces the scatter and gather, and SDPA runs
+        # without a mask (its fused kernels).
         q, k, v = (t.transpose(1, 2) for t in parts(lambda t: t.view(batch, max_seqlen, *t.shape[1:])))
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=softmax_scale)  # [B, heads, L, D]
         return out.transpose(1, 2).reshape(total, out.shape[1], out.shape[3])
