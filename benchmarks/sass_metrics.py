@@ -173,3 +173,13 @@ def function_listings(sass: str) -> dict[str, str]:
     """cuobjdump -sass of an object file with several kernels: function name -> its listing."""
     parts = re.split(r"^\s*Function : (\S+)\s*$", sass, flags=re.M)
     return {name: body for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def inline_asm_layouts(ttgir: str) -> str:
+    """The layouts (ttg encodings: nvidia_mma, blocked, linear, ...) of the kernel's inline PTX statements
+    (tt.elementwise_inline_asm results), sorted and joined by ";"; "" when it has none. A statement that packs
+    elements relies on which elements a thread holds in consecutive registers: the attention kernels' dropout PTX
+    (kernels/attention_common.py) is written for the tensor-core accumulator layouts only."""
+    aliases = dict(re.findall(r"^(#[\w.]+) = #ttg\.(\w+)<", ttgir, flags=re.M))
+    found = re.findall(r"tt\.elementwise_inline_asm .*-> tensor<[^>]*?, (#[\w.]+)>", ttgir)
+    return ";".join(sorted({aliases.get(alias, alias) for alias in found}))

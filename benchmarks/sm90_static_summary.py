@@ -143,7 +143,8 @@ def markdown(rows, command, seconds, triton_version, ratios, problems) -> str:
             or [
                 "- all pass (no bf16/fp16 or attention spills, no fenced atomic "
                 "in any kernel, persistent kernels at their assumed CTAs per SM, tensor cores where expected, "
-                "dropout within the limit, RoIAlign within a quarter of its instructions before issue 18)"
+                "dropout within the limit, inline PTX only in tensor-core layouts, RoIAlign within a quarter of its "
+                "instructions before issue 18)"
             ]
         ),  # fmt: skip
         "",

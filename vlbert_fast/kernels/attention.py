@@ -27,7 +27,14 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention_common import _dropout_keep, _load_rows, _sequence_block, launch_args
+from .attention_common import (
+    _dropout_draws,
+    _dropout_keep,
+    _dropout_zero_pairs,
+    _load_rows,
+    _sequence_block,
+    launch_args,
+)
 from .utils import attention_configs, prune_attention_configs
 
 AUTOTUNE_KEY = ["seq_bucket", "BLOCK_D", "MASK_D", "HAS_DROPOUT", "DOT_PRECISION"]
@@ -60,6 +67,7 @@ def _fwd_step(
     MASKED: tl.constexpr,  # the sequence's last, partial key block: mask the keys past its end
     MASK_D: tl.constexpr,
     HAS_DROPOUT: tl.constexpr,
+    PTX_DROPOUT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """One key block of the online softmax (Dao 2023, algorithm 1, lines 6-11)."""
@@ -76,7 +84,10 @@ def _fwd_step(
     alpha = tl.exp2(m_i - m_new)  # 0 on the first block (m_i = -inf)
     l_i = l_i * alpha + tl.sum(p, axis=1)
     acc = acc * alpha[:, None]
-    if HAS_DROPOUT:
+    if HAS_DROPOUT and PTX_DROPOUT:  # bf16/fp16, compiled: the 16-bit values masked in pairs (attention_common.py)
+        words = _dropout_draws(rng_base, row0, n0, max_seqlen, seed, BLOCK_M, BLOCK_N, False)
+        p = _dropout_zero_pairs(p.to(v.dtype), words, keep_threshold)
+    elif HAS_DROPOUT:
         keep = _dropout_keep(rng_base, row0, n0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N)
         # A zero LLVM cannot fold keeps this select on the fp32 values (FSEL); with a literal 0 it is moved past
         # the bf16 conversion and costs a byte permute and a select per element.
@@ -117,6 +128,7 @@ def _attn_fwd_kernel(
     BLOCK_D: tl.constexpr,  # head dimension padded to a power of two >= 16
     MASK_D: tl.constexpr,  # head_dim < BLOCK_D
     HAS_DROPOUT: tl.constexpr,  # keep_threshold > 0
+    PTX_DROPOUT: tl.constexpr,  # 16-bit inputs, compiled: the mask applied by PTX (kernels/attention_common.py)
     DOT_PRECISION: tl.constexpr,  # fp32 inputs: "tf32" (tensor cores) or "ieee"; 16-bit inputs ignore it
 ):
     """One block of queries of one sequence and one head (module docstring; Dao 2023, algorithm 1)."""
@@ -145,13 +157,13 @@ def _attn_fwd_kernel(
         acc, m_i, l_i = _fwd_step(
             acc, m_i, l_i, q, k_ptr, v_ptr, stride_qt, stride_kt, stride_vt, n0, seqlen, offs_n, offs_d, d_valid,
             qk_scale, rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, False, MASK_D, HAS_DROPOUT,
-            DOT_PRECISION,
+            PTX_DROPOUT, DOT_PRECISION,
         )  # fmt: skip
     if seqlen % BLOCK_N:
         acc, m_i, l_i = _fwd_step(
             acc, m_i, l_i, q, k_ptr, v_ptr, stride_qt, stride_kt, stride_vt, seqlen - seqlen % BLOCK_N, seqlen, offs_n,
             offs_d, d_valid, qk_scale, rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, True, MASK_D,
-            HAS_DROPOUT, DOT_PRECISION,
+            HAS_DROPOUT, PTX_DROPOUT, DOT_PRECISION,
         )  # fmt: skip
     out = acc * (dropout_scale / l_i)[:, None]
     out_ptr += start * stride_ot + head * stride_oh

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention_common import _dropout_keep, _load_rows, _sequence_block, launch_args
+from .attention_common import _dropout_draws, _dropout_keep, _dropout_select, _load_rows, _sequence_block, launch_args
 from .utils import attention_configs, attention_head_block, prune_attention_configs
 
 AUTOTUNE_KEY = ["seq_bucket", "BLOCK_D", "MASK_D", "HAS_DROPOUT", "DOT_PRECISION"]
@@ -83,6 +83,7 @@ def _dkdv_step(
     MASKED: tl.constexpr,  # the sequence's last, partial query block
     MASK_D: tl.constexpr,
     HAS_DROPOUT: tl.constexpr,
+    PTX_DROPOUT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """One query block of the key block's gradients (Dao 2023, algorithm 2, lines 8-21)."""
@@ -101,10 +102,14 @@ def _dkdv_step(
     if HAS_DROPOUT:
         # One select serves both products: with the kept probabilities kept = M * P, dS' = P * (M * dP - delta) =
         # kept * dP - P * delta (a multiply and an FMA, as P * (dP - delta) costs without dropout).
-        keep = _dropout_keep(rng_base, m0, col0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N)
-        zero = (delta * 0.0)[:, None]  # not foldable: the select stays on fp32 values (kernels/attention.py)
+        if PTX_DROPOUT and BLOCK_M >= 64:  # 32-query tiles (mma.sync, warps side by side) spill with it (32 B)
+            words = _dropout_draws(rng_base, m0, col0, max_seqlen, seed, BLOCK_M, BLOCK_N, False)
+            kept = _dropout_select(p, words, keep_threshold)
+        else:
+            keep = _dropout_keep(rng_base, m0, col0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N)
+            zero = (delta * 0.0)[:, None]  # not foldable: the select stays on fp32 values (kernels/attention.py)
+            kept = tl.where(keep, p, zero)
         pd = p * delta[:, None]
-        kept = tl.where(keep, p, zero)
         dv += tl.dot(tl.trans(kept.to(do.dtype)), do, input_precision=DOT_PRECISION)
         ds = kept * dp - pd
     else:
@@ -152,6 +157,7 @@ def _attn_bwd_dkdv_kernel(
     BLOCK_D: tl.constexpr,
     MASK_D: tl.constexpr,
     HAS_DROPOUT: tl.constexpr,
+    PTX_DROPOUT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """One block of keys of one sequence and one head (Dao 2023, algorithm 2, the outer loop over key blocks)."""
@@ -180,13 +186,13 @@ def _attn_bwd_dkdv_kernel(
         dk, dv = _dkdv_step(
             dk, dv, k, v, q_ptr, grad_out_ptr, lse_ptr, delta_ptr, stride_qt, stride_gt, m0, seqlen, offs_m, offs_d,
             d_valid, qk_scale, rng_base, col0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, False, MASK_D,
-            HAS_DROPOUT, DOT_PRECISION,
+            HAS_DROPOUT, PTX_DROPOUT, DOT_PRECISION,
         )  # fmt: skip
     if seqlen % BLOCK_M:
         dk, dv = _dkdv_step(
             dk, dv, k, v, q_ptr, grad_out_ptr, lse_ptr, delta_ptr, stride_qt, stride_gt, seqlen - seqlen % BLOCK_M,
             seqlen, offs_m, offs_d, d_valid, qk_scale, rng_base, col0, max_seqlen, keep_threshold, seed, BLOCK_M,
-            BLOCK_N, True, MASK_D, HAS_DROPOUT, DOT_PRECISION,
+            BLOCK_N, True, MASK_D, HAS_DROPOUT, PTX_DROPOUT, DOT_PRECISION,
         )  # fmt: skip
     offsets = start * stride_dt + head * stride_dh + offs_n[:, None] * stride_dt + offs_d[None, :]
     mask = (offs_n < seqlen)[:, None] & d_valid[None, :]
@@ -223,6 +229,7 @@ def _dq_step(
     MASKED: tl.constexpr,  # the sequence's last, partial key block
     MASK_D: tl.constexpr,
     HAS_DROPOUT: tl.constexpr,
+    PTX_DROPOUT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """One key block of the query block's gradient (Dao 2023, algorithm 2, lines 8-21 seen from the queries)."""
@@ -234,11 +241,15 @@ def _dq_step(
     k = _load_rows(k_ptr, cols, offs_d, stride_kt, seqlen, d_valid, MASKED, MASK_D)
     v = _load_rows(v_ptr, cols, offs_d, stride_vt, seqlen, d_valid, MASKED, MASK_D)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+    if HAS_DROPOUT and PTX_DROPOUT:  # drawn before the dP product: 4 instructions fewer per block than after it
+        words = _dropout_draws(rng_base, row0, n0, max_seqlen, seed, BLOCK_M, BLOCK_N, False)
     p = tl.exp2(s * qk_scale - lse[:, None])
     if MASKED:
         p = tl.where((cols < seqlen)[None, :], p, 0.0)
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
-    if HAS_DROPOUT:
+    if HAS_DROPOUT and PTX_DROPOUT:
+        dp = _dropout_select(dp, words, keep_threshold)
+    elif HAS_DROPOUT:
         keep = _dropout_keep(rng_base, row0, n0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N)
         dp = tl.where(keep, dp, 0.0)
     ds = p * (dp - delta[:, None])
@@ -282,6 +293,7 @@ def _attn_bwd_dq_kernel(
     BLOCK_D: tl.constexpr,
     MASK_D: tl.constexpr,
     HAS_DROPOUT: tl.constexpr,
+    PTX_DROPOUT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """One block of queries of one sequence and one head: dQ = softmax_scale * s * sum over key blocks of dS' K."""
@@ -314,13 +326,13 @@ def _attn_bwd_dq_kernel(
         dq = _dq_step(
             dq, q, do, lse, delta, k_ptr, v_ptr, stride_qt, stride_gt, stride_kt, stride_vt, n0, seqlen, offs_n, offs_d,
             d_valid, qk_scale, rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N, False, MASK_D,
-            HAS_DROPOUT, DOT_PRECISION,
+            HAS_DROPOUT, PTX_DROPOUT, DOT_PRECISION,
         )  # fmt: skip
     if seqlen % BLOCK_N:
         dq = _dq_step(
             dq, q, do, lse, delta, k_ptr, v_ptr, stride_qt, stride_gt, stride_kt, stride_vt, seqlen - seqlen % BLOCK_N,
             seqlen, offs_n, offs_d, d_valid, qk_scale, rng_base, row0, max_seqlen, keep_threshold, seed, BLOCK_M,
-            BLOCK_N, True, MASK_D, HAS_DROPOUT, DOT_PRECISION,
+            BLOCK_N, True, MASK_D, HAS_DROPOUT, PTX_DROPOUT, DOT_PRECISION,
         )  # fmt: skip
     offsets = start * stride_dt + head * stride_dh + offs_m[:, None] * stride_dt + offs_d[None, :]
     mask = m_valid[:, None] & d_valid[None, :]

@@ -10,12 +10,17 @@ is `start` in the packed stream of T tokens. Write i = 16a + 8h' + r (r < 8, h' 
 
 is at least `threshold` = round(256 p), at most 255; kept elements are scaled by 256 / (256 - threshold). So the
 probability is realised in steps of 1/256, with 7 Philox rounds, as in FlashAttention-2's own CUDA kernels, and one
-Philox call serves 16 elements: the dropout loops cost 1.4-1.7x the instructions of the loops without it
-(benchmarks/results/sm90_static.md), where one Philox-4x32-10 per element (tl.rand) cost 5.4x. Those 16 are (i, i +
-8) x (j, j + 1, j + 8, j + 9, ..., j + 24, j + 25) for i, j with bits 3 (and 0, 3, 4 of j) clear: the elements one
-thread holds in the tensor-core accumulator layouts (mma.sync and wgmma both give a thread rows r and r + 8 and the
-column pair 2c, 2c + 1 of every 8 columns), so the draws never move between threads. Every kernel computes the score
-tile as queries x keys, so the forward and both backward kernels draw the identical mask from the same code.
+Philox call serves 16 elements. Those 16 are (i, i + 8) x (j, j + 1, j + 8, j + 9, ..., j + 24, j + 25) for i, j with
+bits 3 (and 0, 3, 4 of j) clear: the elements one thread holds in the tensor-core accumulator layouts (mma.sync and
+wgmma both give a thread rows r and r + 8 and the column pair 2c, 2c + 1 of every 8 columns), so the draws never move
+between threads. Every kernel computes the score tile as queries x keys, so the forward and both backward kernels
+draw the identical mask from the same code.
+
+Applying the mask: compiled kernels with 16-bit inputs compare two bytes at once in PTX (DROPOUT_PAIRS_PTX,
+DROPOUT_SELECT_PTX below); the interpreter, fp32 inputs and the 32-query dK/dV tiles compare each byte shifted to the
+top of its word and select. With the PTX, dropout costs the bf16 loops 1.28-1.50x the instructions of the loops
+without it, against 1.37-1.68x before (benchmarks/results/sm90_static.md); one Philox-4x32-10 per element (tl.rand)
+cost 5.4x.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .interpreter import interpreter_on
 from .philox import seed_pointer
 from .utils import attention_head_block, sequence_bucket
 
@@ -67,34 +73,115 @@ def _philox(
 
 
 @triton.jit
-def _dropout_keep(
+def _dropout_draws(
     rng_base,  # int32 scalar: offset + (head * T + start) * max_seqlen
     row0,  # int32: first query of the tile within its sequence, a multiple of 16
     col0,  # int32: first key of the tile within its sequence, a multiple of 32
     max_seqlen,  # counter stride of a query row
-    keep_threshold,  # int32 in [1, 255]: a byte draw >= this keeps its element
     seed,  # Philox key
     BLOCK_M: tl.constexpr,  # queries (tile rows), a multiple of 16
     BLOCK_N: tl.constexpr,  # keys (tile columns), a multiple of 32
+    AT_TOP: tl.constexpr,  # each element's byte moved to the top of its word; else the word as drawn
 ):
-    """Keep mask [BLOCK_M, BLOCK_N] of the tile at (row0, col0): one Philox call per 16 elements (module
-    docstring). The call's counters form a [BLOCK_M / 16, 8, BLOCK_N / 32, 4] grid (a, r, g, c); the 16 byte draws
-    of each call are joined as new trailing dimensions and permuted into place, so no draw is computed twice."""
+    """[BLOCK_M, BLOCK_N] uint32, for each element of the tile at (row0, col0) the Philox word that holds its byte
+    draw: one Philox call per 16 elements (module docstring). The call's counters form a [BLOCK_M / 16, 8,
+    BLOCK_N / 32, 4] grid (a, r, g, c); the call's words, each shifted (AT_TOP) or repeated four times, are joined
+    as new trailing dimensions and permuted into place, so no draw is computed twice."""
     rows = row0 + 16 * tl.arange(0, BLOCK_M // 16)[:, None] + tl.arange(0, 8)[None, :]  # [BLOCK_M/16, 8]
     cols = col0 + 32 * tl.arange(0, BLOCK_N // 32)[:, None] + 2 * tl.arange(0, 4)[None, :]  # [BLOCK_N/32, 4]
     counter = rng_base + rows[None, :, :, None] * max_seqlen + cols[:, None, None, :]  # [g, a, r, c]
     w0, w1, w2, w3 = _philox(seed, counter)
-    # Each byte shifted to the top of its word compares against the threshold shifted there too (unsigned):
-    # (word << 8 * (3 - k)) >= threshold << 24 exactly when byte k >= threshold. Joins add trailing dimensions
-    # (d, h') per word, then (w mod 2, w div 2) across the words.
-    draws = tl.join(
-        tl.join(tl.join(tl.join(w0 << 24, w0 << 16), tl.join(w0 << 8, w0)),
-                tl.join(tl.join(w1 << 24, w1 << 16), tl.join(w1 << 8, w1))),
-        tl.join(tl.join(tl.join(w2 << 24, w2 << 16), tl.join(w2 << 8, w2)),
-                tl.join(tl.join(w3 << 24, w3 << 16), tl.join(w3 << 8, w3))),
-    )  # [g, a, r, c, d, h', w mod 2, w div 2]  # fmt: skip
-    draws = tl.reshape(tl.permute(draws, 1, 5, 2, 0, 7, 6, 3, 4), BLOCK_M, BLOCK_N)
+    # Joins add trailing dimensions (d, h') per word, then (w mod 2, w div 2) across the words; byte 2h' + d of a
+    # word is its element's draw. AT_TOP: (word << 8 * (3 - k)) has byte k at the top.
+    if AT_TOP:
+        draws = tl.join(
+            tl.join(tl.join(tl.join(w0 << 24, w0 << 16), tl.join(w0 << 8, w0)),
+                    tl.join(tl.join(w1 << 24, w1 << 16), tl.join(w1 << 8, w1))),
+            tl.join(tl.join(tl.join(w2 << 24, w2 << 16), tl.join(w2 << 8, w2)),
+                    tl.join(tl.join(w3 << 24, w3 << 16), tl.join(w3 << 8, w3))),
+        )  # [g, a, r, c, d, h', w mod 2, w div 2]  # fmt: skip
+    else:
+        draws = tl.join(
+            tl.join(tl.join(tl.join(w0, w0), tl.join(w0, w0)), tl.join(tl.join(w1, w1), tl.join(w1, w1))),
+            tl.join(tl.join(tl.join(w2, w2), tl.join(w2, w2)), tl.join(tl.join(w3, w3), tl.join(w3, w3))),
+        )  # fmt: skip
+    return tl.reshape(tl.permute(draws, 1, 5, 2, 0, 7, 6, 3, 4), BLOCK_M, BLOCK_N)
+
+
+@triton.jit
+def _dropout_keep(rng_base, row0, col0, max_seqlen, keep_threshold, seed, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr):  # fmt: skip
+    """Keep mask [BLOCK_M, BLOCK_N] of the tile at (row0, col0) (`_dropout_draws`; keep_threshold in [1, 255]): the
+    byte at the top of its word compares against the threshold shifted there too (unsigned), so
+    (word << 8 * (3 - k)) >= threshold << 24 exactly when byte k >= threshold."""
+    draws = _dropout_draws(rng_base, row0, col0, max_seqlen, seed, BLOCK_M, BLOCK_N, True)
     return draws >= keep_threshold.to(tl.uint32) << 24
+
+
+# Compiled kernels with 16-bit inputs apply the mask in PTX, four elements per asm statement (pack=4): the four
+# that a tensor-core accumulator layout (mma.sync and wgmma alike) gives one thread in consecutive registers, (r, 2c),
+# (r, 2c + 1), (r + 8, 2c), (r + 8, 2c + 1), whose draws are bytes 0-3 of one Philox word (module docstring). The
+# word ($ after the values; its four copies are one register) goes into two registers of two 16-bit halves, one byte
+# each (PRMT with a zero: halves b0 | b1 << 16 and b2 | b3 << 16); a half 0x00bb read as an fp16 (subnormal, no
+# flush) is ordered as the byte is, so one fp16x2 comparison with the threshold in both halves decides two elements.
+# FlashAttention-2's CUDA kernels mask their 16-bit values the same way (benchmarks/results/sm90_peer_flash.md).
+# The interpreter runs no PTX: tests/kernels/test_attention_dropout_ptx.py runs these statements' arithmetic on every
+# byte and threshold, and checks that the compiled kernels give them operands in a tensor-core layout.
+
+# Four bf16/fp16 values, two per register ($2: row r, $3: row r + 8), masked in pairs: HSET2 gives 0xFFFF (keep) or 0
+# per half, an AND applies it. Three instructions per two elements, where a compare and a select cost four.
+DROPOUT_PAIRS_PTX: tl.constexpr = tl.constexpr("""{
+.reg .b32 lo, hi;
+prmt.b32 lo, $4, 0, 0x4140;
+prmt.b32 hi, $4, 0, 0x4342;
+set.ge.u32.f16x2 lo, lo, $8;
+set.ge.u32.f16x2 hi, hi, $8;
+and.b32 $0, $2, lo;
+and.b32 $1, $3, hi;
+}""")
+
+# Four 32-bit values ($4-$7) kept or zeroed: ptxas turns each two fp16 comparisons into one HSETP2 that sets two
+# predicates, and a select per element follows (two instructions per element with the PRMT, where the byte's shift,
+# a compare and a select cost 2.75).
+DROPOUT_SELECT_PTX: tl.constexpr = tl.constexpr("""{
+.reg .b32 lo, hi;
+.reg .f16 b0, b1, b2, b3, t, u;
+.reg .pred k0, k1, k2, k3;
+prmt.b32 lo, $8, 0, 0x4140;
+prmt.b32 hi, $8, 0, 0x4342;
+mov.b32 {b0, b1}, lo;
+mov.b32 {b2, b3}, hi;
+mov.b32 {t, u}, $12;
+setp.ge.f16 k0, b0, t;
+setp.ge.f16 k1, b1, t;
+setp.ge.f16 k2, b2, t;
+setp.ge.f16 k3, b3, t;
+selp.b32 $0, $4, 0, k0;
+selp.b32 $1, $5, 0, k1;
+selp.b32 $2, $6, 0, k2;
+selp.b32 $3, $7, 0, k3;
+}""")
+
+
+@triton.jit
+def _dropout_zero_pairs(p, words, keep_threshold):
+    """`p` [BLOCK_M, BLOCK_N] (bf16 or fp16, a tensor-core accumulator layout) with the dropped elements set to 0,
+    given `words` = _dropout_draws(..., AT_TOP=False): bitwise where(keep, p, 0) (DROPOUT_PAIRS_PTX)."""
+    pattern = (keep_threshold * 0x10001).to(tl.uint32)  # the threshold in both halves
+    return tl.inline_asm_elementwise(
+        DROPOUT_PAIRS_PTX, "=r,=r,r,r,r,r,r,r,r,r,r,r", [p, words, pattern], dtype=p.dtype, is_pure=True, pack=4
+    )
+
+
+@triton.jit
+def _dropout_select(x, words, keep_threshold):
+    """`x` [BLOCK_M, BLOCK_N] fp32 in a tensor-core accumulator layout with the dropped elements set to 0, given
+    `words` = _dropout_draws(..., AT_TOP=False): bitwise where(keep, x, 0) (DROPOUT_SELECT_PTX)."""
+    pattern = (keep_threshold * 0x10001).to(tl.uint32)
+    return tl.inline_asm_elementwise(
+        DROPOUT_SELECT_PTX, "=r,=r,=r,=r,r,r,r,r,r,r,r,r,r,r,r,r", [x, words, pattern], dtype=x.dtype, is_pure=True,
+        pack=4,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -164,5 +251,7 @@ def launch_args(q: torch.Tensor, max_seqlen: int, softmax_scale: float, keep_thr
         BLOCK_D=block_d,
         MASK_D=head_dim != block_d,
         HAS_DROPOUT=keep_threshold > 0,
+        # the PTX masks assume a tensor-core accumulator layout (16-bit tiles); the interpreter runs no PTX
+        PTX_DROPOUT=keep_threshold > 0 and q.dtype != torch.float32 and not interpreter_on(),
         DOT_PRECISION=precision if q.dtype == torch.float32 else "tf32",
     )
