@@ -157,10 +157,11 @@ def test_dropout_reproducible_by_seed():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_gpu_dropout_draws_the_reference_mask_in_compiled_kernels(dtype):
     """The compiled kernels (not the interpreter) draw the reference's mask: rows of VL-BERT's lengths, p = 0.1,
-    a seed; fp32 "ieee" against the fp32 reference, bf16 against the bf16-input reference within bf16 rounding."""
+    a seed; fp32 "ieee" against the fp32 reference (compare and select), bf16 and fp16 (the PTX masks,
+    kernels/attention_common.py) against the reference on the same inputs within their rounding."""
     lengths = [100, 1, 256, 37, 181, 64]
     q, k, v, cu, max_len, grad_out = packed_qkv(lengths, 4, 64, dtype)
     q, k, v = (t.detach().cuda().requires_grad_(True) for t in (q, k, v))
@@ -169,6 +170,40 @@ def test_gpu_dropout_draws_the_reference_mask_in_compiled_kernels(dtype):
     want = output_and_grads(varlen_attention, q, k, v, grad_out.cuda(), backend="reference", **args)
     atol, rtol = (2e-4, 1e-4) if dtype == torch.float32 else (3e-2, 2e-2)
     assert_all_close(got, want, atol, rtol)
+
+
+@pytest.mark.parametrize(
+    "dtype, device",
+    [
+        (torch.float16, "cpu"),  # the interpreter has no bf16
+        pytest.param(torch.float16, "cuda", marks=pytest.mark.gpu),
+        pytest.param(torch.bfloat16, "cuda", marks=pytest.mark.gpu),
+    ],
+)
+def test_dropout_masks_read_back_exactly(dtype, device):
+    """The kernels' masks element by element (on a GPU the PTX masks of 16-bit inputs, under the interpreter the
+    compare and select): zero queries make every probability 1/L, so values one-hot in the key give out[i, j] =
+    keep[i, j] x scale / L (the forward's mask), and output gradients one-hot in the query give dV[j, i] =
+    keep[i, j] x scale / L (the dK/dV kernel's)."""
+    from vlbert_fast.ops.attention import attention_dropout_keep, dropout_keep_threshold
+
+    length, heads, dim, seed, offset = 64, 2, 64, 2**33 + 17, 5
+    total = 2 * length
+    one_hot = torch.eye(length, dim).repeat(2, 1)[:, None, :].expand(total, heads, dim).to(dtype).to(device)
+    q = torch.zeros(total, heads, dim, dtype=dtype, device=device, requires_grad=True)
+    k = torch.randn(total, heads, dim, dtype=dtype, device=device, requires_grad=True)
+    v = one_hot.clone().requires_grad_(True)
+    cu = torch.tensor([0, length, total], dtype=torch.int32, device=device)
+    out = varlen_attention(q, k, v, cu, length, dropout_p=0.1, seed=seed, offset=offset, backend="triton")
+    out.backward(one_hot)
+    _, scale = dropout_keep_threshold(0.1)
+    for start in (0, length):
+        keep = attention_dropout_keep(seed, offset, start, length, heads, total, length, 0.1, torch.device(device))
+        rows = slice(start, start + length)
+        forward = out[rows].float().permute(1, 0, 2) * length / scale  # [heads, query, key]
+        assert torch.equal(forward.round().bool(), keep)
+        grad_v = v.grad[rows].float().permute(1, 2, 0) * length / scale  # [heads, query, key]
+        assert torch.equal(grad_v.round().bool(), keep)
 
 
 @pytest.mark.gpu
