@@ -22,7 +22,15 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention_common import _dropout_draws, _dropout_keep, _dropout_select, _load_rows, _sequence_block, launch_args
+from .attention_common import (
+    _dropout_draws,
+    _dropout_draws_by_element,
+    _dropout_keep,
+    _dropout_select,
+    _load_rows,
+    _sequence_block,
+    launch_args,
+)
 from .utils import attention_configs, attention_head_block, prune_attention_configs
 
 AUTOTUNE_KEY = ["seq_bucket", "BLOCK_D", "MASK_D", "HAS_DROPOUT", "DOT_PRECISION"]
@@ -102,13 +110,17 @@ def _dkdv_step(
     if HAS_DROPOUT:
         # One select serves both products: with the kept probabilities kept = M * P, dS' = P * (M * dP - delta) =
         # kept * dP - P * delta (a multiply and an FMA, as P * (dP - delta) costs without dropout).
-        if PTX_DROPOUT and BLOCK_M >= 64:  # 32-query tiles (mma.sync, warps side by side) spill with it (32 B)
-            words = _dropout_draws(rng_base, m0, col0, max_seqlen, seed, BLOCK_M, BLOCK_N, False)
+        # Where the tile's warps may split a draw's keys (16-32 queries: the 16-bit mma.sync tiles and the FMA
+        # tiles) each element draws its own word; measured on the scorecard, the TF32 tiles do better joined.
+        if BLOCK_M < 64 and (PTX_DROPOUT or DOT_PRECISION == "ieee"):
+            words = _dropout_draws_by_element(rng_base, m0, col0, max_seqlen, seed, BLOCK_M, BLOCK_N, not PTX_DROPOUT)
+        else:
+            words = _dropout_draws(rng_base, m0, col0, max_seqlen, seed, BLOCK_M, BLOCK_N, not PTX_DROPOUT)
+        if PTX_DROPOUT:
             kept = _dropout_select(p, words, keep_threshold)
         else:
-            keep = _dropout_keep(rng_base, m0, col0, max_seqlen, keep_threshold, seed, BLOCK_M, BLOCK_N)
             zero = (delta * 0.0)[:, None]  # not foldable: the select stays on fp32 values (kernels/attention.py)
-            kept = tl.where(keep, p, zero)
+            kept = tl.where(words >= keep_threshold.to(tl.uint32) << 24, p, zero)
         pd = p * delta[:, None]
         dv += tl.dot(tl.trans(kept.to(do.dtype)), do, input_precision=DOT_PRECISION)
         ds = kept * dp - pd

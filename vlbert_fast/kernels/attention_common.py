@@ -17,10 +17,10 @@ between threads. Every kernel computes the score tile as queries x keys, so the 
 draw the identical mask from the same code.
 
 Applying the mask: compiled kernels with 16-bit inputs compare two bytes at once in PTX (DROPOUT_PAIRS_PTX,
-DROPOUT_SELECT_PTX below); the interpreter, fp32 inputs and the 32-query dK/dV tiles compare each byte shifted to the
-top of its word and select. With the PTX, dropout costs the bf16 loops 1.28-1.50x the instructions of the loops
-without it, against 1.37-1.68x before (benchmarks/results/sm90_static.md); one Philox-4x32-10 per element (tl.rand)
-cost 5.4x.
+DROPOUT_SELECT_PTX below); the interpreter and fp32 inputs compare each byte shifted to the top of its word and
+select. With the PTX, dropout costs the bf16 loops 1.28-1.50x the instructions of the loops without it (1.54x on the
+32-query dK/dV tiles of head dim 128), against 1.37-1.68x before (benchmarks/results/sm90_static.md); one
+Philox-4x32-10 per element (tl.rand) cost 5.4x.
 """
 
 from __future__ import annotations
@@ -106,6 +106,27 @@ def _dropout_draws(
             tl.join(tl.join(tl.join(w2, w2), tl.join(w2, w2)), tl.join(tl.join(w3, w3), tl.join(w3, w3))),
         )  # fmt: skip
     return tl.reshape(tl.permute(draws, 1, 5, 2, 0, 7, 6, 3, 4), BLOCK_M, BLOCK_N)
+
+
+@triton.jit
+def _dropout_draws_by_element(
+    rng_base, row0, col0, max_seqlen, seed, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, AT_TOP: tl.constexpr
+):
+    """What `_dropout_draws` returns, computed in the tile's own layout: each element's counter and word from its
+    indices, the Philox calls that elements of one thread share computed once (LLVM merges them), none moved between
+    threads. For tiles whose layout splits a draw's 32 keys between warps (32-query dK/dV tiles: mma.sync, warps side
+    by side across the keys), where `_dropout_draws`'s joined words go through shared memory; a call is then computed
+    by each warp that needs some of its words."""
+    i = tl.arange(0, BLOCK_M)[:, None]
+    j = tl.arange(0, BLOCK_N)[None, :]
+    counter = rng_base + (row0 + (i & ~8)) * max_seqlen + col0 + (j & ~0b11001)
+    w0, w1, w2, w3 = _philox(seed, counter)
+    w = (j >> 3) & 3
+    word = tl.where(w == 0, w0, tl.where(w == 1, w1, tl.where(w == 2, w2, w3)))
+    if AT_TOP:
+        byte = 2 * ((i >> 3) & 1) + (j & 1)
+        word = word << (8 * (3 - byte)).to(tl.uint32)
+    return word
 
 
 @triton.jit
