@@ -105,12 +105,18 @@ def test_dropout_draws_the_reference_mask(dtype):
     assert_all_close(got, want, *TOLERANCES[dtype])
 
 
-def test_dropout_mask_over_several_blocks_in_every_kernel():
+@pytest.mark.parametrize(
+    "dtype, precision", [(torch.float32, "ieee"), (torch.float32, "tf32"), (torch.float16, "tf32")]
+)
+def test_dropout_mask_over_several_blocks_in_every_kernel(dtype, precision):
     """Rows of 70 and 33 tokens: several query blocks of 16 and key blocks of 32 (full and ragged), so every bit of
     the draw rule (row bit 3, key bits 0, 3, 4) and every tile offset is exercised in the forward, dK/dV and dQ
-    kernels; the gradients equal the reference's only if all three kernels drew the forward's mask."""
-    got, want = triton_vs_reference([70, 33, 5], 2, 16, torch.float32, dropout_p=0.2, seed=2**40 + 99, offset=3)
-    assert_all_close(got, want, *TOLERANCES[torch.float32])
+    kernels; the gradients equal the reference's only if all three kernels drew the forward's mask. Both ways the
+    dK/dV kernel draws: each element its own word ("ieee"), and the joined words (the others)."""
+    got, want = triton_vs_reference(
+        [70, 33, 5], 2, 16, dtype, dropout_p=0.2, seed=2**40 + 99, offset=3, precision=precision
+    )
+    assert_all_close(got, want, *TOLERANCES[dtype])
 
 
 def test_packed_entry_forward_and_its_one_gradient():
