@@ -272,7 +272,10 @@ def launch_args(q: torch.Tensor, max_seqlen: int, softmax_scale: float, keep_thr
         BLOCK_D=block_d,
         MASK_D=head_dim != block_d,
         HAS_DROPOUT=keep_threshold > 0,
-        # the PTX masks assume a tensor-core accumulator layout (16-bit tiles); the interpreter runs no PTX
-        PTX_DROPOUT=keep_threshold > 0 and q.dtype != torch.float32 and not interpreter_on(),
+        # the PTX masks assume a tensor-core accumulator layout (16-bit tiles); the interpreter and ROCm run no PTX
+        PTX_DROPOUT=keep_threshold > 0
+        and q.dtype != torch.float32
+        and not interpreter_on()
+        and torch.version.hip is None,
         DOT_PRECISION=precision if q.dtype == torch.float32 else "tf32",
     )
