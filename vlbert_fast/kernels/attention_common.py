@@ -147,7 +147,8 @@ def _dropout_keep(rng_base, row0, col0, max_seqlen, keep_threshold, seed, BLOCK_
 # flush) is ordered as the byte is, so one fp16x2 comparison with the threshold in both halves decides two elements.
 # FlashAttention-2's CUDA kernels mask their 16-bit values the same way (benchmarks/results/sm90_peer_flash.md).
 # The interpreter runs no PTX: tests/kernels/test_attention_dropout_ptx.py runs these statements' arithmetic on every
-# byte and threshold, and checks that the compiled kernels give them operands in a tensor-core layout.
+# byte and threshold, and the scorecard (benchmarks/sm90_static.py, inline_asm) checks that the compiled kernels give
+# them their operands in a tensor-core layout.
 
 # Four bf16/fp16 values, two per register ($2: row r, $3: row r + 8), masked in pairs: HSET2 gives 0xFFFF (keep) or 0
 # per half, an AND applies it. Three instructions per two elements, where a compare and a select cost four.
@@ -197,7 +198,8 @@ def _dropout_zero_pairs(p, words, keep_threshold):
 @triton.jit
 def _dropout_select(x, words, keep_threshold):
     """`x` [BLOCK_M, BLOCK_N] fp32 in a tensor-core accumulator layout with the dropped elements set to 0, given
-    `words` = _dropout_draws(..., AT_TOP=False): bitwise where(keep, x, 0) (DROPOUT_SELECT_PTX)."""
+    `words` from _dropout_draws or _dropout_draws_by_element with AT_TOP=False: bitwise where(keep, x, 0)
+    (DROPOUT_SELECT_PTX)."""
     pattern = (keep_threshold * 0x10001).to(tl.uint32)
     return tl.inline_asm_elementwise(
         DROPOUT_SELECT_PTX, "=r,=r,=r,=r,r,r,r,r,r,r,r,r,r,r,r,r", [x, words, pattern], dtype=x.dtype, is_pure=True,
