@@ -57,9 +57,9 @@ def run_ptx(text: str, operands: dict[int, np.ndarray]) -> dict[int, np.ndarray]
         if not statement or statement.startswith(".reg"):
             continue
         op, rest = statement.split(None, 1)
-        if op == "mov.b32" and rest.startswith("{"):
-            names, source = re.match(r"\{\s*(\w+),\s*(\w+)\s*\},\s*(\S+)", rest).group(1, 2), value(rest.split(",")[-1])
-            regs[names[0]], regs[names[1]] = source & np.uint64(0xFFFF), source >> np.uint64(16)
+        if op == "mov.b32" and rest.startswith("{"):  # unpack: the first name takes the low half
+            low, high, source = re.match(r"\{\s*(\w+),\s*(\w+)\s*\},\s*(\S+)", rest).groups()
+            regs[low], regs[high] = value(source) & np.uint64(0xFFFF), value(source) >> np.uint64(16)
             continue
         args = [a.strip() for a in rest.split(",")]
         if op == "prmt.b32":
