@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import sass_metrics as sm
+from .sm90_static import ATTENTION_KERNELS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = [
@@ -201,12 +202,7 @@ def our_rows(card: Path) -> list[dict]:
     rows = []
     with open(card, newline="") as f:
         for r in csv.DictReader(f):
-            if (
-                r["variant"].startswith(OURS_VARIANT)
-                and r["dtype"] == "bf16"
-                and r["kernel"] != ("_attn_bwd_preprocess_kernel")
-                and r["kernel"].startswith("_attn")
-            ):
+            if r["variant"].startswith(OURS_VARIANT) and r["dtype"] == "bf16" and r["kernel"] in ATTENTION_KERNELS:
                 block_m, block_n = (int(re.search(rf"{k}=(\d+)", r["config"]).group(1)) for k in ("BLOCK_M", "BLOCK_N"))
                 rows.append({
                     "peer": "ours", "kernel": r["kernel"], "pass": r["variant"].split()[-1],
