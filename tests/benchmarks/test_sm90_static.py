@@ -96,11 +96,11 @@ def test_each_check_fails_on_its_regression():
     for needle, rows in cases.items():
         problems = checks(rows, expect_kernels={"_attn_fwd_kernel"})
         assert any(needle in p for p in problems), (needle, problems)
-    # the 32-query dK/dV tiles (warps side by side across the keys) are held to their own limit
+    # the 32-query dK/dV tiles (warps side by side across the keys) are held to the same limit as every tile
     tile32 = dict(kernel="_attn_bwd_dkdv_kernel", config="BLOCK_M=32 BLOCK_N=64 w4 s1")
     at = lambda ratio: [row(**tile32), row(**tile32, dropout="0.1", loop_instr_per_element=str(0.285 * ratio))]  # noqa: E731
-    assert checks(at(1.53), {"_attn_bwd_dkdv_kernel"}) == []
-    assert any("limit 1.55x" in p for p in checks(at(1.57), {"_attn_bwd_dkdv_kernel"}))
+    assert checks(at(1.49), {"_attn_bwd_dkdv_kernel"}) == []
+    assert any("limit 1.5x" in p for p in checks(at(1.53), {"_attn_bwd_dkdv_kernel"}))
     # fp32 "ieee" attention uses FFMA dots (no tensor cores) but may not spill; a fp32 row kernel may (reported, not
     # failed); fp32 "tf32" attention may do neither
     ieee = row(dtype="fp32", variant="hd64 S128 fwd ieee", tensor_cores="none")

@@ -110,9 +110,9 @@ def _dkdv_step(
     if HAS_DROPOUT:
         # One select serves both products: with the kept probabilities kept = M * P, dS' = P * (M * dP - delta) =
         # kept * dP - P * delta (a multiply and an FMA, as P * (dP - delta) costs without dropout).
-        # Where the tile's warps may split a draw's keys (16-32 queries: the 16-bit mma.sync tiles and the FMA
-        # tiles) each element draws its own word; measured on the scorecard, the TF32 tiles do better joined.
-        if BLOCK_M < 64 and (PTX_DROPOUT or DOT_PRECISION == "ieee"):
+        # The FMA tiles of 16 queries draw each element's word in place; measured on the scorecard, every other tile
+        # does better with the joined words (_dropout_draws).
+        if BLOCK_M < 64 and DOT_PRECISION == "ieee":
             words = _dropout_draws_by_element(rng_base, m0, col0, max_seqlen, seed, BLOCK_M, BLOCK_N, not PTX_DROPOUT)
         else:
             words = _dropout_draws(rng_base, m0, col0, max_seqlen, seed, BLOCK_M, BLOCK_N, not PTX_DROPOUT)

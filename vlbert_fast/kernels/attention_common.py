@@ -18,9 +18,8 @@ draw the identical mask from the same code.
 
 Applying the mask: compiled kernels with 16-bit inputs compare two bytes at once in PTX (DROPOUT_PAIRS_PTX,
 DROPOUT_SELECT_PTX below); the interpreter and fp32 inputs compare each byte shifted to the top of its word and
-select. With the PTX, dropout costs the bf16 loops 1.28-1.50x the instructions of the loops without it (1.54x on the
-32-query dK/dV tiles of head dim 128), against 1.37-1.68x before (benchmarks/results/sm90_static.md); one
-Philox-4x32-10 per element (tl.rand) cost 5.4x.
+select. With the PTX, dropout costs the bf16 loops 1.27-1.50x the instructions of the loops without it, against
+1.37-1.68x before (benchmarks/results/sm90_static.md); one Philox-4x32-10 per element (tl.rand) cost 5.4x.
 """
 
 from __future__ import annotations
@@ -85,27 +84,25 @@ def _dropout_draws(
 ):
     """[BLOCK_M, BLOCK_N] uint32, for each element of the tile at (row0, col0) the Philox word that holds its byte
     draw: one Philox call per 16 elements (module docstring). The call's counters form a [BLOCK_M / 16, 8,
-    BLOCK_N / 32, 4] grid (a, r, g, c); the call's words, each shifted (AT_TOP) or repeated four times, are joined
-    as new trailing dimensions and permuted into place, so no draw is computed twice."""
+    BLOCK_N / 32, 4] grid (a, r, g, c); the call's four words are joined as two new trailing dimensions, then each
+    word is repeated (or shifted, AT_TOP) for its four bytes by two more joins, and all is permuted into place, so
+    no draw is computed twice. Words before bytes: where a tile's warps split a call's 32 keys (the 32-query dK/dV
+    tiles, mma.sync with the warps side by side across the keys) the layout conversion then moves a thread's 4 words
+    through shared memory rather than their 16 copies. Head dim 128, bf16: 0.80 instructions per score element (6
+    shared-memory stores, 6 loads and 6 barriers more per loop than without dropout), where the bytes joined first
+    spilled and a call computed by each warp that needs a word of it (_dropout_draws_by_element) cost 0.97."""
     rows = row0 + 16 * tl.arange(0, BLOCK_M // 16)[:, None] + tl.arange(0, 8)[None, :]  # [BLOCK_M/16, 8]
     cols = col0 + 32 * tl.arange(0, BLOCK_N // 32)[:, None] + 2 * tl.arange(0, 4)[None, :]  # [BLOCK_N/32, 4]
     counter = rng_base + rows[None, :, :, None] * max_seqlen + cols[:, None, None, :]  # [g, a, r, c]
     w0, w1, w2, w3 = _philox(seed, counter)
-    # Joins add trailing dimensions (d, h') per word, then (w mod 2, w div 2) across the words; byte 2h' + d of a
-    # word is its element's draw. AT_TOP: (word << 8 * (3 - k)) has byte k at the top.
-    if AT_TOP:
-        draws = tl.join(
-            tl.join(tl.join(tl.join(w0 << 24, w0 << 16), tl.join(w0 << 8, w0)),
-                    tl.join(tl.join(w1 << 24, w1 << 16), tl.join(w1 << 8, w1))),
-            tl.join(tl.join(tl.join(w2 << 24, w2 << 16), tl.join(w2 << 8, w2)),
-                    tl.join(tl.join(w3 << 24, w3 << 16), tl.join(w3 << 8, w3))),
-        )  # [g, a, r, c, d, h', w mod 2, w div 2]  # fmt: skip
+    words = tl.join(tl.join(w0, w1), tl.join(w2, w3))  # [g, a, r, c, w mod 2, w div 2]
+    if AT_TOP:  # byte 2h' + d to the top: shifted by 8 (1 - d), then by 16 (1 - h')
+        draws = tl.join(words << 8, words)
+        draws = tl.join(draws << 16, draws)
     else:
-        draws = tl.join(
-            tl.join(tl.join(tl.join(w0, w0), tl.join(w0, w0)), tl.join(tl.join(w1, w1), tl.join(w1, w1))),
-            tl.join(tl.join(tl.join(w2, w2), tl.join(w2, w2)), tl.join(tl.join(w3, w3), tl.join(w3, w3))),
-        )  # fmt: skip
-    return tl.reshape(tl.permute(draws, 1, 5, 2, 0, 7, 6, 3, 4), BLOCK_M, BLOCK_N)
+        draws = tl.join(words, words)
+        draws = tl.join(draws, draws)  # [g, a, r, c, w mod 2, w div 2, d, h']
+    return tl.reshape(tl.permute(draws, 1, 7, 2, 0, 5, 4, 3, 6), BLOCK_M, BLOCK_N)
 
 
 @triton.jit
@@ -114,9 +111,9 @@ def _dropout_draws_by_element(
 ):
     """What `_dropout_draws` returns, computed in the tile's own layout: each element's counter and word from its
     indices, the Philox calls that elements of one thread share computed once (LLVM merges them), none moved between
-    threads. For tiles whose layout splits a draw's 32 keys between warps (32-query dK/dV tiles: mma.sync, warps side
-    by side across the keys), where `_dropout_draws`'s joined words go through shared memory; a call is then computed
-    by each warp that needs some of its words."""
+    threads; a call is computed by each warp that needs some of its words. For the FMA ("ieee") dK/dV tiles of 16
+    queries, where it measured better than the joined words (hd64: 4 CTAs per SM against 2; hd128: 21.9 against
+    22.3 instructions per element)."""
     i = tl.arange(0, BLOCK_M)[:, None]
     j = tl.arange(0, BLOCK_N)[None, :]
     counter = rng_base + (row0 + (i & ~8)) * max_seqlen + col0 + (j & ~0b11001)
