@@ -179,21 +179,23 @@ def test_gpu_dropout_draws_the_reference_mask_in_compiled_kernels(dtype):
 
 
 @pytest.mark.parametrize(
-    "dtype, device",
+    "dtype, device, dim",
     [
-        (torch.float16, "cpu"),  # the interpreter has no bf16
-        pytest.param(torch.float16, "cuda", marks=pytest.mark.gpu),
-        pytest.param(torch.bfloat16, "cuda", marks=pytest.mark.gpu),
+        (torch.float16, "cpu", 64),  # the interpreter has no bf16
+        pytest.param(torch.float16, "cuda", 64, marks=pytest.mark.gpu),
+        pytest.param(torch.bfloat16, "cuda", 64, marks=pytest.mark.gpu),
+        # head dim 128: the dK/dV tile of 32 queries, whose warps share each Philox call's words through shared memory
+        pytest.param(torch.bfloat16, "cuda", 128, marks=pytest.mark.gpu),
     ],
 )
-def test_dropout_masks_read_back_exactly(dtype, device):
+def test_dropout_masks_read_back_exactly(dtype, device, dim):
     """The kernels' masks element by element (on a GPU the PTX masks of 16-bit inputs, under the interpreter the
     compare and select): zero queries make every probability 1/L, so values one-hot in the key give out[i, j] =
     keep[i, j] x scale / L (the forward's mask), and output gradients one-hot in the query give dV[j, i] =
     keep[i, j] x scale / L (the dK/dV kernel's)."""
     from vlbert_fast.ops.attention import attention_dropout_keep, dropout_keep_threshold
 
-    length, heads, dim, seed, offset = 64, 2, 64, 2**33 + 17, 5
+    length, heads, seed, offset = 64, 2, 2**33 + 17, 5
     total = 2 * length
     one_hot = torch.eye(length, dim).repeat(2, 1)[:, None, :].expand(total, heads, dim).to(dtype).to(device)
     q = torch.zeros(total, heads, dim, dtype=dtype, device=device, requires_grad=True)
@@ -206,10 +208,11 @@ def test_dropout_masks_read_back_exactly(dtype, device):
     for start in (0, length):
         keep = attention_dropout_keep(seed, offset, start, length, heads, total, length, 0.1, torch.device(device))
         rows = slice(start, start + length)
-        forward = out[rows].float().permute(1, 0, 2) * length / scale  # [heads, query, key]
-        assert torch.equal(forward.round().bool(), keep)
-        grad_v = v.grad[rows].float().permute(1, 2, 0) * length / scale  # [heads, query, key]
-        assert torch.equal(grad_v.round().bool(), keep)
+        forward = out[rows].float().permute(1, 0, 2) * length / scale  # [heads, query, key (value dim)]
+        assert torch.equal(forward[..., :length].round().bool(), keep)
+        grad_v = v.grad[rows].float().permute(1, 2, 0) * length / scale  # [heads, query (value dim), key]
+        assert torch.equal(grad_v[:, :length].round().bool(), keep)
+        assert not forward[..., length:].any() and not grad_v[:, length:].any()  # value dims past the one-hot
 
 
 @pytest.mark.gpu
