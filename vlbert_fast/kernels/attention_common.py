@@ -12,9 +12,10 @@ is at least `threshold` = round(256 p), at most 255; kept elements are scaled by
 probability is realised in steps of 1/256, with 7 Philox rounds, as in FlashAttention-2's own CUDA kernels, and one
 Philox call serves 16 elements. Those 16 are (i, i + 8) x (j, j + 1, j + 8, j + 9, ..., j + 24, j + 25) for i, j with
 bits 3 (and 0, 3, 4 of j) clear: the elements one thread holds in the tensor-core accumulator layouts (mma.sync and
-wgmma both give a thread rows r and r + 8 and the column pair 2c, 2c + 1 of every 8 columns), so the draws never move
-between threads. Every kernel computes the score tile as queries x keys, so the forward and both backward kernels
-draw the identical mask from the same code.
+wgmma both give a thread rows r and r + 8 and the column pair 2c, 2c + 1 of every 8 columns its warp holds), so
+where a warp holds 32 consecutive keys the draws never move between threads (the 32-query dK/dV tiles, whose warps
+each hold 8 of them, exchange words through shared memory: _dropout_draws). Every kernel computes the score tile as
+queries x keys, so the forward and both backward kernels draw the identical mask from the same code.
 
 Applying the mask: compiled kernels with 16-bit inputs compare two bytes at once in PTX (DROPOUT_PAIRS_PTX,
 DROPOUT_SELECT_PTX below); the interpreter and fp32 inputs compare each byte shifted to the top of its word and
