@@ -113,7 +113,7 @@ def _dkdv_step(
         # The FMA tiles of 16 queries draw each element's word in place; measured on the scorecard, every other tile
         # does better with the joined words (_dropout_draws).
         if BLOCK_M < 64 and DOT_PRECISION == "ieee":
-            words = _dropout_draws_by_element(rng_base, m0, col0, max_seqlen, seed, BLOCK_M, BLOCK_N, not PTX_DROPOUT)
+            words = _dropout_draws_by_element(rng_base, m0, col0, max_seqlen, seed, BLOCK_M, BLOCK_N)
         else:
             words = _dropout_draws(rng_base, m0, col0, max_seqlen, seed, BLOCK_M, BLOCK_N, not PTX_DROPOUT)
         if PTX_DROPOUT:

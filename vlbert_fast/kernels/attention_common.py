@@ -107,24 +107,20 @@ def _dropout_draws(
 
 
 @triton.jit
-def _dropout_draws_by_element(
-    rng_base, row0, col0, max_seqlen, seed, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, AT_TOP: tl.constexpr
-):
-    """What `_dropout_draws` returns, computed in the tile's own layout: each element's counter and word from its
-    indices, the Philox calls that elements of one thread share computed once (LLVM merges them), none moved between
-    threads; a call is computed by each warp that needs some of its words. For the FMA ("ieee") dK/dV tiles of 16
-    queries, where it measured better than the joined words (hd64: 4 CTAs per SM against 2; hd128: 21.9 against
-    22.3 instructions per element)."""
+def _dropout_draws_by_element(rng_base, row0, col0, max_seqlen, seed, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """What `_dropout_draws(..., AT_TOP=True)` returns, computed in the tile's own layout: each element's counter and
+    word from its indices, the Philox calls that elements of one thread share computed once (LLVM merges them), none
+    moved between threads; a call is computed by each warp that needs some of its words. For the FMA ("ieee") dK/dV
+    tiles of 16 queries (fp32, so never the PTX masks), where it measured better than the joined words (hd64: 4 CTAs
+    per SM against 2; hd128: 21.9 against 22.3 instructions per element)."""
     i = tl.arange(0, BLOCK_M)[:, None]
     j = tl.arange(0, BLOCK_N)[None, :]
     counter = rng_base + (row0 + (i & ~8)) * max_seqlen + col0 + (j & ~0b11001)
     w0, w1, w2, w3 = _philox(seed, counter)
     w = (j >> 3) & 3
     word = tl.where(w == 0, w0, tl.where(w == 1, w1, tl.where(w == 2, w2, w3)))
-    if AT_TOP:
-        byte = 2 * ((i >> 3) & 1) + (j & 1)
-        word = word << (8 * (3 - byte)).to(tl.uint32)
-    return word
+    byte = 2 * ((i >> 3) & 1) + (j & 1)
+    return word << (8 * (3 - byte)).to(tl.uint32)
 
 
 @triton.jit
@@ -196,8 +192,7 @@ def _dropout_zero_pairs(p, words, keep_threshold):
 @triton.jit
 def _dropout_select(x, words, keep_threshold):
     """`x` [BLOCK_M, BLOCK_N] fp32 in a tensor-core accumulator layout with the dropped elements set to 0, given
-    `words` from _dropout_draws or _dropout_draws_by_element with AT_TOP=False: bitwise where(keep, x, 0)
-    (DROPOUT_SELECT_PTX)."""
+    `words` = _dropout_draws(..., AT_TOP=False): bitwise where(keep, x, 0) (DROPOUT_SELECT_PTX)."""
     pattern = (keep_threshold * 0x10001).to(tl.uint32)
     return tl.inline_asm_elementwise(
         DROPOUT_SELECT_PTX, "=r,=r,=r,=r,r,r,r,r,r,r,r,r,r,r,r,r", [x, words, pattern], dtype=x.dtype, is_pure=True,
