@@ -10,7 +10,6 @@ from vlbert_fast.config import RunConfig, load_config, to_dict
 from vlbert_fast.engine.checkpoint import (
     RESUME_FREE_KEYS,
     ConfigChangedError,
-    _write_atomic,
     check_config,
     config_diff,
     config_hash,
@@ -82,12 +81,6 @@ def test_prune_keeps_the_last_k_complete_and_drops_torn_saves(tmp_path):
     assert sorted(p.name for p in removed) == ["step2", "step4", "step5"]
     assert sorted(p.name for p in ckpt.iterdir()) == ["step6", "step8", "step8_universal"]
     assert prune(ckpt, keep_last_k=0, current=ckpt / "step8") == []
-
-
-def test_atomic_write_leaves_no_temporary(tmp_path):
-    _write_atomic(tmp_path / LATEST, "step4")
-    _write_atomic(tmp_path / LATEST, "step6")
-    assert [p.name for p in tmp_path.iterdir()] == [LATEST] and (tmp_path / LATEST).read_text() == "step6"
 
 
 def test_config_guard():

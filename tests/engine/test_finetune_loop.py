@@ -65,6 +65,7 @@ def test_run_directory_and_log(run):
     assert [r["step"] for r in train_rows] == [2, 4, 6]
     assert all(r["loss/vqa"] == r["loss"] and r["samples_per_s"] > 0 for r in train_rows)
     assert [r["step"] for r in eval_rows] == [4, 6]
+    assert all(r["epoch"] == r["step"] / 8 and "accuracy" not in r for r in eval_rows)  # the val/ keys only
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["val_samples"] == 40  # 2 questions x 20 of the 30 held-out images
     assert [e["step"] for e in summary["evals"]] == [4, 6]

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import time
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, to_dict
-from ..data.formats.paths import fsync_path
+from ..data.formats.paths import fsync_path, write_atomic
 from ..model.checkpoint_dir import (
     CLIENT_KEY,
     LATEST,
@@ -215,17 +214,6 @@ def set_rng_states(states: dict) -> None:
 # save and load
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Replaces `path` by `text` durably: a temporary file, fsynced, renamed over it, and the rename fsynced."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-
-
 def prune(ckpt_dir: Path, keep_last_k: int, current: Path) -> list[Path]:
     """Deletes tag directories beyond the newest `keep_last_k` complete ones, and unfinished saves."""
     if keep_last_k == 0:
@@ -299,8 +287,8 @@ def save(engine, cfg: RunConfig, info: DistInfo, state: TrainState, scheduler, l
             "config": config,
             MANIFEST_KEY: dict(sorted(manifest.items())),
         }
-        _write_atomic(tag_dir / MARKER, json.dumps(marker, indent=1) + "\n")
-        _write_atomic(ckpt_dir / LATEST, tag)
+        write_atomic(tag_dir / MARKER, json.dumps(marker, indent=1) + "\n")
+        write_atomic(ckpt_dir / LATEST, tag)
         prune(ckpt_dir, cfg.engine.keep_last_k, tag_dir)
     barrier()
     return tag_dir

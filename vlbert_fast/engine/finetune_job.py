@@ -58,7 +58,7 @@ class FinetuneJob:
             )
         return cfg.init_from
 
-    def build_data(self, info: DistInfo) -> None:
+    def build_data(self, info: DistInfo) -> list[str]:
         cfg = self.cfg
         self.info = info
         # The main rank first: it generates the synthetic data and writes the answer vocabulary the others then read.
@@ -83,6 +83,7 @@ class FinetuneJob:
             collate_fn=partial(collate_task, self.task),
             num_workers=train.num_workers,
         )
+        return []
 
     def build_model(self, info: DistInfo, init_from: str) -> tuple[torch.nn.Module, list[str]]:
         cfg = self.cfg
@@ -112,9 +113,6 @@ class FinetuneJob:
 
     def why_random(self) -> str:
         return "init_from is empty: every weight starts from random initialisation"
-
-    def notes(self) -> list[str]:
-        return []
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
@@ -165,20 +163,11 @@ class FinetuneJob:
             f"eval step {state.step} (epoch {row['epoch']:.2f}) | val ({len(predictions)} samples): {text} | "
             f"{time.perf_counter() - start:.1f} s"
         )
-        if logger.enabled:
-            logger.write_row(
-                {
-                    "time": time.time(),
-                    **{k: v for k, v in row.items() if k != "split"},
-                    **{f"val/{k}": v for k, v in metrics.items()},
-                }
-            )
-            for k, v in metrics.items():
-                logger.tb.add_scalar(f"val/{k}", v, state.step)
-            if final:
+        logger.log_eval(state.step, metrics, epoch=row["epoch"])
+        if final:
+            if logger.enabled:  # the main rank writes the predictions
                 out = Path(cfg.run_dir) / "predictions"
                 row["predictions"] = str(self.task.write_predictions(predictions, "val", out))
-        if final:
             self.final = row
 
     def end_of_training(self, run) -> None:

@@ -3,10 +3,11 @@ on a task (engine/finetune_job.py) implement it. The loop calls, in order:
 
     initial_weights()                before the process group: the weights a fresh run starts from ('' for random),
                                      an error naming what is missing before any work
-    build_data(info)                 datasets, sampler, loader (every rank; the main rank may go first)
+    build_data(info)                 datasets, sampler, loader (every rank; the main rank may go first); returns
+                                     notes for the start-up log
     build_model(info, init_from)     the model, seeded alike on every rank, and what was loaded into it
     max_steps(), steps_per_epoch()   the run's length and an epoch's optimizer steps (the "step" schedule)
-    data_source(), describe(), why_random(), notes()  the start-up log's words
+    data_source(), describe(), why_random()   the start-up log's words
     start(state)                     position the data at the resumed epoch and batch
     next_batch(run)                  the next micro batch on the device (moving to the next epoch when one ends)
     forward(engine, batch)           (loss, its parts for the log)
@@ -36,7 +37,7 @@ class Job(Protocol):
 
     def initial_weights(self) -> str: ...
 
-    def build_data(self, info) -> None: ...
+    def build_data(self, info) -> list[str]: ...
 
     def build_model(self, info, init_from: str) -> tuple[torch.nn.Module, list[str]]: ...
 
@@ -49,8 +50,6 @@ class Job(Protocol):
     def describe(self) -> str: ...
 
     def why_random(self) -> str: ...
-
-    def notes(self) -> list[str]: ...
 
     def start(self, state) -> None: ...
 

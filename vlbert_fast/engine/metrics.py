@@ -1,6 +1,6 @@
 """Metrics of a run: one log line every N steps, a row in metrics.jsonl and TensorBoard scalars (main rank only),
-the sums of a log window, and the end-of-run summary. Every line starts with the local time; a step line has the ETA
-at the last window's pace and the FLOP rate with the prefix that suits it (GFLOP/s on a CPU, TFLOP/s on a GPU).
+and the sums of a log window. Every line starts with the local time; a step line has the ETA at the last window's
+pace and the FLOP rate with the prefix that suits it (GFLOP/s on a CPU, TFLOP/s on a GPU).
 
 metrics.jsonl reads as one run: a resumed run first drops the rows after its checkpoint's step (the dead run logged
 them; they are logged again), a fresh start moves an earlier run's file aside to metrics.previous.jsonl, and a row
@@ -22,6 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+
+from ..data.formats.paths import write_atomic
 
 
 def memory_gb(device: torch.device) -> float:
@@ -104,9 +106,7 @@ def truncate_jsonl(path: Path, after_step: int) -> None:
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     steps = [(line, _row_step(line)) for line in lines if line.strip()]
     kept = [line for line, step in steps if step is not None and step <= after_step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def json_row(row: dict) -> str:
@@ -174,12 +174,12 @@ class MetricsLogger:
                 self.tb.add_scalar(key if "/" in key else f"train/{key}", value, step)
         self.print(format_line(step, self.max_steps, metrics))
 
-    def log_eval(self, step: int, values: dict[str, float]) -> None:
-        """An evaluation at `step`: a metrics.jsonl row of its own ({"step", "time", "val/..."}) and TensorBoard
-        scalars under val/."""
+    def log_eval(self, step: int, values: dict[str, float], **extra) -> None:
+        """An evaluation at `step`: a metrics.jsonl row of its own ({"step", "time", **extra, "val/..."}) and
+        TensorBoard scalars under val/."""
         if not self.enabled:
             return
-        self.write_row({"step": step, "time": time.time(), **{f"val/{k}": v for k, v in values.items()}})
+        self.write_row({"step": step, "time": time.time(), **extra, **{f"val/{k}": v for k, v in values.items()}})
         for key, value in values.items():
             self.tb.add_scalar(f"val/{key}", value, step)
 
@@ -222,30 +222,3 @@ class Window:
 
     def means(self) -> dict[str, float]:
         return {k: float(v) / self.loss_count[k] for k, v in self.loss_sum.items()}
-
-
-def format_summary(s: dict) -> str:
-    lines = ["== summary ==", f"trained {s['steps']} steps ({s['epochs']} epochs) in {s['train_seconds']:.0f} s"]
-    first, last = s["first_losses"], s["final_losses"]
-    if first is not None and last is not None:
-        parts = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "loss")
-        lines.append(f"loss {first['loss']:.3f} (first log window) -> {last['loss']:.3f} (last: {parts})")
-    acc = s["masked_word_accuracy"]
-    if acc is not None:
-        what = "colour/shape words" if s["probe_words"] else "masked words"
-        lines.append(
-            f"masked {what} on {acc['words']} held-out words: {100 * acc['real']:.1f}% with the real images, "
-            f"{100 * acc['shuffled']:.1f}% with the images shuffled across the batch"
-        )
-    if s["skipped_records"]:
-        lines.append(f"skipped records: {s['skipped_records']}")
-    if s["nonfinite_steps"]:
-        lines.append(f"steps skipped for a non-finite loss or gradient: {s['nonfinite_steps']}")
-    if s["resumed_from"]:
-        lines.append(f"resumed from {s['resumed_from']}")
-    phases = s.get("phase_seconds")
-    if phases:
-        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
-        lines.append(f"wall time {sum(phases.values()):.0f} s after start-up: {parts}")
-    lines.append(f"checkpoint: {s['checkpoint']}")
-    return "\n".join(lines)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from ..config.finetune_run import FinetuneConfig
 from ..tasks import Task, build_task, collate_task
-from .distributed import DistInfo
+from .distributed import DistInfo, all_gather_objects
 
 
 @dataclass
@@ -81,10 +81,5 @@ def predict_split(call, task, dataset, info: DistInfo, batch_size: int, dtype: t
             task_batch = task_batch.to(info.device, dtype)
             predictions = task.predict(call(task_batch), task_batch)
             records += [(j, p) for j, p in zip(indices, predictions, strict=True) if j < n]
-    if info.world_size > 1:
-        import torch.distributed as dist
-
-        gathered: list = [None] * info.world_size
-        dist.all_gather_object(gathered, records)
-        records = [r for part in gathered for r in part]
+    records = [r for part in all_gather_objects(records, info) for r in part]
     return [p for _, p in sorted(records, key=lambda r: r[0])]

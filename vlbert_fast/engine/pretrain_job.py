@@ -27,7 +27,6 @@ from ..tasks.masked_word_probe import masked_word_accuracy
 from .distributed import DistInfo, all_gather_objects
 from .ds_config import gradient_accumulation
 from .job import PHASES
-from .metrics import format_summary
 from .trainer import train
 
 
@@ -73,9 +72,10 @@ class PretrainJob:
     def initial_weights(self) -> str:
         return initial_weights(self.cfg)
 
-    def build_data(self, info: DistInfo) -> None:
+    def build_data(self, info: DistInfo) -> list[str]:
         self.info = info
         self.data = build_pretrain_data(self.cfg, info.rank, info.world_size)
+        return self.data.notes
 
     def build_model(self, info: DistInfo, init_from: str) -> tuple[torch.nn.Module, list[str]]:
         return pretraining_model(self.cfg, info, init_from)
@@ -94,9 +94,6 @@ class PretrainJob:
 
     def why_random(self) -> str:
         return "train.from_scratch=true" if self.cfg.train.from_scratch else "engine.init_from is empty"
-
-    def notes(self) -> list[str]:
-        return self.data.notes
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
@@ -199,6 +196,34 @@ class PretrainJob:
             "checkpoint": str(Path(self.cfg.run_dir) / "checkpoints" / tag_for(state.step)),
         }
         return summary, format_summary(summary)
+
+
+def format_summary(s: dict) -> str:
+    """The summary's text, from summary.json's dict (`PretrainJob.summary`)."""
+    lines = ["== summary ==", f"trained {s['steps']} steps ({s['epochs']} epochs) in {s['train_seconds']:.0f} s"]
+    first, last = s["first_losses"], s["final_losses"]
+    if first is not None and last is not None:
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "loss")
+        lines.append(f"loss {first['loss']:.3f} (first log window) -> {last['loss']:.3f} (last: {parts})")
+    acc = s["masked_word_accuracy"]
+    if acc is not None:
+        what = "colour/shape words" if s["probe_words"] else "masked words"
+        lines.append(
+            f"masked {what} on {acc['words']} held-out words: {100 * acc['real']:.1f}% with the real images, "
+            f"{100 * acc['shuffled']:.1f}% with the images shuffled across the batch"
+        )
+    if s["skipped_records"]:
+        lines.append(f"skipped records: {s['skipped_records']}")
+    if s["nonfinite_steps"]:
+        lines.append(f"steps skipped for a non-finite loss or gradient: {s['nonfinite_steps']}")
+    if s["resumed_from"]:
+        lines.append(f"resumed from {s['resumed_from']}")
+    phases = s.get("phase_seconds")
+    if phases:
+        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
+        lines.append(f"wall time {sum(phases.values()):.0f} s after start-up: {parts}")
+    lines.append(f"checkpoint: {s['checkpoint']}")
+    return "\n".join(lines)
 
 
 def pretrain(cfg: RunConfig) -> dict:

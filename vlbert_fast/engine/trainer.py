@@ -130,7 +130,7 @@ def _run(job: Job, info: DistInfo, resume_from: Path | None, init_from: str, not
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     startup_line(f"start-up: data ({job.data_source()})")
-    job.build_data(info)
+    data_notes = job.build_data(info)
     phase("data")
     startup_line("start-up: model and DeepSpeed engine" + (f" (weights from {init_from})" if init_from else ""))
     model, reports = job.build_model(info, init_from)
@@ -150,7 +150,7 @@ def _run(job: Job, info: DistInfo, resume_from: Path | None, init_from: str, not
     )
     if resume_from is None and not init_from:
         logger.print(f"initialisation: random weights ({job.why_random()})")
-    for line in reports + notes + ([logger.note] if logger.note else []) + job.notes():
+    for line in reports + notes + ([logger.note] if logger.note else []) + data_notes:
         logger.print(line)
     if resume_from is not None:
         logger.print(

@@ -1,6 +1,7 @@
 """`archive.zip@/member` specs: stored and deflated members, plain paths, clear errors, one cache per process."""
 
 import multiprocessing
+import os
 import zipfile
 
 import pytest
@@ -82,3 +83,34 @@ def test_a_forked_process_opens_its_own_archive_handles(tmp_path):
     assert (seen_before, data, open_after) == (0, b"member bytes", 1)  # inherited handles not used, own one opened
     assert read_bytes("z.zip@/m", tmp_path) == b"member bytes"  # the parent's handle still works
     close_archives()
+
+
+def test_write_atomic_replaces_the_whole_file_durably(tmp_path, monkeypatch):
+    target = tmp_path / "index.json"
+    target.write_text("old")
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        calls.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    paths_module.write_atomic(target, "new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["index.json"]
+    # the data reaches the disk before the rename, and the rename before the call returns
+    assert [what for what, _ in calls] == ["fsync", "replace", "fsync"]
+    assert calls[0][1].startswith(str(tmp_path / ".index.json.tmp")) and calls[2][1] == str(tmp_path)
+
+    def killed(src, dst):
+        raise OSError("killed before the rename")
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(OSError, match="killed"):
+        paths_module.write_atomic(target, "newer")
+    assert target.read_text() == "new"  # never torn: the old file or the new one

@@ -43,6 +43,18 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Replaces `path` by `text` durably: a temporary file beside it (named per process), fsynced, renamed over it,
+    and the rename fsynced. A reader, or a kill at any point, sees the old file or the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
 def under(root: Path, name: str) -> Path:
     """`name` as given when absolute, else inside `root` (the data root a config's relative names are read from)."""
     path = Path(name)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import FormatError, SkipCounter
 from .npy_files import NpyAppender, write_npy
-from .paths import fsync_path
+from .paths import write_atomic
 from .regions import RegionRecord, validate
 from .shard_ids import hash_ids, sorted_hash_index
 from .shard_layout import (
@@ -214,13 +214,7 @@ class ShardWriter:
             "num_shards": self.num_shards,
             "stats": self.stats,
         }
-        tmp = self.out_dir / (INDEX_NAME + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as out:
-            json.dump(index, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.out_dir / INDEX_NAME)
-        fsync_path(self.out_dir)
+        write_atomic(self.out_dir / INDEX_NAME, json.dumps(index))
         self.closed = True
         self.stats.update(
             shards=self.num_shards,

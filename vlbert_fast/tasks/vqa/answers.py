@@ -31,6 +31,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ...data.formats.paths import write_atomic
+
 PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
 DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
 PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
@@ -140,9 +142,7 @@ def build_answer_vocab(answer_lists: Iterable[Sequence[str]], size: int) -> list
 
 
 def save_answer_vocab(answers: Sequence[str], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{a}\n" for a in answers), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, "".join(f"{a}\n" for a in answers))
 
 
 def load_answer_vocab(path: Path) -> list[str]:
