@@ -26,7 +26,9 @@ from ..model.flops import batch_training_flops
 from ..model.pretrained import PretrainedError
 from ..model.vlbert_finetuning import build_finetune_model
 from ..tasks import build_task, collate_task
+from .checkpoint import TrainState
 from .distributed import DistInfo, barrier
+from .job import Run
 from .predict import predict_split
 from .trainer import train
 
@@ -116,12 +118,12 @@ class FinetuneJob:
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
-    def start(self, state) -> None:
+    def start(self, state: TrainState) -> None:
         self.state = state
         self.sampler.set_epoch(state.epoch, state.batch_in_epoch)
         self.batches = iter(self.loader)
 
-    def next_batch(self, run):
+    def next_batch(self, run: Run):
         state = self.state
         try:
             task_batch = next(self.batches)
@@ -145,7 +147,7 @@ class FinetuneJob:
     def evaluate_now(self, step: int) -> bool:
         return step % (self.cfg.train.eval_every_steps or self.sampler.steps_per_epoch) == 0
 
-    def evaluate(self, run, final: bool) -> None:
+    def evaluate(self, run: Run, final: bool) -> None:
         """Predictions on the val split (every rank its share), the task's official metric: a log line, a
         metrics.jsonl row, TensorBoard scalars; at the end also the predictions in the task's official format."""
         engine, cfg, state, logger = run.engine, self.cfg, run.state, run.logger
@@ -170,10 +172,10 @@ class FinetuneJob:
                 row["predictions"] = str(self.task.write_predictions(predictions, "val", out))
             self.final = row
 
-    def end_of_training(self, run) -> None:
+    def end_of_training(self, run: Run) -> None:
         pass
 
-    def summary(self, run) -> tuple[dict, str]:
+    def summary(self, run: Run) -> tuple[dict, str]:
         cfg, state = self.cfg, run.state
 
         def loss(m: dict | None) -> float | None:

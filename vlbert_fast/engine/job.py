@@ -15,13 +15,25 @@ on a task (engine/finetune_job.py) implement it. The loop calls, in order:
     evaluate_now(step), evaluate(run, final)   periodic and final evaluation (logged, in metrics.jsonl)
     end_of_training(run)             after the last step, every rank (e.g. merging skip counts)
     summary(run)                     (summary.json's dict, the summary's text)
+
+`Run` is what the loop built for one run (config, ranks, DeepSpeed engine, schedule, logger, state); the loop, its
+steps (engine/steps.py) and the job's calls above read it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import torch
+
+from ..config import RunConfig
+from ..config.finetune_run import FinetuneConfig
+from .checkpoint import TrainState
+from .distributed import DistInfo
+from .faults import FaultInjector
+from .metrics import MetricsLogger
 
 PHASES = ("distributed", "data", "engine", "steps", "checkpoint", "evaluation")
 """Phases of a run whose wall time summary.json (`phase_seconds`) and the summary report: the process group with
@@ -31,15 +43,15 @@ start-up and imports before `train` are not in them."""
 
 
 class Job(Protocol):
-    cfg: object
+    cfg: RunConfig | FinetuneConfig
     data_workers: int
     """Data-loader worker processes per rank (the automatic thread count leaves them their cores)."""
 
     def initial_weights(self) -> str: ...
 
-    def build_data(self, info) -> list[str]: ...
+    def build_data(self, info: DistInfo) -> list[str]: ...
 
-    def build_model(self, info, init_from: str) -> tuple[torch.nn.Module, list[str]]: ...
+    def build_model(self, info: DistInfo, init_from: str) -> tuple[torch.nn.Module, list[str]]: ...
 
     def max_steps(self) -> int: ...
 
@@ -51,9 +63,9 @@ class Job(Protocol):
 
     def why_random(self) -> str: ...
 
-    def start(self, state) -> None: ...
+    def start(self, state: TrainState) -> None: ...
 
-    def next_batch(self, run): ...
+    def next_batch(self, run: Run): ...
 
     def forward(self, engine, batch) -> tuple[torch.Tensor, dict]: ...
 
@@ -61,8 +73,30 @@ class Job(Protocol):
 
     def evaluate_now(self, step: int) -> bool: ...
 
-    def evaluate(self, run, final: bool) -> None: ...
+    def evaluate(self, run: Run, final: bool) -> None: ...
 
-    def end_of_training(self, run) -> None: ...
+    def end_of_training(self, run: Run) -> None: ...
 
-    def summary(self, run) -> tuple[dict, str]: ...
+    def summary(self, run: Run) -> tuple[dict, str]: ...
+
+
+@dataclass
+class Run:
+    """One run's state, built once by `train` and read by the loop, the steps and the job."""
+
+    cfg: RunConfig | FinetuneConfig
+    """Both have model, train (a LoopConfig), engine, seed and run_dir."""
+    info: DistInfo
+    job: Job
+    engine: object
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    dtype: torch.dtype
+    logger: MetricsLogger
+    faults: FaultInjector
+    state: TrainState
+    max_steps: int
+    resumed_from: Path | None = None
+    saved_step: int = -1
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of this process's phases (`PHASES`), reported in summary.json and the summary."""

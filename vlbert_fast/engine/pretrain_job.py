@@ -24,9 +24,10 @@ from ..model.flops import batch_training_flops
 from ..model.hf_bert import missing_bert_message
 from ..model.pretrained import PretrainedError, init_weights_from
 from ..tasks.masked_word_probe import masked_word_accuracy
+from .checkpoint import TrainState
 from .distributed import DistInfo, all_gather_objects
 from .ds_config import gradient_accumulation
-from .job import PHASES
+from .job import PHASES, Run
 from .trainer import train
 
 
@@ -97,12 +98,12 @@ class PretrainJob:
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
-    def start(self, state) -> None:
+    def start(self, state: TrainState) -> None:
         self.state = state
         self.data.set_epoch(state.epoch, state.batch_in_epoch)
         self.batches = iter(self.data.loader)
 
-    def next_batch(self, run):
+    def next_batch(self, run: Run):
         """The next micro batch that holds rows, moving to the next epoch when this one ends."""
         state, data = self.state, self.data
         while True:
@@ -133,7 +134,7 @@ class PretrainJob:
         every = self.cfg.train.eval_every_steps
         return bool(every) and step % every == 0
 
-    def evaluate(self, run, final: bool) -> None:
+    def evaluate(self, run: Run, final: bool) -> None:
         """The masked-word probe on held-out captions (tasks/masked_word_probe.py) at the current step, every
         `train.eval_every_steps` and at the end: a metrics.jsonl row ({"step", "time", "val/real", "val/shuffled",
         "val/words"}), TensorBoard scalars and, except at the end (the summary says it), a log line. Nothing without
@@ -162,19 +163,19 @@ class PretrainJob:
                 f"with the real images, {100 * acc['shuffled']:.1f}% shuffled | {time.perf_counter() - start:.1f} s"
             )
 
-    def end_of_training(self, run) -> None:
+    def end_of_training(self, run: Run) -> None:
         self._report_skips(run)
         counters = all_gather_objects(self.data.counter, run.info)  # every rank takes part in the gather
         for other in counters[1:]:
             self.data.counter.merge(other)  # distinct records over every rank (a record two ranks met counts once)
 
-    def _report_skips(self, run) -> None:
+    def _report_skips(self, run: Run) -> None:
         """At the end of an epoch: the distinct records skipped in it (on this rank); the next epoch counts afresh."""
         if self.epoch_skips.total:
             run.logger.print(f"epoch {self.state.epoch}: {self.epoch_skips.report()}")
         self.epoch_skips = SkipCounter("skip")
 
-    def summary(self, run) -> tuple[dict, str]:
+    def summary(self, run: Run) -> tuple[dict, str]:
         state = run.state
 
         def losses(m: dict | None) -> dict | None:

@@ -8,7 +8,7 @@ and aborts after `engine.max_nonfinite_steps` in a row (naming the last checkpoi
 and logs fp16 loss-scale changes. `log_window` advances the progress display and, at a log step, logs the window
 (`window_metrics` turns its sums into the log line's numbers) and starts the next one.
 
-The `run` these take is the loop's `Run` (engine/trainer.py): cfg, info, job, engine, optimizer, scheduler, faults,
+The `run` these take is the loop's `Run` (engine/job.py): cfg, info, job, engine, optimizer, scheduler, faults,
 state (TrainState) and logger.
 """
 
@@ -23,6 +23,7 @@ import torch
 from . import checkpoint
 from .distributed import all_reduce_sum
 from .guards import TrainingAborted
+from .job import Run
 from .metrics import Window, memory_gb
 
 # torch warns when the scheduler steps without an optimizer step: exactly a skipped (non-finite or fp16 overflow) step,
@@ -73,7 +74,7 @@ class StepOutcome:
     """Samples this rank trained on in the step."""
 
 
-def optimizer_step(run, step: int, accumulation: int, window: Window, log_now: bool) -> StepOutcome:
+def optimizer_step(run: Run, step: int, accumulation: int, window: Window, log_now: bool) -> StepOutcome:
     """The `accumulation` micro batches of optimizer step `step`: the job (engine/job.py) gives each batch on the
     device (`next_batch`), its (loss, parts) (`forward`) and its (samples, tokens, FLOPs) for the log (`measure`)."""
     engine, info, faults, job = run.engine, run.info, run.faults, run.job
@@ -115,7 +116,7 @@ def optimizer_step(run, step: int, accumulation: int, window: Window, log_now: b
     return outcome
 
 
-def after_step(run, step: int, outcome: StepOutcome, window: Window, tracker: StepTracker) -> None:
+def after_step(run: Run, step: int, outcome: StepOutcome, window: Window, tracker: StepTracker) -> None:
     """The schedule, the non-finite bookkeeping and the fp16 loss-scale log of step `step` (module docstring)."""
     state, logger, engine = run.state, run.logger, run.engine
     run.scheduler.step()  # the schedule follows the step counter, skipped steps included
@@ -155,7 +156,7 @@ def after_step(run, step: int, outcome: StepOutcome, window: Window, tracker: St
     tracker.scale, tracker.skipped_by_deepspeed = new_scale, engine.skipped_steps
 
 
-def log_window(run, step: int, window: Window, peak: float | None, log_now: bool) -> Window:
+def log_window(run: Run, step: int, window: Window, peak: float | None, log_now: bool) -> Window:
     """After step `step`: the progress display advances; at a log step the window's metrics are logged and kept as the
     run's first (once) and last, and a fresh window is returned (otherwise `window` itself)."""
     run.logger.advance(step)
@@ -169,7 +170,7 @@ def log_window(run, step: int, window: Window, peak: float | None, log_now: bool
     return Window()
 
 
-def window_metrics(window: Window, run, peak: float | None) -> dict:
+def window_metrics(window: Window, run: Run, peak: float | None) -> dict:
     elapsed = time.perf_counter() - window.start
     samples, tokens, flops = all_reduce_sum([window.samples, window.tokens, window.flops], run.info.device)
     tflops = flops / elapsed / 1e12

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,34 +42,12 @@ from .distributed import DistInfo, all_reduce_sum, comm_failure_message, init_di
 from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
 from .faults import FaultInjector
 from .guards import attach
-from .job import PHASES, Job
+from .job import PHASES, Job, Run
 from .metrics import MetricsLogger, Window, startup_line
 from .optim import build_optimizer, build_scheduler
 from .run_lock import lock_run_dir
 from .save_schedule import SaveSchedule
 from .steps import StepTracker, TrainingAborted, after_step, log_window, optimizer_step
-
-
-@dataclass
-class Run:
-    """One run's state, built once by `train` and read by the loop, the steps and the job."""
-
-    cfg: object
-    """RunConfig or FinetuneConfig: both have model, train (a LoopConfig), engine, seed and run_dir."""
-    info: DistInfo
-    job: Job
-    engine: object
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    dtype: torch.dtype
-    logger: MetricsLogger
-    faults: FaultInjector
-    state: TrainState
-    max_steps: int
-    resumed_from: Path | None = None
-    saved_step: int = -1
-    seconds: dict[str, float] = field(default_factory=dict)
-    """Wall time of this process's phases (`PHASES`), reported in summary.json and the summary."""
 
 
 def build_engine(model: torch.nn.Module, cfg, info: DistInfo, max_steps: int, steps_per_epoch: int = 0):
