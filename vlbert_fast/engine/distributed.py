@@ -8,12 +8,18 @@ On a machine without CUDA, DeepSpeed is told to use its CPU accelerator (gloo) b
 Failure of another rank: gloo notices a dead peer at once (its TCP connection resets) and a hung one after
 `timeout`; NCCL's watchdog aborts a collective after `timeout` as well. Either way a collective raises on the
 surviving ranks, and `comm_failure_message` turns that into a message a user can act on.
+
+At the end of a run, however it ends, `close_distributed` destroys the process group the run created, while the
+interpreter is still whole: left to the interpreter's finalization, gloo's worker threads can outlive it and abort
+the process (SIGABRT, "terminate called without an active exception") after the run has finished its work
+(pytorch/pytorch#190489). Seen once here: a 2-rank run that had aborted as it should (exit status 1) died with -6.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,6 +35,8 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    owns_group: bool = False
+    """Whether `init_distributed` created the process group (and `close_distributed` destroys it)."""
 
     @property
     def is_main(self) -> bool:
@@ -100,7 +108,8 @@ def init_distributed(cfg: EngineConfig | None = None, data_workers: int = 0) -> 
     import torch.distributed as dist
 
     timeout = timedelta(seconds=cfg.dist_timeout_s)
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()  # a group the caller made stays the caller's
+    if owns_group:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if int(os.environ.get("WORLD_SIZE", "1")) == 1:
             skip_shared_memory_op()  # a lone rank all-reduces nothing: no build, no load of the op
@@ -120,7 +129,20 @@ def init_distributed(cfg: EngineConfig | None = None, data_workers: int = 0) -> 
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, owns_group)
+
+
+def close_distributed(info: DistInfo) -> None:
+    """Destroys the process group `init_distributed` created (module docstring); a failure to do so is reported on
+    stderr and does not replace the run's own outcome."""
+    import torch.distributed as dist
+
+    if not (info.owns_group and dist.is_initialized()):
+        return
+    try:
+        dist.destroy_process_group()
+    except Exception as exc:  # the run's result or error stands
+        print(f"vlbert_fast: rank {info.rank}: destroying the process group failed: {exc}", file=sys.stderr, flush=True)
 
 
 # Substrings of the errors gloo, NCCL and the c10d store raise when a peer is gone or silent.

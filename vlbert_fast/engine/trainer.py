@@ -14,7 +14,8 @@ is this file, top to bottom:
    the schedule, a log line, metrics.jsonl row and TensorBoard scalars every `train.log_every` steps, the job's
    evaluation when it asks, a checkpoint every `engine.save_interval_steps` steps and every
    `engine.save_interval_minutes` (engine/save_schedule.py, engine/checkpoint.py);
-5. at the end: a checkpoint, the job's final evaluation, summary.json and the summary.
+5. at the end: a checkpoint, the job's final evaluation, summary.json and the summary; however the run ends, the
+   run directory's lock is released and the process group destroyed (engine/distributed.py `close_distributed`).
 
 Resume (engine.resume): model, optimizer, lr schedule, data position and every rank's RNG states come back, so the
 continued run computes what the uninterrupted one would have (bit for bit on a CPU with engine.deterministic). A
@@ -38,7 +39,14 @@ from ..version import __version__
 from ..vocabulary import PRECISIONS
 from . import checkpoint
 from .checkpoint import TrainState
-from .distributed import DistInfo, all_reduce_sum, comm_failure_message, init_distributed, is_comm_failure
+from .distributed import (
+    DistInfo,
+    all_reduce_sum,
+    close_distributed,
+    comm_failure_message,
+    init_distributed,
+    is_comm_failure,
+)
 from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
 from .faults import FaultInjector
 from .guards import attach
@@ -82,14 +90,16 @@ def train(job: Job) -> dict:
     started = time.perf_counter()
     startup_line(f"start-up: process group (DeepSpeed, world size {os.environ.get('WORLD_SIZE', '1')})")
     info = init_distributed(cfg.engine, data_workers=job.data_workers)
-    gradient_accumulation(cfg, info.world_size)  # a global batch that does not divide: a config error, before any work
-    lock = lock_run_dir(run_dir, info)
-    notes += [lock.note] if lock and lock.note else []
+    lock = None
     try:
+        gradient_accumulation(cfg, info.world_size)  # a global batch that does not divide: a config error, before work
+        lock = lock_run_dir(run_dir, info)
+        notes += [lock.note] if lock and lock.note else []
         return _run(job, info, resume_from, init_from, notes, {"distributed": time.perf_counter() - started})
     finally:
         if lock is not None:
             lock.release()
+        close_distributed(info)  # before the interpreter's finalization (engine/distributed.py)
 
 
 def _run(job: Job, info: DistInfo, resume_from: Path | None, init_from: str, notes: list[str], seconds: dict) -> dict:
