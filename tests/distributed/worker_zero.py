@@ -129,6 +129,7 @@ def main() -> None:
     results = {f"{stage}-{p}": run_stage(config, out_dir, stage, p) for stage, p in CASES}
     if results["1-fp32"]:
         (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    torch.distributed.destroy_process_group()  # before the interpreter's finalization (engine/distributed.py)
 
 
 if __name__ == "__main__":
