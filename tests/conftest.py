@@ -7,11 +7,6 @@ from pathlib import Path
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# DeepSpeed compiles its shared-memory op into TORCH_EXTENSIONS_DIR when a process group starts; `make install` builds
-# it into the virtual environment's own folder, which every run the tests launch uses too (engine/comm_op.py).
-from vlbert_fast.engine.comm_op import use_default_extensions_dir  # noqa: E402
-
-use_default_extensions_dir()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -5,6 +5,7 @@ torchrun on one node and the deepspeed launcher's module form in test_resume.py,
 
 import json
 import math
+from pathlib import Path
 
 from vlbert_fast.model.checkpoint_dir import read_marker
 
@@ -30,6 +31,15 @@ def test_two_nodes_train_one_run(reference_run):
     for log in logs:
         warnings = [line.split("Warning:", 1)[1] for line in log.splitlines() if "Warning:" in line]
         assert len(warnings) == len(set(warnings)), warnings
+
+
+def test_no_rank_builds_deepspeeds_shared_memory_op(reference_run, ds_env):
+    """DeepSpeed's CPU process group compiles deepspeed_shm_comm (28 s on 2 cores) into TORCH_EXTENSIONS_DIR unless
+    told the op cannot be built; only its inference layers use it, so our runs skip it (engine/distributed.py
+    `skip_shared_memory_op`). The reference run's two ranks trained with ds_env's extensions folder."""
+    assert (reference_run / "summary.json").is_file()
+    built = sorted(str(p) for p in Path(ds_env["TORCH_EXTENSIONS_DIR"]).rglob("*shm_comm*"))
+    assert built == [], built
 
 
 def test_default_config_on_two_ranks_is_a_config_error(ds_env, tmp_path):

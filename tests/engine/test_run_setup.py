@@ -1,5 +1,6 @@
-"""What a lone CPU run sets up before its first step: the thread count that leaves the data workers their cores,
-and no build of DeepSpeed's shared-memory op, which only several ranks on one node use."""
+"""What a CPU run sets up before its first step: the thread count that leaves the data workers their cores, and no
+build of DeepSpeed's shared-memory op, which only DeepSpeed's inference layers use (tests/distributed/test_launchers.py
+checks that no rank of a 2-rank run builds it)."""
 
 import deepspeed.ops
 import pytest
@@ -28,7 +29,7 @@ def test_a_gpu_machine_keeps_torchs_default(monkeypatch):
     assert cpu_threads(EngineConfig(), data_workers=2) == 16
 
 
-def test_a_lone_process_never_builds_the_shared_memory_op(monkeypatch):
+def test_deepspeeds_shared_memory_op_is_never_built(monkeypatch):
     from deepspeed.comm.torch import build_shm_op
 
     compatible = deepspeed.ops.__compatible_ops__

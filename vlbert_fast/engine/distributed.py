@@ -26,7 +26,6 @@ from datetime import timedelta
 import torch
 
 from ..config import EngineConfig
-from .comm_op import ensure_shm_op
 
 
 @dataclass
@@ -86,11 +85,13 @@ def configure_determinism(cfg: EngineConfig, data_workers: int = 0) -> None:
 
 
 def skip_shared_memory_op() -> None:
-    """Tells DeepSpeed not to build its shared-memory allreduce op (CPU accelerator), which only serves several
-    ranks on one node: a lone process never uses it, and its first build costs 25-60 s on 2 cores, longer when
-    another process holds the build lock of a shared TORCH_EXTENSIONS_DIR. DeepSpeed builds it when its op table
-    (`deepspeed.ops.__compatible_ops__`, probed once per process) says it can; the entry set False here makes it
-    return None before building, as on a machine where the op cannot be built."""
+    """Tells DeepSpeed not to build nor load its CPU shared-memory all-reduce op (`deepspeed_shm_comm`). Its process
+    group on the CPU accelerator builds the op whenever its op table (`deepspeed.ops.__compatible_ops__`, probed once
+    per process) marks it compatible, which it does on Linux; yet only `inference_all_reduce`, which the
+    tensor-parallel inference layers of deepspeed.module_inject call, ever uses it: training's collectives go through
+    torch.distributed (gloo) with or without it. The build cost 28 s on 2 cores in every fresh environment, and a
+    build killed half-way left torch's lock file behind, on which every later run waited without a word. The entry set
+    False here makes DeepSpeed skip it, as on a machine where the op cannot be built."""
     import deepspeed.ops
 
     compatible = deepspeed.ops.__compatible_ops__
@@ -107,15 +108,11 @@ def init_distributed(cfg: EngineConfig | None = None, data_workers: int = 0) -> 
     import deepspeed
     import torch.distributed as dist
 
+    skip_shared_memory_op()  # before DeepSpeed makes its communication backend, here or in deepspeed.initialize
     timeout = timedelta(seconds=cfg.dist_timeout_s)
     owns_group = not dist.is_initialized()  # a group the caller made stays the caller's
     if owns_group:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-            skip_shared_memory_op()  # a lone rank all-reduces nothing: no build, no load of the op
-        else:
-            ensure_shm_op(log=lambda message: print(f"vlbert_fast: {message}", flush=True))
-        deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", timeout=timeout)
     # DeepSpeed makes its own groups (data parallel, ZeRO partitions) with new_group() and no timeout, which torch
     # fills in from these module attributes (30 min for gloo, 10 for NCCL), not from the world group's: a hung rank
     # would stall the others for that long. Torch reads them each time a group is made.
