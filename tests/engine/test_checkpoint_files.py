@@ -67,7 +67,7 @@ def test_resolve_resume(tmp_path):
     with pytest.raises(CheckpointError, match="no such file or directory"):
         resolve_resume(load_config(RunConfig, overrides=[f"engine.resume={tmp_path / 'missing'}"]))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="no complete checkpoint there"):
+    with pytest.raises(CheckpointError, match="engine.resume=.*no complete checkpoint found"):
         resolve_resume(load_config(RunConfig, overrides=[f"engine.resume={tmp_path / 'empty'}"]))
 
 

@@ -58,6 +58,7 @@ from ..model.checkpoint_dir import (
     read_marker,
     tag_for,
 )
+from ..model.consolidate import resolve_checkpoint
 from ..model.safe_load import check_globals, weights_only_everywhere
 from ..version import __version__
 from . import checkpoint_io
@@ -117,39 +118,14 @@ def resolve_resume(cfg: RunConfig, notes: list[str] | None = None) -> Path | Non
         return None
     if resume == "auto":
         return find_checkpoint(Path(cfg.run_dir) / "checkpoints", notes)
-    path = Path(resume)
-    if not path.exists():
-        raise CheckpointError(f"engine.resume={resume}: no such file or directory")
-    found = find_checkpoint(path)
-    if found is None:
-        raise CheckpointError(
-            f"engine.resume={resume}: no complete checkpoint there (expected a tag directory with {MARKER}, or a "
-            f"checkpoints/run directory whose `{LATEST}` names one)"
-        )
-    return found
+    try:
+        return resolve_checkpoint(resume, notes)  # the resolver of every command (model/consolidate.py)
+    except CheckpointError as exc:
+        raise CheckpointError(f"engine.resume={resume}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # the config guard
-
-
-def _drop(tree: dict, dotted: str) -> None:
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        tree = tree.get(key, {})
-    tree.pop(leaf, None)
-
-
-def hashed_config(config: dict) -> dict:
-    tree = json.loads(json.dumps(config))  # a deep copy of plain data
-    for key in RESUME_FREE_KEYS:
-        _drop(tree, key)
-    return tree
-
-
-def config_hash(config: RunConfig | dict) -> str:
-    tree = hashed_config(config if isinstance(config, dict) else to_dict(config))
-    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -162,9 +138,20 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+def hashed_config(config: dict) -> dict:
+    """The config as {dotted key: value}, without RESUME_FREE_KEYS (a section's name drops the whole section)."""
+    free = tuple(f"{key}." for key in RESUME_FREE_KEYS)
+    return {k: v for k, v in _flatten(config).items() if k not in RESUME_FREE_KEYS and not k.startswith(free)}
+
+
+def config_hash(config: RunConfig | dict) -> str:
+    tree = hashed_config(config if isinstance(config, dict) else to_dict(config))
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def config_diff(saved: dict, current: dict) -> list[str]:
     """'key: saved -> current' for every hashed key that differs."""
-    a, b = _flatten(hashed_config(saved)), _flatten(hashed_config(current))
+    a, b = hashed_config(saved), hashed_config(current)
     missing = object()
     return [
         f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"

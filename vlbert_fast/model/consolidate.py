@@ -121,6 +121,8 @@ def checkpoint_info(tag_dir: Path, trust_foreign: bool = False) -> dict:
 def resolve_checkpoint(path: str | Path, notes: list[str] | None = None) -> Path:
     """A tag directory from a run, checkpoints or tag directory, or a clear error; `notes` receives the warning when
     the newest checkpoint was damaged and an older one is used."""
+    if not Path(path).exists():
+        raise CheckpointError(f"{path}: no such file or directory")
     found = find_checkpoint(Path(path), notes)
     if found is None:  # a foreign layout (no marker of ours) whose `latest` names a DeepSpeed tag: trusted or refused
         found = _latest_foreign_tag(Path(path))  # when its files are read (consolidated_state_dict)
