@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
+import torch.distributed as dist
+import torch.distributed.distributed_c10d as c10d
 
 from ..config import EngineConfig
 
@@ -106,7 +108,6 @@ def init_distributed(cfg: EngineConfig | None = None, data_workers: int = 0) -> 
     prepare_environment()
     configure_determinism(cfg, data_workers)
     import deepspeed
-    import torch.distributed as dist
 
     skip_shared_memory_op()  # before DeepSpeed makes its communication backend, here or in deepspeed.initialize
     timeout = timedelta(seconds=cfg.dist_timeout_s)
@@ -116,8 +117,6 @@ def init_distributed(cfg: EngineConfig | None = None, data_workers: int = 0) -> 
     # DeepSpeed makes its own groups (data parallel, ZeRO partitions) with new_group() and no timeout, which torch
     # fills in from these module attributes (30 min for gloo, 10 for NCCL), not from the world group's: a hung rank
     # would stall the others for that long. Torch reads them each time a group is made.
-    import torch.distributed.distributed_c10d as c10d
-
     c10d.default_pg_timeout = timeout
     c10d.default_pg_nccl_timeout = timeout
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -132,8 +131,6 @@ def init_distributed(cfg: EngineConfig | None = None, data_workers: int = 0) -> 
 def close_distributed(info: DistInfo) -> None:
     """Destroys the process group `init_distributed` created (module docstring); a failure to do so is reported on
     stderr and does not replace the run's own outcome."""
-    import torch.distributed as dist
-
     if not (info.owns_group and dist.is_initialized()):
         return
     try:
@@ -166,8 +163,6 @@ def comm_failure_message(info: DistInfo, step: int, timeout_s: float, exc: BaseE
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Sums a few numbers over all ranks (a no-op on one rank), in float64."""
-    import torch.distributed as dist
-
     t = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
@@ -176,8 +171,6 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 def all_gather_objects(obj, info: DistInfo) -> list:
     """Every rank's `obj` (picklable), in rank order, on every rank (a list of one on a single rank)."""
-    import torch.distributed as dist
-
     if info.world_size == 1:
         return [obj]
     out = [None] * info.world_size
@@ -186,7 +179,5 @@ def all_gather_objects(obj, info: DistInfo) -> list:
 
 
 def barrier() -> None:
-    import torch.distributed as dist
-
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()

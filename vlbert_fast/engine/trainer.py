@@ -49,13 +49,13 @@ from .distributed import (
 )
 from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
 from .faults import FaultInjector
-from .guards import attach
-from .job import PHASES, Job, Run
+from .guards import TrainingAborted, attach
+from .job import Job, Run
 from .metrics import MetricsLogger, Window, startup_line
 from .optim import build_optimizer, build_scheduler
 from .run_lock import lock_run_dir
 from .save_schedule import SaveSchedule
-from .steps import StepTracker, TrainingAborted, after_step, log_window, optimizer_step
+from .steps import StepTracker, after_step, log_window, optimizer_step
 
 
 def build_engine(model: torch.nn.Module, cfg, info: DistInfo, max_steps: int, steps_per_epoch: int = 0):
@@ -233,6 +233,3 @@ def _finish(run: Run) -> dict:
         (Path(run.cfg.run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         run.logger.print(lines, stamp=False)
     return summary
-
-
-__all__ = ["PHASES", "Run", "TrainingAborted", "build_engine", "train"]
