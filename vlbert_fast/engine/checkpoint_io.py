@@ -21,12 +21,6 @@ from ..data.formats.paths import fsync_path
 from ..model.safe_load import FileDigest, WeightsFileError, digest, load_torch_file
 
 
-def _torch_engine_base():
-    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
-
-    return TorchCheckpointEngine
-
-
 class _Expectation:
     """What the next load may read: the tag directory, its manifest (None: foreign), and whether foreign is trusted."""
 
@@ -51,9 +45,9 @@ class _Expectation:
 
 def make_engine_class():
     """The checkpoint engine class (built on first use: DeepSpeed is imported only where it runs)."""
-    base = _torch_engine_base()
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
-    class VerifiedCheckpointEngine(base):
+    class VerifiedCheckpointEngine(TorchCheckpointEngine):
         def __init__(self, config_params=None):
             super().__init__(config_params)
             self.name = "VerifiedCheckpointEngine"
