@@ -7,15 +7,8 @@ import json
 import pytest
 
 from vlbert_fast.config import RunConfig, load_config, to_dict
-from vlbert_fast.engine.checkpoint import (
-    RESUME_FREE_KEYS,
-    ConfigChangedError,
-    check_config,
-    config_diff,
-    config_hash,
-    prune,
-    resolve_resume,
-)
+from vlbert_fast.config.config_hash import RESUME_FREE_KEYS, config_diff, config_hash
+from vlbert_fast.engine.checkpoint import ConfigChangedError, check_config, prune, resolve_resume
 from vlbert_fast.engine.metrics import truncate_jsonl
 from vlbert_fast.model.checkpoint_dir import (
     LATEST,

@@ -4,12 +4,8 @@ import pytest
 import torch
 
 from vlbert_fast.config import ConfigError, RunConfig, load_config
-from vlbert_fast.engine.ds_config import (
-    EngineConfigError,
-    check_engine_config,
-    deepspeed_config,
-    gradient_accumulation,
-)
+from vlbert_fast.config.finetune_run import FinetuneConfig
+from vlbert_fast.engine.ds_config import deepspeed_config
 from vlbert_fast.engine.faults import FaultInjector, parse
 
 
@@ -30,8 +26,8 @@ def test_batch_sizes_accumulation_precision_clipping():
     expected = (
         "micro_batch_size 8 x world size 3 = 24; use e.g. train.global_batch_size=48 or train.global_batch_size=72"
     )
-    with pytest.raises(EngineConfigError, match=expected):
-        gradient_accumulation(c, 3)
+    with pytest.raises(ConfigError, match=expected):
+        c.train.accumulation(3)
 
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
@@ -48,8 +44,10 @@ def test_fp16_dynamic_loss_scale_and_its_stage0_refusal():
     fp16 = deepspeed_config(c, 1)["fp16"]
     assert fp16["enabled"] and fp16["loss_scale"] == 0 and fp16["initial_scale_power"] == 12
     assert (fp16["loss_scale_window"], fp16["hysteresis"], fp16["min_loss_scale"]) == (1000, 2, 1.0)
-    with pytest.raises(EngineConfigError, match="fp16 needs engine.zero_stage >= 1"):
-        deepspeed_config(cfg("train.precision=fp16"), 1)
+    with pytest.raises(ConfigError, match="fp16 needs engine.zero_stage >= 1"):
+        cfg("train.precision=fp16")
+    with pytest.raises(ConfigError, match="fp16 needs engine.zero_stage >= 1"):
+        load_config(FinetuneConfig, overrides=["train.precision=fp16"])
 
 
 def test_universal_loading_switch():
@@ -107,5 +105,4 @@ def test_example_hostfile_is_what_the_deepspeed_launcher_reads():
 
 def test_zero3_template_runs_the_packed_encoder():
     c = load_config(RunConfig, ["configs/zero/zero3.yaml"])
-    check_engine_config(c)
     assert c.model.packed and deepspeed_config(c, 1)["zero_optimization"]["stage"] == 3

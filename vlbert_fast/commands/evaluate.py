@@ -34,8 +34,9 @@ def main(args, cfg) -> int:
     from ..config import ConfigError
     from ..data.formats import FormatError
     from ..engine.distributed import DistInfo
-    from ..engine.predict import load_finetuned, predict_split
+    from ..engine.predict import predict_split
     from ..model.safe_load import WeightsFileError
+    from ..tasks.finetuned import load_finetuned
 
     start = time.perf_counter()
     notes: list[str] = []

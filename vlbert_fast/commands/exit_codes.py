@@ -14,7 +14,6 @@ def unusable_input_errors() -> tuple[type[BaseException], ...]:
     from ..data.batch import InvalidBatchError
     from ..data.formats import FormatError
     from ..data.pretrain_loader import DataConfigError
-    from ..engine.ds_config import EngineConfigError
     from ..engine.run_lock import RunDirLocked
     from ..model.hf_bert import BertLoadError
     from ..model.resnet_weights import ResNetLoadError
@@ -25,7 +24,6 @@ def unusable_input_errors() -> tuple[type[BaseException], ...]:
     return (
         ConfigError,
         DataConfigError,
-        EngineConfigError,
         FormatError,
         InvalidBatchError,
         TokenizerError,

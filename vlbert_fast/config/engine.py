@@ -124,3 +124,14 @@ class EngineConfig:
             raise ValueError(f"max_nonfinite_steps must be >= 1, found {self.max_nonfinite_steps}")
         if self.cpu_threads < 0:
             raise ValueError(f"cpu_threads must be >= 0, found {self.cpu_threads}")
+
+
+def check_precision(precision: str, engine: EngineConfig) -> None:
+    """The one combination of train.precision and the engine that cannot run (both roots call it)."""
+    if precision == "fp16" and engine.zero_stage == 0:
+        # DeepSpeed 0.19's stage-0 fp16 wrapper for a client optimizer (FP16_UnfusedOptimizer) is never asked to
+        # scale the loss by engine.backward, yet divides the gradients by the scale in step(): updates vanish.
+        raise ValueError(
+            "train.precision=fp16 needs engine.zero_stage >= 1 (DeepSpeed's stage-0 fp16 path does not apply its "
+            "loss scale to a client optimizer); ZeRO-1 costs nothing extra, even on one device"
+        )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .engine import EngineConfig
+from .engine import EngineConfig, check_precision
 from .model import ModelConfig
 from .tasks import RefCOCOOptions, VCROptions, VQAOptions
 from .train import LoopConfig
@@ -99,6 +99,7 @@ class FinetuneConfig:
             raise ValueError(f"seed must be >= 0, found {self.seed}")
         if self.engine.init_from:
             raise ValueError("engine.init_from is not read by fine-tuning: set init_from (top level) instead")
+        check_precision(self.train.precision, self.engine)
 
     @property
     def resolved_run_dir(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .data import DataConfig
-from .engine import EngineConfig
+from .engine import EngineConfig, check_precision
 from .model import ModelConfig
 from .train import TrainConfig
 
@@ -33,3 +33,4 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, found {self.seed}")
+        check_precision(self.train.precision, self.engine)

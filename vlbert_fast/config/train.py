@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .config_files import ConfigError
+
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("linear", "step")
 
@@ -101,6 +103,24 @@ class LoopConfig:
             raise ValueError(f"peak_tflops must be >= 0, found {self.peak_tflops}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, found {self.log_every}")
+
+    def accumulation(self, world_size: int) -> int:
+        """Micro batches per rank and optimizer step. The global batch must split evenly over the ranks and micro
+        batches: a ConfigError otherwise, found only once the world size is known, naming settings that divide."""
+        total, micro, per_step = self.global_batch_size, self.micro_batch_size, self.micro_batch_size * world_size
+        if total % per_step == 0:
+            return total // per_step
+        options = []
+        if total % world_size == 0:  # the largest micro batch up to `micro` for this global batch
+            per_rank = total // world_size
+            fit = max(m for m in range(1, min(micro, per_rank) + 1) if per_rank % m == 0)
+            options.append(f"train.micro_batch_size={fit} (accumulation {per_rank // fit})")
+        below, above = (total // per_step) * per_step, -(-total // per_step) * per_step  # the nearest global batches
+        options += [f"train.global_batch_size={b}" for b in (below, above) if b > 0]
+        raise ConfigError(
+            f"train.global_batch_size {total} is not a multiple of train.micro_batch_size {micro} x world size "
+            f"{world_size} = {per_step}; use e.g. " + " or ".join(options)
+        )
 
 
 @dataclass

@@ -24,14 +24,12 @@ The trainer's state travels in DeepSpeed's client_state under "vlbert_fast": ste
 (micro batches this rank took in the epoch; the sampler restarts there), consumed samples, every rank's RNG states
 (python, numpy, torch, CUDA), the lr schedule, the config and its hash, the package version, the world size.
 
-Resume guard: the hash covers the config minus the keys in RESUME_FREE_KEYS (they change how a run is executed or
-reported, not what it computes). A different hash refuses to resume, naming the keys, unless
-engine.allow_config_change is set.
+Resume guard: a config whose hash (config/config_hash.py) differs from the checkpoint's refuses to resume, naming
+the keys, unless engine.allow_config_change is set.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -43,6 +41,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig, to_dict
+from ..config.config_hash import config_diff, config_hash
 from ..data.formats.paths import fsync_path, write_atomic
 from ..model.checkpoint_dir import (
     CLIENT_KEY,
@@ -64,19 +63,6 @@ from ..version import __version__
 from . import checkpoint_io
 from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from .guards import TrainingAborted, nonfinite_weights
-
-RESUME_FREE_KEYS = (
-    "run_dir",  # where the run lives: a run directory may be moved or copied
-    "train.max_steps",  # extend or shorten the run (the lr schedule follows the new length)
-    "train.log_every",
-    "train.eval_batches",
-    "train.peak_tflops",
-    "data.root",  # the same data mounted elsewhere
-    "data.num_workers",
-    "model.kernels",  # implementations of the same math
-    "model.check_inputs",
-    "engine",  # execution: ZeRO, checkpoints, timeouts, fault policy (DeepSpeed refuses what it cannot load)
-)
 
 
 class ConfigChangedError(CheckpointError):
@@ -126,38 +112,6 @@ def resolve_resume(cfg: RunConfig, notes: list[str] | None = None) -> Path | Non
 
 # ----------------------------------------------------------------------------------------------------------------------
 # the config guard
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def hashed_config(config: dict) -> dict:
-    """The config as {dotted key: value}, without RESUME_FREE_KEYS (a section's name drops the whole section)."""
-    free = tuple(f"{key}." for key in RESUME_FREE_KEYS)
-    return {k: v for k, v in _flatten(config).items() if k not in RESUME_FREE_KEYS and not k.startswith(free)}
-
-
-def config_hash(config: RunConfig | dict) -> str:
-    tree = hashed_config(config if isinstance(config, dict) else to_dict(config))
-    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def config_diff(saved: dict, current: dict) -> list[str]:
-    """'key: saved -> current' for every hashed key that differs."""
-    a, b = hashed_config(saved), hashed_config(current)
-    missing = object()
-    return [
-        f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k, missing) != b.get(k, missing)
-    ]
 
 
 def check_config(cfg: RunConfig, saved_config: dict, tag_dir: Path) -> list[str]:

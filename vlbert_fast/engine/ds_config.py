@@ -12,47 +12,6 @@ from __future__ import annotations
 from ..config import RunConfig
 
 
-class EngineConfigError(ValueError):
-    """A combination of settings the engine cannot run; the message says why and what to use instead."""
-
-
-def check_engine_config(cfg: RunConfig) -> None:
-    if cfg.train.precision == "fp16" and cfg.engine.zero_stage == 0:
-        # DeepSpeed 0.19's stage-0 fp16 wrapper for a client optimizer (FP16_UnfusedOptimizer) is never asked to
-        # scale the loss by engine.backward, yet divides the gradients by the scale in step(): updates vanish.
-        raise EngineConfigError(
-            "train.precision=fp16 needs engine.zero_stage >= 1 (DeepSpeed's stage-0 fp16 path does not apply its "
-            "loss scale to a client optimizer); ZeRO-1 costs nothing extra, even on one device"
-        )
-
-
-def gradient_accumulation(cfg: RunConfig, world_size: int) -> int:
-    """Micro-batches per rank and optimizer step; the global batch must split evenly over ranks and micro-batches
-    (a config error otherwise, found only once the world size is known)."""
-    micro, total = cfg.train.micro_batch_size, cfg.train.global_batch_size
-    per_step = micro * world_size
-    if total % per_step:
-        raise EngineConfigError(
-            f"train.global_batch_size {total} is not a multiple of train.micro_batch_size {micro} x world size "
-            f"{world_size} = {per_step}; {valid_batch_choices(total, micro, world_size)}"
-        )
-    return total // per_step
-
-
-def valid_batch_choices(total: int, micro: int, world_size: int) -> str:
-    """Settings that divide: the largest micro-batch up to `micro` for this global batch, or the nearest global
-    batches for this micro-batch."""
-    options = []
-    if total % world_size == 0:
-        per_rank = total // world_size
-        fit = max(m for m in range(1, min(micro, per_rank) + 1) if per_rank % m == 0)
-        options.append(f"train.micro_batch_size={fit} (accumulation {per_rank // fit})")
-    per_step = micro * world_size
-    below, above = (total // per_step) * per_step, -(-total // per_step) * per_step
-    options += [f"train.global_batch_size={b}" for b in (below, above) if b > 0]
-    return "use e.g. " + " or ".join(options)
-
-
 def zero_section(cfg: RunConfig) -> dict:
     e = cfg.engine
     zero: dict = {"stage": e.zero_stage}
@@ -74,12 +33,11 @@ def zero_section(cfg: RunConfig) -> dict:
 
 
 def deepspeed_config(cfg: RunConfig, world_size: int) -> dict:
-    check_engine_config(cfg)
     train, e = cfg.train, cfg.engine
     config = {
         "train_batch_size": train.global_batch_size,
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
-        "gradient_accumulation_steps": gradient_accumulation(cfg, world_size),
+        "gradient_accumulation_steps": train.accumulation(world_size),
         "gradient_clipping": train.grad_clip,
         "bf16": {"enabled": train.precision == "bf16"},
         "fp16": {

@@ -26,7 +26,6 @@ from ..model.pretrained import PretrainedError, init_weights_from
 from ..tasks.masked_word_probe import masked_word_accuracy
 from .checkpoint import TrainState
 from .distributed import DistInfo, all_gather_objects
-from .ds_config import gradient_accumulation
 from .job import PHASES, Run
 from .trainer import train
 
@@ -85,7 +84,7 @@ class PretrainJob:
         return self.cfg.train.max_steps
 
     def steps_per_epoch(self) -> int:
-        return self.data.sampler.batches_per_epoch() // gradient_accumulation(self.cfg, self.info.world_size)
+        return self.data.sampler.batches_per_epoch() // self.cfg.train.accumulation(self.info.world_size)
 
     def data_source(self) -> str:
         return self.cfg.data.root or "the synthetic world, generated into the cache on a first run"

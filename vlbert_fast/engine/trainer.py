@@ -47,7 +47,7 @@ from .distributed import (
     init_distributed,
     is_comm_failure,
 )
-from .ds_config import check_engine_config, deepspeed_config, gradient_accumulation
+from .ds_config import deepspeed_config
 from .faults import FaultInjector
 from .guards import TrainingAborted, attach
 from .job import Job, Run
@@ -80,7 +80,6 @@ def train(job: Job) -> dict:
     """Runs `job` to its end (module docstring); returns its summary (also run_dir/summary.json)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # dataloader workers fork after the tokenizer runs
     cfg = job.cfg
-    check_engine_config(cfg)
     run_dir = Path(cfg.run_dir)
     notes: list[str] = []
     resume_from = checkpoint.resolve_resume(cfg, notes)
@@ -92,7 +91,7 @@ def train(job: Job) -> dict:
     info = init_distributed(cfg.engine, data_workers=job.data_workers)
     lock = None
     try:
-        gradient_accumulation(cfg, info.world_size)  # a global batch that does not divide: a config error, before work
+        cfg.train.accumulation(info.world_size)  # a global batch that does not divide: a config error, before work
         lock = lock_run_dir(run_dir, info)
         notes += [lock.note] if lock and lock.note else []
         return _run(job, info, resume_from, init_from, notes, {"distributed": time.perf_counter() - started})
@@ -129,7 +128,7 @@ def _run(job: Job, info: DistInfo, resume_from: Path | None, init_from: str, not
         state, load_notes = checkpoint.load(engine, cfg, info, resume_from, scheduler)
         notes = notes + load_notes
     logger = MetricsLogger(run_dir, info.is_main, max_steps, resume_step=state.step if resume_from else None)
-    accumulation = gradient_accumulation(cfg, info.world_size)
+    accumulation = cfg.train.accumulation(info.world_size)
     logger.print(
         f"vlbert_fast {__version__} | {job.describe()} | {num_params / 1e6:.2f} M parameters | world size "
         f"{info.world_size} | ZeRO-{cfg.engine.zero_stage} | accumulation {accumulation} | {max_steps} steps | "
@@ -179,7 +178,7 @@ def _seed_after_resume(run: Run) -> None:
 
 def _train(run: Run) -> None:
     cfg, info, state, job = run.cfg, run.info, run.state, run.job
-    accumulation = gradient_accumulation(cfg, info.world_size)
+    accumulation = cfg.train.accumulation(info.world_size)
     job.start(state)
     _seed_after_resume(run)
     window = Window()
