@@ -44,7 +44,7 @@ class Built:
 
 def build(cfg, info) -> Built:
     """The pretraining model and engine exactly as `vlbert-fast pretrain` builds them (engine/pretrain_job.py)."""
-    model, _ = pretraining_model(cfg, info)
+    model, _ = pretraining_model(cfg)
     engine, _, scheduler = build_engine(model.to(info.device), cfg, info, cfg.train.max_steps)
     return Built(engine, scheduler)
 

@@ -5,7 +5,7 @@ import torch
 
 from vlbert_fast.config import ConfigError, RunConfig, load_config
 from vlbert_fast.config.finetune_run import FinetuneConfig
-from vlbert_fast.engine.ds_config import deepspeed_config
+from vlbert_fast.engine.ds_config import deepspeed_config, mark_zero3_leaves
 from vlbert_fast.engine.faults import FaultInjector, parse
 
 
@@ -106,3 +106,21 @@ def test_example_hostfile_is_what_the_deepspeed_launcher_reads():
 def test_zero3_template_runs_the_packed_encoder():
     c = load_config(RunConfig, ["configs/zero/zero3.yaml"])
     assert c.model.packed and deepspeed_config(c, 1)["zero_optimization"]["stage"] == 3
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero3_gathers_the_fused_modules_whole_for_every_job(stage):
+    """The pretraining model and a fine-tuning model (VLBertModel and a head) alike: the modules that hand their
+    children's parameters to fused ops are ZeRO-3 leaves (gathered whole when they run); nothing is marked below
+    stage 3. Fine-tuning marked none until the one engine builder did it for every job."""
+    from deepspeed.utils import z3_leaf_module
+
+    from vlbert_fast.model import ZERO3_LEAF_MODULES, VLBertForPretraining
+    from vlbert_fast.model.vlbert_finetuning import VLBertForFinetuning
+
+    c = cfg(f"engine.zero_stage={stage}", "train.precision=fp32")
+    for model in (VLBertForPretraining(c.model), VLBertForFinetuning(c.model, torch.nn.Linear(4, 2))):
+        mark_zero3_leaves(model, c)
+        leaves = [m for m in model.modules() if isinstance(m, ZERO3_LEAF_MODULES)]
+        assert len(leaves) >= 2 and {type(m).__name__ for m in leaves} >= {"VLBertEmbeddings", "EncoderLayer"}
+        assert all(z3_leaf_module(m) == (stage == 3) for m in leaves)

@@ -1,4 +1,5 @@
-"""The DeepSpeed JSON, filled from our config at run time (one source of truth).
+"""What DeepSpeed is told about a run: its JSON, filled from our config at run time (one source of truth), and under
+ZeRO-3 the modules it must gather whole (`mark_zero3_leaves`), for every job.
 
 What DeepSpeed does not get: the optimizer and the learning-rate schedule (torch AdamW is passed in, fused on a GPU,
 so no DeepSpeed op is built; the trainer steps the schedule itself so that it follows the step counter whatever the
@@ -9,7 +10,10 @@ deepspeed.checkpointing, which the model does not call).
 
 from __future__ import annotations
 
+import torch
+
 from ..config import RunConfig
+from ..model import ZERO3_LEAF_MODULES
 
 
 def zero_section(cfg: RunConfig) -> dict:
@@ -58,3 +62,12 @@ def deepspeed_config(cfg: RunConfig, world_size: int) -> dict:
     if e.load_universal:
         config["checkpoint"] = {"load_universal": True}
     return config
+
+
+def mark_zero3_leaves(model: torch.nn.Module, cfg: RunConfig) -> None:
+    """Under ZeRO-3, before deepspeed.initialize: the modules of ZERO3_LEAF_MODULES (model/vlbert.py) that `model`
+    holds are gathered whole when they run."""
+    if cfg.engine.zero_stage == 3:
+        from deepspeed.utils import set_z3_leaf_modules
+
+        set_z3_leaf_modules(model, list(ZERO3_LEAF_MODULES))

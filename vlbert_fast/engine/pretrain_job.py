@@ -18,7 +18,7 @@ import torch
 from ..config import RunConfig
 from ..data.formats import SkipCounter
 from ..data.pretrain_loader import PretrainData, build_pretrain_data
-from ..model import ZERO3_LEAF_MODULES, VLBertForPretraining
+from ..model import VLBertForPretraining
 from ..model.checkpoint_dir import tag_for
 from ..model.flops import batch_training_flops
 from ..model.hf_bert import missing_bert_message
@@ -30,18 +30,14 @@ from .job import PHASES, Run
 from .trainer import train
 
 
-def pretraining_model(cfg: RunConfig, info: DistInfo, init_from: str = "") -> tuple[VLBertForPretraining, list[str]]:
-    """The model, seeded alike on every rank, optionally initialised from `init_from`, marked for ZeRO-3; and what was
-    loaded into it (the `init_from` mapping report, the e2e ResNet's weight report)."""
+def pretraining_model(cfg: RunConfig, init_from: str = "") -> tuple[VLBertForPretraining, list[str]]:
+    """The model, seeded alike on every rank, optionally initialised from `init_from`; and what was loaded into it
+    (the `init_from` mapping report, the e2e ResNet's weight report)."""
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = VLBertForPretraining(cfg.model)
     reports = [init_weights_from(model, init_from, cfg.engine.trust_foreign)] if init_from else []
     if model.vlbert.visual is not None and model.vlbert.visual.load_report is not None:  # e2e: what the ResNet loaded
         reports.append(str(model.vlbert.visual.load_report))
-    if cfg.engine.zero_stage == 3:
-        from deepspeed.utils import set_z3_leaf_modules
-
-        set_z3_leaf_modules(model, list(ZERO3_LEAF_MODULES))
     return model, reports
 
 
@@ -78,7 +74,7 @@ class PretrainJob:
         return self.data.notes
 
     def build_model(self, info: DistInfo, init_from: str) -> tuple[torch.nn.Module, list[str]]:
-        return pretraining_model(self.cfg, info, init_from)
+        return pretraining_model(self.cfg, init_from)
 
     def max_steps(self) -> int:
         return self.cfg.train.max_steps

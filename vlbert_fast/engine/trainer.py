@@ -47,7 +47,7 @@ from .distributed import (
     init_distributed,
     is_comm_failure,
 )
-from .ds_config import deepspeed_config
+from .ds_config import deepspeed_config, mark_zero3_leaves
 from .faults import FaultInjector
 from .guards import TrainingAborted, attach
 from .job import Job, Run
@@ -60,11 +60,13 @@ from .steps import StepTracker, after_step, log_window, optimizer_step
 
 def build_engine(model: torch.nn.Module, cfg, info: DistInfo, max_steps: int, steps_per_epoch: int = 0):
     """(DeepSpeed engine, optimizer, scheduler) around `model` (already on the device): the optimizer and schedule
-    of `cfg.train` (engine/optim.py), our checkpoint engine and gradient guard attached (engine/guards.py)."""
+    of `cfg.train` (engine/optim.py), the ZeRO-3 leaf modules marked, our checkpoint engine and gradient guard
+    attached (engine/guards.py)."""
     import deepspeed
 
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, max_steps, steps_per_epoch)
+    mark_zero3_leaves(model, cfg)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=deepspeed_config(cfg, info.world_size)
     )
