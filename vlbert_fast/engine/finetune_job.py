@@ -21,12 +21,10 @@ from torch.utils.data import DataLoader
 
 from ..config.finetune_run import FinetuneConfig
 from ..data.sampler import ShuffledBatchSampler
-from ..model.checkpoint_dir import tag_for
 from ..model.flops import batch_training_flops
 from ..model.pretrained import PretrainedError
 from ..model.vlbert_finetuning import build_finetune_model
 from ..tasks import build_task, collate_task
-from .checkpoint import TrainState
 from .distributed import DistInfo, barrier
 from .job import Run
 from .predict import predict_split
@@ -118,22 +116,11 @@ class FinetuneJob:
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
-    def start(self, state: TrainState) -> None:
-        self.state = state
-        self.sampler.set_epoch(state.epoch, state.batch_in_epoch)
-        self.batches = iter(self.loader)
+    def epoch(self, epoch: int, skip: int):
+        self.sampler.set_epoch(epoch, skip)
+        return iter(self.loader)
 
-    def next_batch(self, run: Run):
-        state = self.state
-        try:
-            task_batch = next(self.batches)
-        except StopIteration:
-            state.epoch += 1
-            state.batch_in_epoch = 0
-            self.sampler.set_epoch(state.epoch)
-            self.batches = iter(self.loader)
-            task_batch = next(self.batches)
-        state.batch_in_epoch += 1
+    def on_device(self, task_batch, run: Run):
         return task_batch.to(run.info.device, run.dtype)
 
     def forward(self, engine, task_batch):
@@ -172,42 +159,34 @@ class FinetuneJob:
                 row["predictions"] = str(self.task.write_predictions(predictions, "val", out))
             self.final = row
 
+    def end_of_epoch(self, run: Run) -> None:
+        pass
+
     def end_of_training(self, run: Run) -> None:
         pass
 
-    def summary(self, run: Run) -> tuple[dict, str]:
+    def summary(self, run: Run) -> tuple[dict, list[str]]:
         cfg, state = self.cfg, run.state
-
-        def loss(m: dict | None) -> float | None:
-            return None if m is None else m["loss"]
-
-        summary = {
+        first, last = state.first_metrics, state.last_metrics
+        own = {
             "task": cfg.task,
-            "steps": state.step,
             "epochs": state.step / self.sampler.steps_per_epoch,
             "train_samples": len(self.train_set),
             "val_samples": len(self.val_set),
-            "train_seconds": state.train_seconds,
-            "first_loss": loss(state.first_metrics),
-            "final_loss": loss(state.last_metrics),
+            "first_loss": None if first is None else first["loss"],
+            "final_loss": None if last is None else last["loss"],
             "val": {k: v for k, v in self.final.items() if k not in ("step", "epoch", "split", "predictions")},
             "evals": self.evals,
             "predictions": self.final.get("predictions"),
             "init_from": cfg.init_from if run.resumed_from is None else None,
-            "resumed_from": None if run.resumed_from is None else str(run.resumed_from),
-            "nonfinite_steps": state.nonfinite_steps,
-            "checkpoint": str(Path(cfg.run_dir) / "checkpoints" / tag_for(state.step)),
         }
         lines = [
-            "== summary ==",
-            f"fine-tuned {cfg.task} for {state.step} steps ({summary['epochs']:.2f} epochs) in "
-            f"{state.train_seconds:.0f} s; loss {summary['first_loss']:.3f} (first log window) -> "
-            f"{summary['final_loss']:.3f}",
-            "val: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in summary["val"].items()),
-            f"predictions: {summary['predictions']}",
-            f"checkpoint: {summary['checkpoint']}",
+            f"fine-tuned {cfg.task} for {state.step} steps ({own['epochs']:.2f} epochs) in {state.train_seconds:.0f} "
+            f"s; loss {own['first_loss']:.3f} (first log window) -> {own['final_loss']:.3f}",
+            "val: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in own["val"].items()),
+            f"predictions: {own['predictions']}",
         ]
-        return summary, "\n".join(lines)
+        return own, lines
 
 
 def finetune(cfg: FinetuneConfig) -> dict:

@@ -8,13 +8,15 @@ on a task (engine/finetune_job.py) implement it. The loop calls, in order:
     build_model(info, init_from)     the model, seeded alike on every rank, and what was loaded into it
     max_steps(), steps_per_epoch()   the run's length and an epoch's optimizer steps (the "step" schedule)
     data_source(), describe(), why_random()   the start-up log's words
-    start(state)                     position the data at the resumed epoch and batch
-    next_batch(run)                  the next micro batch on the device (moving to the next epoch when one ends)
+    epoch(epoch, skip)               an iterator over the epoch's loaded micro batches after the first `skip` (the
+                                     loop keeps the position: state.epoch, state.batch_in_epoch)
+    on_device(loaded, run)           that micro batch on the device, or None when it holds no row
     forward(engine, batch)           (loss, its parts for the log)
     measure(batch)                   (samples, tokens, training FLOPs) for the log's rates
     evaluate_now(step), evaluate(run, final)   periodic and final evaluation (logged, in metrics.jsonl)
-    end_of_training(run)             after the last step, every rank (e.g. merging skip counts)
-    summary(run)                     (summary.json's dict, the summary's text)
+    end_of_epoch(run), end_of_training(run)   every rank (e.g. reporting and merging skip counts)
+    summary(run)                     the job's part of summary.json and of the summary's lines (the loop adds the
+                                     steps, time, phases, non-finite steps, resume and checkpoint)
 
 `Run` is what the loop built for one run (config, ranks, DeepSpeed engine, schedule, logger, state); the loop, its
 steps (engine/steps.py) and the job's calls above read it.
@@ -22,6 +24,7 @@ steps (engine/steps.py) and the job's calls above read it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -48,36 +51,22 @@ class Job(Protocol):
     """Data-loader worker processes per rank (the automatic thread count leaves them their cores)."""
 
     def initial_weights(self) -> str: ...
-
     def build_data(self, info: DistInfo) -> list[str]: ...
-
     def build_model(self, info: DistInfo, init_from: str) -> tuple[torch.nn.Module, list[str]]: ...
-
     def max_steps(self) -> int: ...
-
     def steps_per_epoch(self) -> int: ...
-
     def data_source(self) -> str: ...
-
     def describe(self) -> str: ...
-
     def why_random(self) -> str: ...
-
-    def start(self, state: TrainState) -> None: ...
-
-    def next_batch(self, run: Run): ...
-
+    def epoch(self, epoch: int, skip: int) -> Iterator: ...
+    def on_device(self, loaded, run: Run): ...
     def forward(self, engine, batch) -> tuple[torch.Tensor, dict]: ...
-
     def measure(self, batch) -> tuple[int, int, float]: ...
-
     def evaluate_now(self, step: int) -> bool: ...
-
     def evaluate(self, run: Run, final: bool) -> None: ...
-
+    def end_of_epoch(self, run: Run) -> None: ...
     def end_of_training(self, run: Run) -> None: ...
-
-    def summary(self, run: Run) -> tuple[dict, str]: ...
+    def summary(self, run: Run) -> tuple[dict, list[str]]: ...
 
 
 @dataclass

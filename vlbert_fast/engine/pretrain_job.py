@@ -19,14 +19,12 @@ from ..config import RunConfig
 from ..data.formats import SkipCounter
 from ..data.pretrain_loader import PretrainData, build_pretrain_data
 from ..model import VLBertForPretraining
-from ..model.checkpoint_dir import tag_for
 from ..model.flops import batch_training_flops
 from ..model.hf_bert import missing_bert_message
 from ..model.pretrained import PretrainedError, init_weights_from
 from ..tasks.masked_word_probe import masked_word_accuracy
-from .checkpoint import TrainState
 from .distributed import DistInfo, all_gather_objects
-from .job import PHASES, Run
+from .job import Run
 from .trainer import train
 
 
@@ -93,30 +91,16 @@ class PretrainJob:
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
-    def start(self, state: TrainState) -> None:
-        self.state = state
-        self.data.set_epoch(state.epoch, state.batch_in_epoch)
-        self.batches = iter(self.data.loader)
+    def epoch(self, epoch: int, skip: int):
+        self.data.set_epoch(epoch, skip)
+        return iter(self.data.loader)
 
-    def next_batch(self, run: Run):
-        """The next micro batch that holds rows, moving to the next epoch when this one ends."""
-        state, data = self.state, self.data
-        while True:
-            try:
-                loaded = next(self.batches)
-            except StopIteration:
-                self._report_skips(run)
-                state.epoch += 1
-                state.batch_in_epoch = 0
-                data.set_epoch(state.epoch)
-                self.batches = iter(data.loader)
-                continue
-            state.batch_in_epoch += 1
-            for skipped in loaded.skipped:
-                self.epoch_skips.handle(skipped.error)
-                data.counter.handle(skipped.error)
-            if loaded.batch is not None:
-                return loaded.batch.to(run.info.device, dtype=run.dtype, non_blocking=True)
+    def on_device(self, loaded, run: Run):
+        """The micro batch on the device, or None when every row of it was skipped (counted here)."""
+        for skipped in loaded.skipped:
+            self.epoch_skips.handle(skipped.error)
+            self.data.counter.handle(skipped.error)
+        return None if loaded.batch is None else loaded.batch.to(run.info.device, dtype=run.dtype, non_blocking=True)
 
     def forward(self, engine, batch):
         out = engine(batch)
@@ -158,68 +142,43 @@ class PretrainJob:
                 f"with the real images, {100 * acc['shuffled']:.1f}% shuffled | {time.perf_counter() - start:.1f} s"
             )
 
+    def end_of_epoch(self, run: Run) -> None:
+        """The distinct records skipped in the epoch (on this rank); the next epoch counts afresh."""
+        if self.epoch_skips.total:
+            run.logger.print(f"epoch {run.state.epoch}: {self.epoch_skips.report()}")
+        self.epoch_skips = SkipCounter("skip")
+
     def end_of_training(self, run: Run) -> None:
-        self._report_skips(run)
+        self.end_of_epoch(run)
         counters = all_gather_objects(self.data.counter, run.info)  # every rank takes part in the gather
         for other in counters[1:]:
             self.data.counter.merge(other)  # distinct records over every rank (a record two ranks met counts once)
 
-    def _report_skips(self, run: Run) -> None:
-        """At the end of an epoch: the distinct records skipped in it (on this rank); the next epoch counts afresh."""
-        if self.epoch_skips.total:
-            run.logger.print(f"epoch {self.state.epoch}: {self.epoch_skips.report()}")
-        self.epoch_skips = SkipCounter("skip")
-
-    def summary(self, run: Run) -> tuple[dict, str]:
-        state = run.state
-
-        def losses(m: dict | None) -> dict | None:
-            return None if m is None else {"loss": m["loss"], **m["losses"]}
-
-        summary = {
-            "steps": state.step,
+    def summary(self, run: Run) -> tuple[dict, list[str]]:
+        state, acc, skipped = run.state, self.accuracy, self.data.counter.total
+        first, last = state.first_metrics, state.last_metrics
+        own = {
             "epochs": state.epoch + 1,
-            "train_seconds": state.train_seconds,
-            "phase_seconds": {name: run.seconds[name] for name in PHASES if name in run.seconds},
             "consumed_samples": state.consumed_samples,
-            "first_losses": losses(state.first_metrics),
-            "final_losses": losses(state.last_metrics),
-            "masked_word_accuracy": self.accuracy,
+            "first_losses": None if first is None else {"loss": first["loss"], **first["losses"]},
+            "final_losses": None if last is None else {"loss": last["loss"], **last["losses"]},
+            "masked_word_accuracy": acc,
             "probe_words": self.data.probe_words,
-            "skipped_records": self.data.counter.total,
-            "nonfinite_steps": state.nonfinite_steps,
-            "resumed_from": None if run.resumed_from is None else str(run.resumed_from),
-            "checkpoint": str(Path(self.cfg.run_dir) / "checkpoints" / tag_for(state.step)),
+            "skipped_records": skipped,
         }
-        return summary, format_summary(summary)
-
-
-def format_summary(s: dict) -> str:
-    """The summary's text, from summary.json's dict (`PretrainJob.summary`)."""
-    lines = ["== summary ==", f"trained {s['steps']} steps ({s['epochs']} epochs) in {s['train_seconds']:.0f} s"]
-    first, last = s["first_losses"], s["final_losses"]
-    if first is not None and last is not None:
-        parts = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "loss")
-        lines.append(f"loss {first['loss']:.3f} (first log window) -> {last['loss']:.3f} (last: {parts})")
-    acc = s["masked_word_accuracy"]
-    if acc is not None:
-        what = "colour/shape words" if s["probe_words"] else "masked words"
-        lines.append(
-            f"masked {what} on {acc['words']} held-out words: {100 * acc['real']:.1f}% with the real images, "
-            f"{100 * acc['shuffled']:.1f}% with the images shuffled across the batch"
-        )
-    if s["skipped_records"]:
-        lines.append(f"skipped records: {s['skipped_records']}")
-    if s["nonfinite_steps"]:
-        lines.append(f"steps skipped for a non-finite loss or gradient: {s['nonfinite_steps']}")
-    if s["resumed_from"]:
-        lines.append(f"resumed from {s['resumed_from']}")
-    phases = s.get("phase_seconds")
-    if phases:
-        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
-        lines.append(f"wall time {sum(phases.values()):.0f} s after start-up: {parts}")
-    lines.append(f"checkpoint: {s['checkpoint']}")
-    return "\n".join(lines)
+        lines = [f"trained {state.step} steps ({state.epoch + 1} epochs) in {state.train_seconds:.0f} s"]
+        if first is not None and last is not None:
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in last["losses"].items())
+            lines.append(f"loss {first['loss']:.3f} (first log window) -> {last['loss']:.3f} (last: {parts})")
+        if acc is not None:
+            what = "colour/shape words" if self.data.probe_words else "masked words"
+            lines.append(
+                f"masked {what} on {acc['words']} held-out words: {100 * acc['real']:.1f}% with the real images, "
+                f"{100 * acc['shuffled']:.1f}% with the images shuffled across the batch"
+            )
+        if skipped:
+            lines.append(f"skipped records: {skipped}")
+        return own, lines
 
 
 def pretrain(cfg: RunConfig) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -74,15 +75,17 @@ class StepOutcome:
     """Samples this rank trained on in the step."""
 
 
-def optimizer_step(run: Run, step: int, accumulation: int, window: Window, log_now: bool) -> StepOutcome:
-    """The `accumulation` micro batches of optimizer step `step`: the job (engine/job.py) gives each batch on the
-    device (`next_batch`), its (loss, parts) (`forward`) and its (samples, tokens, FLOPs) for the log (`measure`)."""
+def optimizer_step(
+    run: Run, batches: Iterator, step: int, accumulation: int, window: Window, log_now: bool
+) -> StepOutcome:
+    """The `accumulation` micro batches of optimizer step `step`, taken from `batches` (on the device); the job
+    (engine/job.py) gives each one's (loss, parts) (`forward`) and (samples, tokens, FLOPs) for the log (`measure`)."""
     engine, info, faults, job = run.engine, run.info, run.faults, run.job
     bad = torch.zeros((), device=info.device)
     outcome = StepOutcome()
     for micro in range(accumulation):
         t0 = time.perf_counter()
-        batch = job.next_batch(run)
+        batch = next(batches)
         window.wait += time.perf_counter() - t0
         if micro == 0:
             faults.at("forward", step)

@@ -28,12 +28,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from ..config import save_config
-from ..model.checkpoint_dir import is_complete, read_marker
+from ..model.checkpoint_dir import is_complete, read_marker, tag_for
 from ..model.flops import peak_tflops
 from ..version import __version__
 from ..vocabulary import PRECISIONS
@@ -50,7 +51,7 @@ from .distributed import (
 from .ds_config import deepspeed_config, mark_zero3_leaves
 from .faults import FaultInjector
 from .guards import TrainingAborted, attach
-from .job import Job, Run
+from .job import PHASES, Job, Run
 from .metrics import MetricsLogger, Window, startup_line
 from .optim import build_optimizer, build_scheduler
 from .run_lock import lock_run_dir
@@ -178,10 +179,25 @@ def _seed_after_resume(run: Run) -> None:
         torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout differs per rank
 
 
+def _micro_batches(run: Run, loaded: Iterator) -> Iterator:
+    """The micro batches on the device, from `loaded` (the resumed epoch's iterator) on, epoch after epoch; the
+    data position (state.epoch, state.batch_in_epoch) follows them."""
+    state, job = run.state, run.job
+    while True:
+        for item in loaded:
+            state.batch_in_epoch += 1
+            batch = job.on_device(item, run)
+            if batch is not None:
+                yield batch
+        job.end_of_epoch(run)
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        loaded = job.epoch(state.epoch, 0)
+
+
 def _train(run: Run) -> None:
     cfg, info, state, job = run.cfg, run.info, run.state, run.job
     accumulation = cfg.train.accumulation(info.world_size)
-    job.start(state)
+    batches = _micro_batches(run, job.epoch(state.epoch, state.batch_in_epoch))
     _seed_after_resume(run)
     window = Window()
     local_samples = 0
@@ -192,7 +208,7 @@ def _train(run: Run) -> None:
     while state.step < run.max_steps:
         step = state.step + 1
         log_now = step % cfg.train.log_every == 0 or step == run.max_steps
-        outcome = optimizer_step(run, step, accumulation, window, log_now)
+        outcome = optimizer_step(run, batches, step, accumulation, window, log_now)
         local_samples += outcome.samples
         after_step(run, step, outcome, window, tracker)
         window = log_window(run, step, window, peak, log_now)
@@ -229,8 +245,25 @@ def _finish(run: Run) -> dict:
         _save(run, 0)
     run.seconds["checkpoint"] = time.perf_counter() - lap
     _evaluate(run, final=True)
-    summary, lines = run.job.summary(run)
+    state, resumed = run.state, run.resumed_from
+    own, lines = run.job.summary(run)
+    phases = {name: run.seconds[name] for name in PHASES if name in run.seconds}
+    summary = {
+        "steps": state.step,
+        "train_seconds": state.train_seconds,
+        **own,
+        "nonfinite_steps": state.nonfinite_steps,
+        "resumed_from": None if resumed is None else str(resumed),
+        "phase_seconds": phases,
+        "checkpoint": str(Path(run.cfg.run_dir) / "checkpoints" / tag_for(state.step)),
+    }
+    if state.nonfinite_steps:
+        lines.append(f"steps skipped for a non-finite loss or gradient: {state.nonfinite_steps}")
+    if resumed is not None:
+        lines.append(f"resumed from {resumed}")
+    parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
+    lines += [f"wall time {sum(phases.values()):.0f} s after start-up: {parts}", f"checkpoint: {summary['checkpoint']}"]
     if run.info.is_main:
         (Path(run.cfg.run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        run.logger.print(lines, stamp=False)
+        run.logger.print("\n".join(["== summary ==", *lines]), stamp=False)
     return summary
