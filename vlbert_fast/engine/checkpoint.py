@@ -216,14 +216,9 @@ def save(engine, cfg: RunConfig, info: DistInfo, state: TrainState, scheduler, l
         fsync_path(tag_dir)
         marker = {
             "tag": tag,
-            "step": state.step,
-            "epoch": state.epoch,
-            "consumed_samples": state.consumed_samples,
-            "world_size": info.world_size,
+            **{k: ours[k] for k in ("step", "epoch", "consumed_samples", "world_size", "config_hash", "version")},
             "zero_stage": cfg.engine.zero_stage,
             "precision": cfg.train.precision,
-            "config_hash": ours["config_hash"],
-            "version": __version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": config,
             MANIFEST_KEY: dict(sorted(manifest.items())),

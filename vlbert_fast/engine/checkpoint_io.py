@@ -1,16 +1,11 @@
-"""How checkpoint files are written and read: durably, with a manifest, weights-only.
+"""How DeepSpeed writes and reads the files of our checkpoints: through `VerifiedCheckpointEngine`, which replaces its
+torch checkpoint engine on our DeepSpeed engines (`install`).
 
-`VerifiedCheckpointEngine` replaces DeepSpeed's torch checkpoint engine on our DeepSpeed engines
-(`install(engine)`; DeepSpeed writes and reads every file of a checkpoint through its checkpoint engine):
-- save: `torch.save`, then fsync, then the file's size and sha256 are recorded (`take_written`), so that
-  checkpoint.save can gather every rank's files into the manifest of checkpoint.json;
-- load: the file must be in the manifest of the checkpoint being loaded (`expect`) and match it, before a byte is
-  unpickled; then it loads weights-only (model/safe_load.py). A checkpoint without a manifest (a foreign one, such as
-  DeepSpeed's universal conversion) loads only when trusted (engine.trust_foreign / --trust-foreign), still
-  weights-only.
-
-The manifest: {"files": {name relative to the tag directory: {"size": bytes, "sha256": hex}}} inside checkpoint.json,
-the completion marker written last (engine/checkpoint.py).
+- save: `torch.save`, fsync, and the file's size and sha256 recorded (`take_written`), for the manifest that
+  engine/checkpoint.py gathers from every rank into checkpoint.json;
+- load: only the files of the checkpoint being loaded (`expect`), each matching its manifest entry before a byte is
+  unpickled, then weights-only (model/safe_load.py). Without a manifest (a foreign checkpoint) only when trusted
+  (engine.trust_foreign / --trust-foreign), still weights-only.
 """
 
 from __future__ import annotations
@@ -19,28 +14,6 @@ from pathlib import Path
 
 from ..data.formats.paths import fsync_path
 from ..model.safe_load import FileDigest, WeightsFileError, digest, load_torch_file
-
-
-class _Expectation:
-    """What the next load may read: the tag directory, its manifest (None: foreign), and whether foreign is trusted."""
-
-    def __init__(self, tag_dir: Path, manifest: dict[str, FileDigest] | None, trust_foreign: bool):
-        self.tag_dir = tag_dir.resolve()
-        self.manifest = manifest
-        self.trust_foreign = trust_foreign
-
-    def check(self, path: Path) -> FileDigest | None:
-        if self.manifest is None:
-            if not self.trust_foreign:
-                raise WeightsFileError(f"{path}: a checkpoint without a manifest; refused without trust_foreign")
-            return None
-        try:
-            name = str(path.resolve().relative_to(self.tag_dir))
-        except ValueError:
-            name = None
-        if name is None or name not in self.manifest:
-            raise WeightsFileError(f"{path}: not in the manifest of {self.tag_dir} (not saved with it); refused")
-        return self.manifest[name]
 
 
 def make_engine_class():
@@ -52,7 +25,8 @@ def make_engine_class():
             super().__init__(config_params)
             self.name = "VerifiedCheckpointEngine"
             self.written: dict[str, FileDigest] = {}
-            self.expectation: _Expectation | None = None
+            self.expected: tuple[Path, dict[str, FileDigest] | None, bool] | None = None
+            """What loads may read (`expect`): the tag directory, its manifest (None: foreign), trust_foreign."""
 
         def save(self, state_dict, path: str):
             super().save(state_dict, path)
@@ -60,11 +34,18 @@ def make_engine_class():
             self.written[str(Path(path).resolve())] = digest(path)
 
         def load(self, path: str, map_location=None):
-            if self.expectation is None:
+            if self.expected is None:
                 raise WeightsFileError(f"{path}: load of a checkpoint file outside checkpoint.load; refused")
-            expected = self.expectation.check(Path(path))
-            legacy = self.expectation.manifest is None  # trusted, without a manifest: maybe an older version's
-            return load_torch_file(path, expected=expected, map_location=map_location, legacy=legacy)
+            tag_dir, manifest, trust_foreign = self.expected
+            if manifest is None and not trust_foreign:
+                raise WeightsFileError(f"{path}: a checkpoint without a manifest; refused without trust_foreign")
+            resolved = Path(path).resolve()
+            name = str(resolved.relative_to(tag_dir)) if resolved.is_relative_to(tag_dir) else None
+            if manifest is not None and name not in manifest:
+                raise WeightsFileError(f"{path}: not in the manifest of {tag_dir} (not saved with it); refused")
+            entry = None if manifest is None else manifest[name]
+            # trusted, without a manifest: maybe an older version's, read with the legacy allow-list
+            return load_torch_file(path, expected=entry, map_location=map_location, legacy=manifest is None)
 
     return VerifiedCheckpointEngine
 
@@ -83,18 +64,13 @@ def install(engine) -> None:
 
 def take_written(engine, tag_dir: Path) -> dict[str, dict]:
     """The files this rank wrote into `tag_dir` since the last call: {relative name: {size, sha256}}."""
-    written = engine.checkpoint_engine.written
-    root = tag_dir.resolve()
-    out = {}
-    for path, entry in list(written.items()):
-        relative = Path(path).relative_to(root) if Path(path).is_relative_to(root) else None
-        if relative is not None:
-            out[str(relative)] = entry.to_dict()
-            del written[path]
-    return out
+    written, root = engine.checkpoint_engine.written, tag_dir.resolve()
+    mine = [path for path in written if Path(path).is_relative_to(root)]
+    return {str(Path(path).relative_to(root)): written.pop(path).to_dict() for path in mine}
 
 
 def expect(engine, tag_dir: Path, manifest: dict[str, FileDigest] | None, trust_foreign: bool) -> None:
-    """The checkpoint the engine's next loads read from (see _Expectation)."""
+    """The checkpoint the engine's next loads read from: its tag directory, its manifest (None: foreign) and whether
+    a foreign one is trusted."""
     install(engine)
-    engine.checkpoint_engine.expectation = _Expectation(tag_dir, manifest, trust_foreign)
+    engine.checkpoint_engine.expected = (tag_dir.resolve(), manifest, trust_foreign)
