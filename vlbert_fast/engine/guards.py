@@ -1,12 +1,12 @@
-"""The guards both training loops share: no non-finite number reaches the weights or a checkpoint.
+"""The guards of the training loop: no non-finite number reaches the weights or a checkpoint.
 
-- The loss: a non-finite loss on any rank skips the optimizer step on every rank (steps.py, one all-reduce).
-- The gradient: before the optimizer updates anything, the step's global gradient norm must be finite
-  (`gradients_finite`, called by the optimizer's first `step()` of each optimizer step: engine/optim.py). Under ZeRO
-  and in bf16 DeepSpeed computes that norm over every rank before calling our optimizer (and skips the step itself
-  when it is not finite); in plain fp32 data parallelism every rank holds the same all-reduced gradients, so their
-  norm is computed here, alike on every rank. Either way every rank decides the same. A skipped step is counted and
-  logged as a non-finite loss is, and counts towards engine.max_nonfinite_steps.
+- The loss: a non-finite loss on any rank skips the optimizer step on every rank (one all-reduce per step,
+  engine/steps.py, then the optimizer's `skip_update`, engine/optim.py).
+- The gradient: the step's global gradient norm must be finite (`gradients_finite`, asked by the optimizer's first
+  `step()` of each optimizer step). Under ZeRO and in bf16 DeepSpeed computes that norm over every rank before it
+  calls our optimizer; in plain fp32 data parallelism every rank holds the same all-reduced gradients and computes
+  it here. Either way every rank decides alike.
+- Either skip is logged, counted, and `engine.max_nonfinite_steps` of them in a row abort the run.
 - The weights: a checkpoint is saved only when every rank's weights are finite (`nonfinite_weights`,
   engine/checkpoint.py); otherwise the run aborts naming the last finite checkpoint, which `resume: auto` picks.
 """

@@ -1,11 +1,6 @@
 """AdamW (or SGD) with weight decay on every parameter, as the original, or on matrices and tables only; warmup +
-linear decay.
-
-`SkippableAdamW` is torch's AdamW with one switch, `skip_update`: while it is set, `step()` changes nothing (no
-parameter, moment or step count moves). The trainer sets it on every rank at once when some rank's loss was not
-finite, so a bad step is skipped consistently under every ZeRO stage (DeepSpeed calls the inner optimizer's step on
-each rank's partition) and in every precision. The same switch skips a step whose global gradient norm is not finite
-(`nonfinite_grad`, decided at the step's first call by engine/guards.py alike on every rank).
+linear decay. Both optimizers skip a step whose loss or gradient is not finite, alike on every rank and under every
+ZeRO stage and precision (engine/guards.py).
 """
 
 from __future__ import annotations
@@ -18,9 +13,10 @@ from .guards import gradients_finite
 
 
 class _SkipSwitch:
-    """Mixed in before a torch optimizer: while `skip_update` is set, or when the step's global gradient norm is not
-    finite, `step()` changes nothing. The loop resets `nonfinite_grad` to None before each engine step; DeepSpeed may
-    call `step()` once per parameter group or ZeRO sub-group, and the first call decides for all of them."""
+    """Mixed in before a torch optimizer: while `skip_update` is set (some rank's loss was not finite), or when the
+    step's global gradient norm is not finite, `step()` changes nothing (no parameter, moment or step count moves).
+    The loop resets `nonfinite_grad` to None before each engine step; DeepSpeed may call `step()` once per parameter
+    group or ZeRO sub-group, and the first call decides for all of them."""
 
     skip_update: bool = False
     nonfinite_grad: bool | None = None
@@ -43,7 +39,7 @@ class SkippableAdamW(_SkipSwitch, torch.optim.AdamW):
 
 
 class SkippableSGD(_SkipSwitch, torch.optim.SGD):
-    """torch's SGD with the same `skip_update` switch as SkippableAdamW (the original's VCR fine-tuning)."""
+    """The original's VCR fine-tuning."""
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:

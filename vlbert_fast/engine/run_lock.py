@@ -39,17 +39,17 @@ class RunLock:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _describe(_read(handle))
+            holder = _holder(handle) or "a process that has not written its PID yet"
             handle.close()
             raise RunDirLocked(
                 f"{self.path.parent} is in use by another run ({holder}): two runs on one run_dir would overwrite "
                 f"each other's checkpoints and metrics. Wait for it to end, stop it, or choose another run_dir"
             ) from None
-        previous = _read(handle)
+        previous = _holder(handle)
         if previous:
             self.note = (
-                f"note: took over a stale lock of {self.path.parent} ({_describe(previous)}, which is no longer "
-                f"running: it was killed or crashed)"
+                f"note: took over a stale lock of {self.path.parent} ({previous}, which is no longer running: it was "
+                f"killed or crashed)"
             )
         handle.seek(0)
         handle.truncate()
@@ -76,25 +76,18 @@ class RunLock:
         self.release()
 
 
-def _read(handle) -> dict | None:
+def _holder(handle) -> str | None:
+    """Who the lock file names, for a message; None when it is empty."""
     handle.seek(0)
     text = handle.read().strip()
     if not text:
         return None
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return {"raw": text[:200]}
-    return value if isinstance(value, dict) else {"raw": text[:200]}
-
-
-def _describe(holder: dict | None) -> str:
-    if not holder:
-        return "a process that has not written its PID yet"
-    if "pid" not in holder:
-        return f"unreadable lock content {holder.get('raw')!r}"
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
-    return f"PID {holder['pid']} on {holder.get('host', '?')}, started {started}"
+        holder = json.loads(text)
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+        return f"PID {holder['pid']} on {holder.get('host', '?')}, started {started}"
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return f"unreadable lock content {text[:200]!r}"
 
 
 def lock_run_dir(run_dir: str | os.PathLike, info) -> RunLock | None:

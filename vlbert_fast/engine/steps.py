@@ -1,15 +1,9 @@
 """One optimizer step on DeepSpeed, for the one training loop (engine/trainer.py) and every job.
 
-`optimizer_step` runs the micro batches of one step: fetch, forward, the injected faults, backward, DeepSpeed's
-step (accumulation, clipping, precision, ZeRO), and one all-reduce that tells every rank whether some rank's loss was
-not finite, in which case every rank skips the update (SkippableAdamW / SkippableSGD). A step whose global gradient
-norm is not finite is skipped as well (engine/guards.py). `after_step` steps the lr schedule, counts non-finite steps
-and aborts after `engine.max_nonfinite_steps` in a row (naming the last checkpoint, all of whose weights are finite),
-and logs fp16 loss-scale changes. `log_window` advances the progress display and, at a log step, logs the window
-(`window_metrics` turns its sums into the log line's numbers) and starts the next one.
-
-The `run` these take is the loop's `Run` (engine/job.py): cfg, info, job, engine, optimizer, scheduler, faults,
-state (TrainState) and logger.
+`optimizer_step` runs the micro batches of one step (forward, the injected faults, backward, DeepSpeed's step with
+accumulation, clipping, precision and ZeRO) and the non-finite guards of engine/guards.py; `after_step` steps the lr
+schedule, counts non-finite steps (aborting after `engine.max_nonfinite_steps` in a row) and logs fp16 loss-scale
+changes; `log_window` logs a window's metrics at a log step and starts the next window.
 """
 
 from __future__ import annotations

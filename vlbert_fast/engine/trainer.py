@@ -1,26 +1,19 @@
 """The one training loop on DeepSpeed, for pretraining (`vlbert-fast pretrain`) and every fine-tuning task
-(`vlbert-fast finetune --task ...`).
+(`vlbert-fast finetune --task ...`). A job (engine/job.py: engine/pretrain_job.py, engine/finetune_job.py) says what
+differs; the rest reads top to bottom here:
 
-A job (engine/job.py) says what differs: pretraining (engine/pretrain_job.py) or a task (engine/finetune_job.py)
-builds its data and its model, turns a loaded micro batch into a loss, measures it, evaluates and summarises. The rest
-is this file, top to bottom:
+1. `train`: the checkpoint to resume and its config guard, the weights to start from, the process group
+   (engine/distributed.py), the run directory's lock (engine/run_lock.py), all before any work;
+2. `_run`: the job's data and model, the optimizer and schedule (engine/optim.py) in the DeepSpeed engine
+   (engine/ds_config.py), the resumed checkpoint (engine/checkpoint.py), the logger (engine/metrics.py);
+3. `_train`: each step's micro batches (engine/steps.py), a log line every `train.log_every` steps, the job's
+   evaluation when it asks, a checkpoint when engine/save_schedule.py says so;
+4. `_finish`: a checkpoint, the job's final evaluation, summary.json and the summary. However the run ends, the lock
+   is released and the process group destroyed.
 
-1. before any work: the engine config, the checkpoint to resume and its config guard, the job's own checks;
-2. the process group (engine/distributed.py), the global batch against the world size, the run directory's lock;
-3. the job's data and model, AdamW or SGD with its schedule (engine/optim.py), the DeepSpeed engine around them
-   (engine/ds_config.py fills its JSON), the resumed checkpoint, the logger;
-4. the loop: each step runs its micro batches (engine/steps.py: forward, backward, DeepSpeed's step with
-   accumulation, clipping, precision and ZeRO; a non-finite loss or gradient skips the update on every rank), then
-   the schedule, a log line, metrics.jsonl row and TensorBoard scalars every `train.log_every` steps, the job's
-   evaluation when it asks, a checkpoint every `engine.save_interval_steps` steps and every
-   `engine.save_interval_minutes` (engine/save_schedule.py, engine/checkpoint.py);
-5. at the end: a checkpoint, the job's final evaluation, summary.json and the summary; however the run ends, the
-   run directory's lock is released and the process group destroyed (engine/distributed.py `close_distributed`).
-
-Resume (engine.resume): model, optimizer, lr schedule, data position and every rank's RNG states come back, so the
+Resume (engine.resume) restores model, optimizer, schedule, data position and every rank's RNG states, so the
 continued run computes what the uninterrupted one would have (bit for bit on a CPU with engine.deterministic). A
-failed collective (a dead or hung rank) ends this rank with a message instead of a hang; `engine.max_nonfinite_steps`
-non-finite steps in a row abort naming the last finite checkpoint. One run at a time per run_dir (engine/run_lock.py).
+failed collective (a dead or hung rank) ends this rank with a message instead of a hang.
 """
 
 from __future__ import annotations
