@@ -8,7 +8,7 @@ import yaml
 from tests.shared import output_tail, run_cli
 from vlbert_fast.config import RunConfig, load_config
 from vlbert_fast.config.finetune_run import FinetuneConfig
-from vlbert_fast.engine.pretrain_job import initial_weights
+from vlbert_fast.engine.pretrain_job import PretrainJob
 from vlbert_fast.model.pretrained import PretrainedError
 
 PRETRAIN = {
@@ -28,14 +28,14 @@ def test_pretraining_configs_name_their_bert_directory(path, bert):
 def test_missing_bert_directory_says_what_to_put_there(tmp_path):
     cfg = load_config(RunConfig, ["configs/pretrain/base_prec_8xH100_bf16.yaml"], [f"engine.init_from={tmp_path}/b"])
     with pytest.raises(PretrainedError) as err:
-        initial_weights(cfg)
+        PretrainJob(cfg).initial_weights()
     message = str(err.value)
     assert f"engine.init_from={tmp_path}/b: no such directory" in message
     assert "save_pretrained" in message and "config.json" in message and "train.from_scratch=true" in message
     scratch = load_config(RunConfig, ["configs/pretrain/base_prec_8xH100_bf16.yaml"], ["train.from_scratch=true"])
-    assert initial_weights(scratch) == ""  # a deliberate random start does not look for the directory
+    assert PretrainJob(scratch).initial_weights() == ""  # a deliberate random start does not look for the directory
     (tmp_path / "b").mkdir()
-    assert initial_weights(cfg) == f"{tmp_path}/b"
+    assert PretrainJob(cfg).initial_weights() == f"{tmp_path}/b"
 
 
 def test_pretrain_command_stops_before_any_work_when_bert_is_missing(tmp_path):

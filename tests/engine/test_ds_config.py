@@ -79,6 +79,7 @@ def test_fault_spec():
         ("explode step=1", "unknown fault 'explode'"),
         ("kill", "names no step"),
         ("kill step=1 colour=red", "unknown condition 'colour=red'"),
+        ("kill step=1 where=sideways", "unknown condition .where=sideways."),
         ("kill step", "is not key=value"),
     ]:
         with pytest.raises(ValueError, match=message):

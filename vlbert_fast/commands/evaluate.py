@@ -52,7 +52,7 @@ def main(args, cfg) -> int:
         print(note, file=sys.stderr)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
-    predictions = predict_split(model, task, dataset, DistInfo(0, 1, 0, device), args.batch_size, torch.float32)
+    predictions = predict_split(model, task, dataset, DistInfo(0, 1, device), args.batch_size, torch.float32)
     out = Path(args.out) if args.out else run_dir / "eval" / args.split
     path = task.write_predictions(predictions, args.split, out)
     metrics = task.metrics(predictions, args.split)

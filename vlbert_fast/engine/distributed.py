@@ -34,7 +34,6 @@ from ..config import EngineConfig
 class DistInfo:
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
     owns_group: bool = False
     """Whether `init_distributed` created the process group (and `close_distributed` destroys it)."""
@@ -125,7 +124,7 @@ def init_distributed(cfg: EngineConfig | None = None, data_workers: int = 0) -> 
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, owns_group)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), device, owns_group)
 
 
 def close_distributed(info: DistInfo) -> None:

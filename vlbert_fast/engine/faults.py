@@ -39,9 +39,7 @@ class Fault:
 
 def parse(spec: str) -> list[Fault]:
     faults = []
-    for part in (p.strip() for p in spec.split(";")):
-        if not part:
-            continue
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
         action, *conditions = part.split()
         if action not in ACTIONS:
             raise ValueError(f"{ENV}: unknown fault {action!r} in {part!r}; expected one of {', '.join(ACTIONS)}")
@@ -50,16 +48,12 @@ def parse(spec: str) -> list[Fault]:
             key, sep, value = cond.partition("=")
             if not sep:
                 raise ValueError(f"{ENV}: condition {cond!r} in {part!r} is not key=value")
+            if key not in ("step", "steps", "rank", "where", "seconds") or key == "where" and value not in WHERE:
+                raise ValueError(f"{ENV}: unknown condition {cond!r} in {part!r}")
             if key in ("step", "steps"):
                 fault.steps = {int(s) for s in value.split(",")}
-            elif key == "rank":
-                fault.rank = int(value)
-            elif key == "where" and value in WHERE:
-                fault.where = value
-            elif key == "seconds":
-                fault.seconds = float(value)
             else:
-                raise ValueError(f"{ENV}: unknown condition {cond!r} in {part!r}")
+                setattr(fault, key, {"rank": int, "where": str, "seconds": float}[key](value))
         if not fault.steps:
             raise ValueError(f"{ENV}: fault {part!r} names no step")
         faults.append(fault)

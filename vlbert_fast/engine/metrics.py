@@ -89,24 +89,21 @@ METRICS = "metrics.jsonl"
 PREVIOUS = "metrics.previous.jsonl"
 
 
-def _row_step(line: str) -> int | None:
-    """The step of a metrics.jsonl line, or None for a line torn by a kill (or otherwise not a row)."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return row.get("step", 0) if isinstance(row, dict) and isinstance(row.get("step", 0), int) else None
-
-
 def truncate_jsonl(path: Path, after_step: int) -> None:
     """Drops the rows of steps after `after_step` (logged by a run that died after its last checkpoint; the resumed
-    run logs them again) and torn lines, so metrics.jsonl reads as one run."""
+    run logs them again) and lines torn by a kill (or otherwise not a row), so metrics.jsonl reads as one run."""
     if not path.is_file():
         return
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    steps = [(line, _row_step(line)) for line in lines if line.strip()]
-    kept = [line for line, step in steps if step is not None and step <= after_step]
-    write_atomic(path, "".join(line + "\n" for line in kept))
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        step = row.get("step", 0) if isinstance(row, dict) else None
+        if isinstance(step, int) and step <= after_step:
+            kept.append(line + "\n")
+    write_atomic(path, "".join(kept))
 
 
 def json_row(row: dict) -> str:

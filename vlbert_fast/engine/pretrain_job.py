@@ -39,16 +39,6 @@ def pretraining_model(cfg: RunConfig, init_from: str = "") -> tuple[VLBertForPre
     return model, reports
 
 
-def initial_weights(cfg: RunConfig) -> str:
-    """The weights a fresh run starts from: engine.init_from, or '' for a random start (train.from_scratch, or no
-    init_from). A named directory that is missing is an error saying how to provide it, before any work."""
-    if cfg.train.from_scratch or not cfg.engine.init_from:
-        return ""
-    if not Path(cfg.engine.init_from).exists():
-        raise PretrainedError(missing_bert_message(cfg.engine.init_from))
-    return cfg.engine.init_from
-
-
 class PretrainJob:
     """The pretraining job (module docstring)."""
 
@@ -64,7 +54,14 @@ class PretrainJob:
     # -- set-up --------------------------------------------------------------------------------------------------
 
     def initial_weights(self) -> str:
-        return initial_weights(self.cfg)
+        """engine.init_from, or '' for a random start (train.from_scratch, or no init_from). A named directory that
+        is missing is an error saying how to provide it, before any work."""
+        cfg = self.cfg
+        if cfg.train.from_scratch or not cfg.engine.init_from:
+            return ""
+        if not Path(cfg.engine.init_from).exists():
+            raise PretrainedError(missing_bert_message(cfg.engine.init_from))
+        return cfg.engine.init_from
 
     def build_data(self, info: DistInfo) -> list[str]:
         self.info = info
