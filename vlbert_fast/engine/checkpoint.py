@@ -52,9 +52,7 @@ from ..model.checkpoint_dir import (
     CheckpointError,
     complete_tags,
     find_checkpoint,
-    is_complete,
-    manifest_of,
-    read_marker,
+    marker_and_manifest,
     tag_for,
 )
 from ..model.consolidate import resolve_checkpoint
@@ -234,16 +232,8 @@ def load(engine, cfg: RunConfig, info: DistInfo, tag_dir: Path, scheduler) -> tu
     """Loads model, optimizer, schedule and trainer state from `tag_dir` on every rank. Returns the state (its `rng`
     is this rank's RNG states, or None when the world size changed) and notes for the log."""
     notes: list[str] = []
-    marker = read_marker(tag_dir) if is_complete(tag_dir) else None
-    manifest = None if marker is None else manifest_of(marker, tag_dir / MARKER)
-    if manifest is None and not cfg.engine.trust_foreign:
-        what = f"was saved without a manifest ({MARKER} lists no files)" if marker else f"has no {MARKER}"
-        raise CheckpointError(
-            f"{tag_dir} {what}: it is not a checkpoint written by this version of vlbert_fast, and its files cannot "
-            f"be verified, so they are not loaded. If you trust where it comes from (e.g. DeepSpeed's universal "
-            f"conversion of your own checkpoint), set engine.trust_foreign=true (--trust-foreign): it then loads "
-            f"weights-only"
-        )
+    how = "set engine.trust_foreign=true (--trust-foreign)"
+    marker, manifest = marker_and_manifest(tag_dir, cfg.engine.trust_foreign, how)
     if marker is not None:
         check_config(cfg, marker["config"], tag_dir)  # before the costly load
         if marker["world_size"] != info.world_size and not cfg.engine.load_universal and marker["zero_stage"] > 0:

@@ -85,6 +85,21 @@ def read_marker(tag_dir: Path) -> dict:
     return marker
 
 
+def marker_and_manifest(tag_dir: Path, trust_foreign: bool, how_to_trust: str) -> tuple[dict | None, dict | None]:
+    """The checkpoint's marker (None without one) and manifest (None for a checkpoint saved without one, which only a
+    trusted load may read: otherwise a CheckpointError says so, and how to trust it: `how_to_trust`)."""
+    marker = read_marker(tag_dir) if is_complete(tag_dir) else None
+    manifest = None if marker is None else manifest_of(marker, tag_dir / MARKER)
+    if manifest is None and not trust_foreign:
+        what = f"was saved without a manifest ({MARKER} lists no files)" if marker else f"has no {MARKER}"
+        raise CheckpointError(
+            f"{tag_dir} {what}: it is not a checkpoint written by this version of vlbert_fast, and its files cannot "
+            f"be verified, so they are not loaded. If you trust where it comes from (e.g. DeepSpeed's universal "
+            f"conversion of your own checkpoint), {how_to_trust}: it then loads weights-only"
+        )
+    return marker, manifest
+
+
 def damage(tag_dir: Path) -> str | None:
     """What makes a complete checkpoint unusable, judged cheaply (its marker, and its files' sizes against the
     manifest), or None. A checkpoint saved without a manifest is not judged here (loading it needs trust)."""

@@ -21,11 +21,10 @@ import torch
 from .checkpoint_dir import (
     CLIENT_KEY,
     LATEST,
-    MARKER,
     CheckpointError,
     find_checkpoint,
     is_complete,
-    manifest_of,
+    marker_and_manifest,
     read_marker,
     verify_checkpoint,
 )
@@ -40,19 +39,10 @@ def verified(tag_dir: Path, trust_foreign: bool = False) -> bool:
     """Checks every file of the checkpoint against its manifest (size, sha256; no torch file beside them), or, for a
     checkpoint without one, that it is trusted. Raises CheckpointError / WeightsFileError naming the file. Returns
     whether the checkpoint is a trusted one without a manifest (`legacy` for model/safe_load.py)."""
-    marker = read_marker(tag_dir) if is_complete(tag_dir) else None
-    manifest = None if marker is None else manifest_of(marker, tag_dir / MARKER)
+    _, manifest = marker_and_manifest(tag_dir, trust_foreign, "pass --trust-foreign (trust_foreign=True)")
     if manifest is not None:
         verify_checkpoint(tag_dir, manifest)
-        return False
-    if not trust_foreign:
-        what = f"was saved without a manifest ({MARKER} lists no files)" if marker else f"has no {MARKER}"
-        raise CheckpointError(
-            f"{tag_dir} {what}: it is not a checkpoint written by this version of vlbert_fast, and its files cannot "
-            f"be verified, so they are not loaded. If you trust where it comes from, pass --trust-foreign "
-            f"(trust_foreign=True): it then loads weights-only"
-        )
-    return True
+    return manifest is None
 
 
 def _stage0_state_dict(tag_dir: Path, legacy: bool) -> dict[str, torch.Tensor]:
