@@ -33,10 +33,8 @@ def main(args, cfg) -> int:
 
     from ..config import ConfigError
     from ..data.formats import FormatError
-    from ..engine.distributed import DistInfo
-    from ..engine.predict import predict_split
     from ..model.safe_load import WeightsFileError
-    from ..tasks.finetuned import load_finetuned
+    from ..tasks.finetuned import load_finetuned, predict_share
 
     start = time.perf_counter()
     notes: list[str] = []
@@ -52,7 +50,7 @@ def main(args, cfg) -> int:
         print(note, file=sys.stderr)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
-    predictions = predict_split(model, task, dataset, DistInfo(0, 1, device), args.batch_size, torch.float32)
+    predictions = [p for _, p in predict_share(model, task, dataset, 0, 1, args.batch_size, device, torch.float32)]
     out = Path(args.out) if args.out else run_dir / "eval" / args.split
     path = task.write_predictions(predictions, args.split, out)
     metrics = task.metrics(predictions, args.split)

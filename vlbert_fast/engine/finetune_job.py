@@ -6,7 +6,7 @@ model is VLBertModel + the task's head (model/vlbert_finetuning.py), initialised
 or export (or a BERT directory) with a key-mapping report. Every rank takes its own micro batches of each global batch
 (data/sampler.py `ShuffledBatchSampler`); evaluation runs every `train.eval_every_steps` (0: at the end of every
 epoch) and at the end on the task's val split, each rank predicting its share and the predictions gathered
-(engine/predict.py). At the end the val predictions are written in the task's official format.
+(tasks/finetuned.py). At the end the val predictions are written in the task's official format.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from ..model.flops import batch_training_flops
 from ..model.pretrained import PretrainedError
 from ..model.vlbert_finetuning import build_finetune_model
 from ..tasks import build_task, collate_task
-from .distributed import DistInfo, barrier
+from ..tasks.finetuned import predict_share
+from .distributed import DistInfo, all_gather_objects, barrier
 from .job import Run
-from .predict import predict_split
 from .trainer import train
 
 
@@ -140,9 +140,13 @@ class FinetuneJob:
         engine, cfg, state, logger = run.engine, self.cfg, run.state, run.logger
         engine.eval()
         start = time.perf_counter()
-        predictions = predict_split(
-            engine, self.task, self.val_set, run.info, cfg.train.eval_batch_size, run.dtype, cfg.train.num_workers
-        )
+        info, train = run.info, cfg.train
+        share = predict_share(
+            engine, self.task, self.val_set, info.rank, info.world_size, train.eval_batch_size, info.device, run.dtype,
+            train.num_workers,
+        )  # fmt: skip
+        gathered = sorted((record for part in all_gather_objects(share, info) for record in part), key=lambda r: r[0])
+        predictions = [prediction for _, prediction in gathered]
         engine.train()
         metrics = self.task.metrics(predictions, "val")
         row = {"step": state.step, "epoch": state.step / self.sampler.steps_per_epoch, "split": "val", **metrics}
