@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from ..config.finetune_run import FinetuneConfig
-from ..data.sampler import ShuffledBatchSampler
 from ..model.flops import batch_training_flops
 from ..model.pretrained import PretrainedError
 from ..model.vlbert_finetuning import build_finetune_model
-from ..tasks import build_task, collate_task
+from ..tasks import build_task
 from ..tasks.finetuned import predict_share
+from ..tasks.task_loader import build_task_data
 from .distributed import DistInfo, all_gather_objects, barrier
 from .job import Run
 from .trainer import train
@@ -60,29 +58,13 @@ class FinetuneJob:
 
     def build_data(self, info: DistInfo) -> list[str]:
         cfg = self.cfg
-        self.info = info
         # The main rank first: it generates the synthetic data and writes the answer vocabulary the others then read.
         if not info.is_main:
             barrier()
         self.task = build_task(cfg, Path(cfg.run_dir))
         if info.is_main:
             barrier()
-        self.train_set, self.val_set = self.task.datasets("train"), self.task.datasets("val")
-        train = cfg.train
-        self.sampler = ShuffledBatchSampler(
-            len(self.train_set), train.micro_batch_size, train.global_batch_size, info.rank, info.world_size, cfg.seed
-        )
-        if self.sampler.steps_per_epoch < 1:
-            raise ValueError(
-                f"the training split has {len(self.train_set)} samples, fewer than one global batch "
-                f"(train.global_batch_size={train.global_batch_size})"
-            )
-        self.loader = DataLoader(
-            self.train_set,
-            batch_sampler=self.sampler,
-            collate_fn=partial(collate_task, self.task),
-            num_workers=train.num_workers,
-        )
+        self.data = build_task_data(self.task, cfg, info.rank, info.world_size)
         return []
 
     def build_model(self, info: DistInfo, init_from: str) -> tuple[torch.nn.Module, list[str]]:
@@ -95,10 +77,10 @@ class FinetuneJob:
         return model, [] if report is None else [str(report)]
 
     def max_steps(self) -> int:
-        return self.cfg.train.max_steps or self.cfg.train.epochs * self.sampler.steps_per_epoch
+        return self.cfg.train.max_steps or self.cfg.train.epochs * self.steps_per_epoch()
 
     def steps_per_epoch(self) -> int:
-        return self.sampler.steps_per_epoch
+        return self.data.sampler.steps_per_epoch  # optimizer steps
 
     def data_source(self) -> str:
         return f"{self.cfg.task}; the synthetic task is generated into the cache on a first run"
@@ -107,18 +89,14 @@ class FinetuneJob:
         trainval = getattr(self.task.opts, "trainval", False)
         held_out = " (trainval: val is also trained on, not held out)" if trainval else ""
         return (
-            f"finetune {self.cfg.task} on {self.task.root} | train {len(self.train_set)}, val {len(self.val_set)} "
-            f"samples{held_out} | {self.sampler.steps_per_epoch} steps per epoch"
+            f"finetune {self.cfg.task} on {self.task.root} | train {len(self.data.train_set)}, val "
+            f"{len(self.data.val_set)} samples{held_out} | {self.steps_per_epoch()} steps per epoch"
         )
 
     def why_random(self) -> str:
         return "init_from is empty: every weight starts from random initialisation"
 
     # -- the loop ------------------------------------------------------------------------------------------------
-
-    def epoch(self, epoch: int, skip: int):
-        self.sampler.set_epoch(epoch, skip)
-        return iter(self.loader)
 
     def on_device(self, task_batch, run: Run):
         return task_batch.to(run.info.device, run.dtype)
@@ -132,7 +110,7 @@ class FinetuneJob:
         return len(task_batch.meta), int(b.attention_mask.sum()), batch_training_flops(self.cfg.model, b)
 
     def evaluate_now(self, step: int) -> bool:
-        return step % (self.cfg.train.eval_every_steps or self.sampler.steps_per_epoch) == 0
+        return step % (self.cfg.train.eval_every_steps or self.steps_per_epoch()) == 0
 
     def evaluate(self, run: Run, final: bool) -> None:
         """Predictions on the val split (every rank its share), the task's official metric: a log line, a
@@ -142,14 +120,14 @@ class FinetuneJob:
         start = time.perf_counter()
         info, train = run.info, cfg.train
         share = predict_share(
-            engine, self.task, self.val_set, info.rank, info.world_size, train.eval_batch_size, info.device, run.dtype,
-            train.num_workers,
+            engine, self.task, self.data.val_set, info.rank, info.world_size, train.eval_batch_size, info.device,
+            run.dtype, train.num_workers,
         )  # fmt: skip
         gathered = sorted((record for part in all_gather_objects(share, info) for record in part), key=lambda r: r[0])
         predictions = [prediction for _, prediction in gathered]
         engine.train()
         metrics = self.task.metrics(predictions, "val")
-        row = {"step": state.step, "epoch": state.step / self.sampler.steps_per_epoch, "split": "val", **metrics}
+        row = {"step": state.step, "epoch": state.step / self.steps_per_epoch(), "split": "val", **metrics}
         self.evals.append(row)
         text = ", ".join(f"{k} {100 * v:.2f}%" for k, v in metrics.items())
         logger.print(
@@ -174,9 +152,9 @@ class FinetuneJob:
         first, last = state.first_metrics, state.last_metrics
         own = {
             "task": cfg.task,
-            "epochs": state.step / self.sampler.steps_per_epoch,
-            "train_samples": len(self.train_set),
-            "val_samples": len(self.val_set),
+            "epochs": state.step / self.steps_per_epoch(),
+            "train_samples": len(self.data.train_set),
+            "val_samples": len(self.data.val_set),
             "first_loss": None if first is None else first["loss"],
             "final_loss": None if last is None else last["loss"],
             "val": {k: v for k, v in self.final.items() if k not in ("step", "epoch", "split", "predictions")},

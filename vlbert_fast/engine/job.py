@@ -8,8 +8,6 @@ on a task (engine/finetune_job.py) implement it. The loop calls, in order:
     build_model(info, init_from)     the model, seeded alike on every rank, and what was loaded into it
     max_steps(), steps_per_epoch()   the run's length and an epoch's optimizer steps (the "step" schedule)
     data_source(), describe(), why_random()   the start-up log's words
-    epoch(epoch, skip)               an iterator over the epoch's loaded micro batches after the first `skip` (the
-                                     loop keeps the position: state.epoch, state.batch_in_epoch)
     on_device(loaded, run)           that micro batch on the device, or None when it holds no row
     forward(engine, batch)           (loss, its parts for the log)
     measure(batch)                   (samples, tokens, training FLOPs) for the log's rates
@@ -24,7 +22,6 @@ steps (engine/steps.py) and the job's calls above read it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +30,8 @@ import torch
 
 from ..config import RunConfig
 from ..config.finetune_run import FinetuneConfig
+from ..data.pretrain_loader import PretrainData
+from ..tasks.task_loader import TaskData
 from .checkpoint import TrainState
 from .distributed import DistInfo
 from .faults import FaultInjector
@@ -49,6 +48,8 @@ class Job(Protocol):
     cfg: RunConfig | FinetuneConfig
     data_workers: int
     """Data-loader worker processes per rank (the automatic thread count leaves them their cores)."""
+    data: PretrainData | TaskData
+    """Built by `build_data`: the loop sets its epoch and start (`set_epoch`) and iterates its `loader`."""
 
     def initial_weights(self) -> str: ...
     def build_data(self, info: DistInfo) -> list[str]: ...
@@ -58,7 +59,6 @@ class Job(Protocol):
     def data_source(self) -> str: ...
     def describe(self) -> str: ...
     def why_random(self) -> str: ...
-    def epoch(self, epoch: int, skip: int) -> Iterator: ...
     def on_device(self, loaded, run: Run): ...
     def forward(self, engine, batch) -> tuple[torch.Tensor, dict]: ...
     def measure(self, batch) -> tuple[int, int, float]: ...

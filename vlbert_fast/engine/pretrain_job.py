@@ -88,10 +88,6 @@ class PretrainJob:
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
-    def epoch(self, epoch: int, skip: int):
-        self.data.set_epoch(epoch, skip)
-        return iter(self.data.loader)
-
     def on_device(self, loaded, run: Run):
         """The micro batch on the device, or None when every row of it was skipped (counted here)."""
         for skipped in loaded.skipped:

@@ -172,6 +172,12 @@ def _seed_after_resume(run: Run) -> None:
         torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout differs per rank
 
 
+def _epoch(job: Job, epoch: int, start_batch: int = 0) -> Iterator:
+    """The loaded micro batches of `epoch` after its first `start_batch` (the sampler restarts there)."""
+    job.data.set_epoch(epoch, start_batch)
+    return iter(job.data.loader)
+
+
 def _micro_batches(run: Run, loaded: Iterator) -> Iterator:
     """The micro batches on the device, from `loaded` (the resumed epoch's iterator) on, epoch after epoch; the
     data position (state.epoch, state.batch_in_epoch) follows them."""
@@ -184,13 +190,13 @@ def _micro_batches(run: Run, loaded: Iterator) -> Iterator:
                 yield batch
         job.end_of_epoch(run)
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-        loaded = job.epoch(state.epoch, 0)
+        loaded = _epoch(job, state.epoch)
 
 
 def _train(run: Run) -> None:
     cfg, info, state, job = run.cfg, run.info, run.state, run.job
     accumulation = cfg.train.accumulation(info.world_size)
-    batches = _micro_batches(run, job.epoch(state.epoch, state.batch_in_epoch))
+    batches = _micro_batches(run, _epoch(job, state.epoch, state.batch_in_epoch))
     _seed_after_resume(run)
     window = Window()
     local_samples = 0
