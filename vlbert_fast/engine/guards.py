@@ -37,15 +37,6 @@ def gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
     return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
 
-def attach(engine, optimizer: torch.optim.Optimizer) -> None:
-    """After deepspeed.initialize: our optimizer learns where the step's global gradient norm comes from, and the
-    engine writes and reads checkpoints through our verified checkpoint engine (engine/checkpoint_io.py)."""
-    from .checkpoint_io import install
-
-    optimizer.norm_source = engine.optimizer if engine.optimizer is not optimizer else None
-    install(engine)
-
-
 def nonfinite_weights(module: torch.nn.Module) -> list[str]:
     """Names of the parameters whose copy on this rank holds a NaN or an infinity (ZeRO-3: this rank's partition)."""
     names, flags = [], []

@@ -41,13 +41,10 @@ def timestamp() -> str:
 def format_duration(seconds: float) -> str:
     """42s, 3m05s, 2h07m, 3d04h: two units at most, for an ETA."""
     s = max(0, round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    for unit, size, smaller, smaller_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if s >= size:
+            return f"{s // size}{unit}{s % size // smaller_size:02d}{smaller}"
+    return f"{s}s"
 
 
 def format_rate(per_second: float, unit: str = "FLOP/s") -> str:

@@ -46,7 +46,6 @@ class PretrainJob:
         self.cfg = cfg
         self.data_workers = cfg.data.num_workers
         self.data: PretrainData | None = None
-        self.batches = None
         self.epoch_skips = SkipCounter("skip")
         """The distinct records skipped in the current epoch (data.counter holds the run's)."""
         self.accuracy: dict | None = None

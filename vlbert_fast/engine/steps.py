@@ -53,10 +53,6 @@ class StepTracker:
     scale: float | None = None
     skipped_by_deepspeed: int = 0
 
-    @classmethod
-    def start(cls, engine) -> StepTracker:
-        return cls(0, loss_scale(engine), engine.skipped_steps)
-
 
 @dataclass
 class StepOutcome:
@@ -160,14 +156,6 @@ def log_window(run: Run, step: int, window: Window, peak: float | None, log_now:
     window.steps += 1
     if not log_now:
         return window
-    metrics = window_metrics(window, run, peak)
-    run.logger.log(step, metrics)
-    run.state.first_metrics = run.state.first_metrics or metrics
-    run.state.last_metrics = metrics
-    return Window()
-
-
-def window_metrics(window: Window, run: Run, peak: float | None) -> dict:
     elapsed = time.perf_counter() - window.start
     samples, tokens, flops = all_reduce_sum([window.samples, window.tokens, window.flops], run.info.device)
     tflops = flops / elapsed / 1e12
@@ -175,7 +163,7 @@ def window_metrics(window: Window, run: Run, peak: float | None) -> dict:
     loss = means.pop("loss", float("nan"))  # nan: every step of the window was skipped
     grad = run.engine.get_global_grad_norm()  # None where DeepSpeed does not track it (fp32 without ZeRO)
     grad = window.grad_norm if grad is None else grad
-    return {
+    metrics = {
         "loss": loss,
         "losses": means,
         "lr": float(run.scheduler.get_last_lr()[0]),
@@ -191,3 +179,7 @@ def window_metrics(window: Window, run: Run, peak: float | None) -> dict:
         "overflow_steps": int(run.engine.skipped_steps) if run.engine.fp16_enabled() else None,
         "nonfinite_steps": run.state.nonfinite_steps,
     }
+    run.logger.log(step, metrics)
+    run.state.first_metrics = run.state.first_metrics or metrics
+    run.state.last_metrics = metrics
+    return Window()

@@ -31,7 +31,7 @@ from ..model.checkpoint_dir import is_complete, read_marker, tag_for
 from ..model.flops import peak_tflops
 from ..version import __version__
 from ..vocabulary import PRECISIONS
-from . import checkpoint
+from . import checkpoint, checkpoint_io
 from .checkpoint import TrainState
 from .distributed import (
     DistInfo,
@@ -43,19 +43,18 @@ from .distributed import (
 )
 from .ds_config import deepspeed_config, mark_zero3_leaves
 from .faults import FaultInjector
-from .guards import TrainingAborted, attach
+from .guards import TrainingAborted
 from .job import PHASES, Job, Run
 from .metrics import MetricsLogger, Window, startup_line
 from .optim import build_optimizer, build_scheduler
 from .run_lock import lock_run_dir
 from .save_schedule import SaveSchedule
-from .steps import StepTracker, after_step, log_window, optimizer_step
+from .steps import StepTracker, after_step, log_window, loss_scale, optimizer_step
 
 
 def build_engine(model: torch.nn.Module, cfg, info: DistInfo, max_steps: int, steps_per_epoch: int = 0):
-    """(DeepSpeed engine, optimizer, scheduler) around `model` (already on the device): the optimizer and schedule
-    of `cfg.train` (engine/optim.py), the ZeRO-3 leaf modules marked, our checkpoint engine and gradient guard
-    attached (engine/guards.py)."""
+    """(DeepSpeed engine, optimizer, scheduler) around `model` (on the device): the optimizer and schedule of
+    `cfg.train` (engine/optim.py), the ZeRO-3 leaf modules marked, our checkpoint engine (engine/checkpoint_io.py)."""
     import deepspeed
 
     optimizer = build_optimizer(model, cfg.train)
@@ -64,7 +63,9 @@ def build_engine(model: torch.nn.Module, cfg, info: DistInfo, max_steps: int, st
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=deepspeed_config(cfg, info.world_size)
     )
-    attach(engine, optimizer)
+    # where the step's global gradient norm comes from (engine/guards.py): DeepSpeed's optimizer wrapping ours, if any
+    optimizer.norm_source = engine.optimizer if engine.optimizer is not optimizer else None
+    checkpoint_io.install(engine)
     if info.world_size == 1 and cfg.engine.zero_stage == 0:
         # A lone rank has nothing to all-reduce; DeepSpeed would still flatten every gradient into one buffer, "sum"
         # it over one rank, divide by 1 and copy it back after each backward (about 4% of the embedded default's step).
@@ -101,19 +102,12 @@ def _run(job: Job, info: DistInfo, resume_from: Path | None, init_from: str, not
     cfg = job.cfg
     run_dir = Path(cfg.run_dir)
     lap = time.perf_counter()
-
-    def phase(name: str) -> None:
-        nonlocal lap
-        now = time.perf_counter()
-        seconds[name] = seconds.get(name, 0.0) + now - lap
-        lap = now
-
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
     startup_line(f"start-up: data ({job.data_source()})")
     data_notes = job.build_data(info)
-    phase("data")
+    seconds["data"] = time.perf_counter() - lap
     startup_line("start-up: model and DeepSpeed engine" + (f" (weights from {init_from})" if init_from else ""))
     model, reports = job.build_model(info, init_from)
     num_params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
@@ -138,7 +132,7 @@ def _run(job: Job, info: DistInfo, resume_from: Path | None, init_from: str, not
         logger.print(
             f"resumed from {resume_from} at step {state.step} (epoch {state.epoch}, {state.consumed_samples} samples)"
         )
-    phase("engine")
+    seconds["engine"] = time.perf_counter() - lap - seconds["data"]
     # A checkpoint of this run needs no second copy; one from elsewhere (another run, a universal conversion) is saved
     # here at the end even if no step was trained, so the run directory holds its own.
     same_dir = resume_from is not None and resume_from.parent.resolve() == (run_dir / "checkpoints").resolve()
@@ -201,7 +195,7 @@ def _train(run: Run) -> None:
     window = Window()
     local_samples = 0
     begin, seconds_before = time.perf_counter(), state.train_seconds
-    tracker = StepTracker.start(run.engine)
+    tracker = StepTracker(0, loss_scale(run.engine), run.engine.skipped_steps)
     peak = peak_tflops(cfg.train.peak_tflops, info.device)
     saves = SaveSchedule(cfg.engine, run.max_steps, info.device)
     while state.step < run.max_steps:
