@@ -193,17 +193,11 @@ def save(engine, cfg: RunConfig, info: DistInfo, state: TrainState, scheduler, l
         "config_hash": config_hash(config),
         "version": __version__,
     }
-    from deepspeed.checkpoint.constants import (
-        UNIVERSAL_CHECKPOINT_INFO,
-        UNIVERSAL_CHECKPOINT_VERSION_KEY,
-        UNIVERSAL_CHECKPOINT_VERSION_VALUE,
-    )
+    from deepspeed.checkpoint import constants as ds
 
     # ds_to_universal requires this entry; with it the checkpoint converts without --inject_missing_state.
-    client_state = {
-        CLIENT_KEY: ours,
-        UNIVERSAL_CHECKPOINT_INFO: {UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE},
-    }
+    universal = {ds.UNIVERSAL_CHECKPOINT_VERSION_KEY: ds.UNIVERSAL_CHECKPOINT_VERSION_VALUE}
+    client_state = {CLIENT_KEY: ours, ds.UNIVERSAL_CHECKPOINT_INFO: universal}
     checkpoint_io.install(engine)  # our writer: fsync and the manifest
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
     files = all_gather_objects(checkpoint_io.take_written(engine, tag_dir), info)  # after DeepSpeed's barrier

@@ -8,7 +8,8 @@ on a task (engine/finetune_job.py) implement it. The loop calls, in order:
     build_model(info, init_from)     the model, seeded alike on every rank, and what was loaded into it
     max_steps(), steps_per_epoch()   the run's length and an epoch's optimizer steps (the "step" schedule)
     data_source(), describe(), why_random()   the start-up log's words
-    on_device(loaded, run)           that micro batch on the device, or None when it holds no row
+    on_device(loaded, run)           a loaded micro batch (the loop walks `data`'s epochs) on the device, or None
+                                     when it holds no row
     forward(engine, batch)           (loss, its parts for the log)
     measure(batch)                   (samples, tokens, training FLOPs) for the log's rates
     evaluate_now(step), evaluate(run, final)   periodic and final evaluation (logged, in metrics.jsonl)

@@ -68,32 +68,23 @@ def build_optimizer(model: nn.Module, cfg: LoopConfig) -> SkippableAdamW | Skipp
     return SkippableAdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, **kwargs)
 
 
-def warmup_linear(step: int, warmup_steps: int, max_steps: int) -> float:
-    """Multiplier of the peak lr at `step`: 0 -> 1 over warmup, then 1 -> 0 at max_steps (the original's
-    'triangle' schedule, WarmupLinearSchedule)."""
-    if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    return max(0.0, (max_steps - step) / max(1, max_steps - warmup_steps))
-
-
-def warmup_step(step: int, warmup_steps: int, boundaries: list[int], factor: float) -> float:
-    """Multiplier of the peak lr at `step`: 0 -> 1 over warmup, then `factor` once more at each boundary (steps)
-    passed (the original's step schedule, with its linear warmup)."""
-    if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    return factor ** sum(step >= b for b in boundaries)
+def lr_multiplier(step: int, cfg: LoopConfig, max_steps: int, steps_per_epoch: int = 0) -> float:
+    """Multiplier of the peak lr at `step`: 0 -> 1 over the warmup, then for the "linear" schedule 1 -> 0 at
+    `max_steps` (the original's 'triangle' schedule, WarmupLinearSchedule), for "step" x lr_step_factor at the start of
+    each epoch in lr_step_epochs (`steps_per_epoch` optimizer steps each; the original's step schedule)."""
+    if step < cfg.warmup_steps:
+        return step / cfg.warmup_steps
+    if cfg.schedule == "step":
+        return cfg.lr_step_factor ** sum(step >= epoch * steps_per_epoch for epoch in cfg.lr_step_epochs)
+    return max(0.0, (max_steps - step) / max(1, max_steps - cfg.warmup_steps))
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: LoopConfig, max_steps: int, steps_per_epoch: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """ "linear": warmup then linear decay to 0 at `max_steps`; "step": warmup then x lr_step_factor at the start of
-    each epoch in lr_step_epochs (`steps_per_epoch` optimizer steps each)."""
-    if cfg.schedule == "step":
-        if steps_per_epoch < 1:
-            raise ValueError("the 'step' schedule needs the steps of an epoch")
-        boundaries = [e * steps_per_epoch for e in cfg.lr_step_epochs]
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_step(step, cfg.warmup_steps, boundaries, cfg.lr_step_factor)
-        )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_linear(step, cfg.warmup_steps, max_steps))
+    """The lr schedule of `cfg` (`lr_multiplier`), stepped by the loop after every optimizer step."""
+    if cfg.schedule == "step" and steps_per_epoch < 1:
+        raise ValueError("the 'step' schedule needs the steps of an epoch")
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, cfg, max_steps, steps_per_epoch)
+    )
