@@ -1,7 +1,7 @@
 """How a run is executed, saved and resumed: ZeRO, loss scaling, checkpoints, resume, timeouts, fault policy.
 
 None of these fields change what the model learns (except `zero_stage` for ZeRO-specific rounding in low precision),
-so the whole section is left out of the config hash that guards a resume (engine/checkpoint.py).
+so the whole section is left out of the config hash that guards a resume (config/config_hash.py).
 """
 
 from __future__ import annotations
