@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from vlbert_fast.engine.job import PHASES
+
 from ..shared import run_cli
 
 SMALL = [
@@ -74,6 +76,11 @@ def test_run_directory_and_log(run):
     assert len(predictions) == 40 and set(predictions[0]) == {"question_id", "answer"}
     answers = (run_dir / "answers.txt").read_text().split()
     assert all(p["answer"] in answers for p in predictions)
+    # the loop's own part of the summary, as for pretraining
+    phases = summary["phase_seconds"]
+    assert list(phases) == list(PHASES) and summary["checkpoint"] == str(run_dir / "checkpoints" / "step6")
+    assert summary["nonfinite_steps"] == 0 and summary["resumed_from"] is None
+    assert f"wall time {sum(phases.values()):.0f} s after start-up: distributed" in stdout.split("== summary ==")[1]
 
 
 def test_evaluate_reproduces_the_loop(run):
@@ -132,3 +139,14 @@ def test_missing_init_from_is_explained(tmp_path):
     )
     assert result.returncode == 2
     assert "no such file or directory" in result.stderr and "vlbert-fast pretrain" in result.stderr
+
+
+def test_a_training_split_smaller_than_a_global_batch_is_refused(run):
+    root, _, _ = run
+    result = _cli(
+        ["finetune", "init_from=", f"run_dir={root / 'small'}", *SMALL, "train.global_batch_size=256"], root / "cache"
+    )
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "the training split has 128 samples, fewer than one global batch (train.global_batch_size=256)" in (
+        result.stderr
+    )
