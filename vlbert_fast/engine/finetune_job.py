@@ -29,9 +29,9 @@ from .job import Run
 from .trainer import train
 
 
-def _init_message(cfg: FinetuneConfig, exc: Exception) -> str:
+def _init_message(problem: Exception | str) -> str:
     return (
-        f"{exc}\ninit_from must name a pretraining run, checkpoint or export of ours (or a BERT directory): run "
+        f"{problem}\ninit_from must name a pretraining run, checkpoint or export of ours (or a BERT directory): run "
         f"`vlbert-fast pretrain` first (it writes runs/pretrain), set init_from=PATH, or init_from='' to fine-tune "
         f"from random weights"
     )
@@ -51,9 +51,7 @@ class FinetuneJob:
     def initial_weights(self) -> str:
         cfg = self.cfg
         if cfg.init_from and not Path(cfg.init_from).exists():  # say so before any work
-            raise PretrainedError(
-                _init_message(cfg, FileNotFoundError(f"init_from={cfg.init_from}: no such file or directory"))
-            )
+            raise PretrainedError(_init_message(f"init_from={cfg.init_from}: no such file or directory"))
         return cfg.init_from
 
     def build_data(self, info: DistInfo) -> list[str]:
@@ -73,7 +71,7 @@ class FinetuneJob:
         try:
             model, report = build_finetune_model(cfg.model, self.task, init_from, cfg.engine.trust_foreign)
         except (PretrainedError, FileNotFoundError) as exc:
-            raise PretrainedError(_init_message(cfg, exc)) from exc
+            raise PretrainedError(_init_message(exc)) from exc
         return model, [] if report is None else [str(report)]
 
     def max_steps(self) -> int:
