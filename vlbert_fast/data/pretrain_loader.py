@@ -33,7 +33,7 @@ class PretrainData:
     """Held-out captions without masking (the evaluation masks them itself)."""
     probe_words: list[str]
     counter: SkipCounter
-    """Skipped records while loading the record lists (the training loop counts the per-sample skips)."""
+    """Skipped records while loading the record lists (the pretraining job counts the per-sample skips)."""
     notes: list[str] = field(default_factory=list)
     """What the log should say about the data before training (records skipped while reading the lists)."""
 

@@ -5,8 +5,8 @@ around the packed `Batch`, builds the head, computes the loss, predicts and scor
 model is VLBertModel + the task's head (model/vlbert_finetuning.py), initialised from a pretraining run, checkpoint
 or export (or a BERT directory) with a key-mapping report. Every rank takes its own micro batches of each global batch
 (data/sampler.py `ShuffledBatchSampler`); evaluation runs every `train.eval_every_steps` (0: at the end of every
-epoch) and at the end on the task's val split, each rank predicting its share and the predictions gathered
-(tasks/finetuned.py). At the end the val predictions are written in the task's official format.
+epoch) and at the end on the task's val split, each rank predicting its share (tasks/finetuned.py) and the shares
+gathered here. At the end the val predictions are written in the task's official format.
 """
 
 from __future__ import annotations
