@@ -2,6 +2,8 @@
 name the file, and the manifest is checked before a byte is unpickled."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -116,3 +118,14 @@ def test_a_nested_weights_only_load_leaves_the_outer_allowlist(tmp_path):
         assert isinstance(load_torch_file(path)["scaler"], LossScaler)  # ours, nested
         assert isinstance(torch.load(path, weights_only=False)["scaler"], LossScaler)  # DeepSpeed's, after it
     assert set(map(id, torch.serialization.get_safe_globals())) == set(map(id, before))  # none left allowed after it
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="DeepSpeed finds the GPU by itself")
+def test_reading_deepspeed_files_on_a_cpu_machine_prints_no_accelerator_warning():
+    """The first DeepSpeed import of an offline command (export, evaluate, attention maps) comes from the allowlist;
+    without a GPU, DeepSpeed warned on every such command that it was falling back to its CPU accelerator."""
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    code = "from vlbert_fast.model.safe_load import allowed_globals; print(len(allowed_globals()))"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "4", result.stderr
+    assert "Setting accelerator to CPU" not in result.stdout + result.stderr

@@ -28,6 +28,7 @@ import torch.distributed as dist
 import torch.distributed.distributed_c10d as c10d
 
 from ..config import EngineConfig
+from ..model.safe_load import prefer_cpu_accelerator
 
 
 @dataclass
@@ -51,8 +52,7 @@ def free_port() -> int:
 
 def prepare_environment() -> None:
     """Sets the variables DeepSpeed needs before it is imported (idempotent)."""
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    prefer_cpu_accelerator()
     if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))

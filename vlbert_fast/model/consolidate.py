@@ -76,10 +76,10 @@ def consolidated_state_dict(tag_dir: Path, trust_foreign: bool = False) -> dict[
     legacy = verified(tag_dir, trust_foreign)
     if not _zero_files(tag_dir):
         return _stage0_state_dict(tag_dir, legacy)
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
     for path in sorted(tag_dir.glob("*.pt")):  # zero_to_fp32 reads them itself: refuse by name what it would refuse
         check_globals(path, legacy)
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
     try:
         with (
             weights_only_everywhere(legacy),

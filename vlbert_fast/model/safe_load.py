@@ -96,11 +96,19 @@ def verify(path: str | os.PathLike, expected: FileDigest) -> None:
         raise WeightsFileError(f"{path}: {problem}; refused (not a byte of it was unpickled)")
 
 
+def prefer_cpu_accelerator() -> None:
+    """Before DeepSpeed's first import, on a machine without CUDA: DeepSpeed is told to use its CPU accelerator, which
+    it would otherwise pick itself after a warning that it found no GPU (on every offline command's output)."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 def allowed_globals(legacy: bool = False) -> list:
     """The classes our checkpoint files hold besides torch's weights-only types: DeepSpeed's ZeroStageEnum, its
     loss scalers and its `fragment_address` records (optimizer states of ZeRO 1-3, bf16 and fp16). `legacy` (only for
     a trusted checkpoint without a manifest): also numpy's array reconstruction, which checkpoints written before the
     manifest used for numpy's RNG state (it rebuilds an array from its bytes and runs no other code)."""
+    prefer_cpu_accelerator()
     try:
         from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
         from deepspeed.runtime.zero.config import ZeroStageEnum
